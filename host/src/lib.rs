@@ -1,0 +1,7 @@
+//! streamhost: runs WebAssembly rules over Kafka streams.
+//!
+//! The modules follow the data: `source` (Kafka in) → `decode` → `window` →
+//! `plugin` (transform, trend, anomaly rules) → `route` → `sink` (Kafka out),
+//! with `pipeline` tying the per-batch steps together.
+
+pub mod plugin;

@@ -1,0 +1,543 @@
+//! The plugin runtime: loads rule components, checks them against the WIT
+//! contract, and calls them under a time and memory limit.
+//!
+//! Shape (after wasmtime-wasi-http and wasmCloud):
+//! - one `Engine` per process, with epoch interruption on;
+//! - each plugin is compiled once and pre-instantiated (`InstancePre`), so a
+//!   new instance costs a store and a memory image, not a compilation;
+//! - one warm instance per plugin is reused across batches and thrown away
+//!   after any failure (a trap can leave guest memory half-updated), the next
+//!   call getting a fresh one;
+//! - every call gets a deadline and a memory cap, and its failure is
+//!   classified (`CallError`) so the caller can route records by cause.
+
+mod bindings;
+mod limits;
+mod stdio;
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+
+pub use bindings::types;
+use bindings::{StoreState, anomaly_rule, transform_rule, trend_rule};
+pub use types::{Batch, Needs, WindowView};
+
+/// The WIT package plugins are built against.
+pub const WIT_PACKAGE: &str = "streamhost:plugin";
+/// The version of that package this host implements. Plugins built against
+/// any 0.1.x version load.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Limits applied to every plugin call.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest a single batch call may run.
+    pub deadline: Duration,
+    /// Largest linear memory an instance may have, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { deadline: Duration::from_millis(100), memory_bytes: 64 << 20 }
+    }
+}
+
+/// The three kinds of rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Transform,
+    Trend,
+    Anomaly,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Transform, Kind::Trend, Kind::Anomaly];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Transform => "transform",
+            Kind::Trend => "trend",
+            Kind::Anomaly => "anomaly",
+        }
+    }
+
+    /// The exported interface a plugin of this kind provides.
+    fn interface(self) -> &'static str {
+        match self {
+            Kind::Transform => "transform-rule",
+            Kind::Trend => "trend-rule",
+            Kind::Anomaly => "anomaly-rule",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<types::Kind> for Kind {
+    fn from(k: types::Kind) -> Self {
+        match k {
+            types::Kind::Transform => Kind::Transform,
+            types::Kind::Trend => Kind::Trend,
+            types::Kind::Anomaly => Kind::Anomaly,
+        }
+    }
+}
+
+/// Why a file could not be loaded as a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a WebAssembly file (expected a component starting with \\0asm)")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component; expected a component exporting \
+         {WIT_PACKAGE}/transform-rule, trend-rule or anomaly-rule @{WIT_VERSION} (build it with \
+         wit-bindgen and turn it into a component with wit-component or `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error(
+        "the component exports none of the rule interfaces; expected one of \
+         {WIT_PACKAGE}/transform-rule, trend-rule or anomaly-rule @{WIT_VERSION}, found exports: {}",
+        if exports.is_empty() { "(none)".to_string() } else { exports.join(", ") }
+    )]
+    NoRule { exports: Vec<String> },
+    #[error("the component exports more than one rule interface ({}); a plugin must be exactly one kind", .0.join(", "))]
+    Ambiguous(Vec<String>),
+    #[error("the component exports {found}, but this host implements {WIT_PACKAGE}@{WIT_VERSION}")]
+    Version { found: String },
+    #[error("the component's imports cannot be satisfied: {0}")]
+    Link(String),
+    #[error("the component's {interface} does not match the WIT contract: {reason}")]
+    Signature { interface: String, reason: String },
+    #[error("describe() failed: {0}")]
+    Describe(CallError),
+    #[error("describe() says kind {said}, but the component exports the {exported} interface")]
+    KindMismatch { said: Kind, exported: Kind },
+    #[error("describe() returned an empty name")]
+    EmptyName,
+}
+
+/// Why a plugin call failed. Each cause leads somewhere different: the
+/// records of the batch go to the dead-letter topic with a reason class.
+#[derive(Clone, Debug, thiserror::Error, PartialEq)]
+pub enum CallError {
+    /// The call ran past its deadline and was interrupted.
+    #[error("plugin call exceeded its deadline of {0:?}")]
+    Timeout(Duration),
+    /// The instance tried to grow its memory beyond the cap.
+    #[error("plugin ran out of memory (cap {0} bytes)")]
+    OutOfMemory(usize),
+    /// The guest trapped (a panic, an `unreachable`, a bad memory access...).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The guest returned something the contract forbids (wrong number of
+    /// results, a string that is not UTF-8...).
+    #[error("plugin broke the contract: {0}")]
+    Contract(String),
+}
+
+impl CallError {
+    /// The dead-letter reason class of this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CallError::Timeout(_) => "plugin-timeout",
+            CallError::OutOfMemory(_) => "plugin-oom",
+            CallError::Trap(_) => "plugin-trap",
+            CallError::Contract(_) => "plugin-error",
+        }
+    }
+}
+
+/// What a plugin said about itself in `describe()`, plus what the host knows.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub kind: Kind,
+    /// The WIT package the component was built against, with its version,
+    /// e.g. `streamhost:plugin@0.1.0`.
+    pub wit: String,
+    #[serde(skip)]
+    pub needs: Needs,
+    /// Hex SHA-256 of the component file.
+    pub sha256: String,
+}
+
+/// A compiled plugin engine: one per process.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    limits: Limits,
+}
+
+impl Runtime {
+    pub fn new(limits: Limits) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        limits::start_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        // Components from componentize-py/-js import WASI 0.2; they get a WASI
+        // with nothing in it (no files, sockets or environment).
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::streamhost::plugin::host::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        Ok(Self { engine, linker, limits })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles, checks and describes a component. `origin` names it in logs
+    /// until its own name is known.
+    pub fn load(&self, bytes: &[u8], origin: &str) -> Result<Plugin, LoadError> {
+        check_header(bytes)?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let (kind, wit) = self.exported_kind(&component)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let indices = Indices::new(kind, &pre).map_err(|reason| LoadError::Signature {
+            interface: kind.interface().to_string(),
+            reason,
+        })?;
+        let mut plugin = Plugin {
+            info: PluginInfo {
+                name: origin.to_string(),
+                version: String::new(),
+                kind,
+                wit,
+                needs: Needs::empty(),
+                sha256: hex(&Sha256::digest(bytes)),
+            },
+            pre,
+            indices,
+            deadline: self.limits.deadline,
+            memory_bytes: self.limits.memory_bytes,
+            warm: Mutex::new(None),
+            stats: Stats::default(),
+        };
+        let described = plugin.call(|store, guest| guest.describe(store)).map_err(LoadError::Describe)?;
+        let said = Kind::from(described.kind);
+        if said != kind {
+            return Err(LoadError::KindMismatch { said, exported: kind });
+        }
+        if described.name.trim().is_empty() {
+            return Err(LoadError::EmptyName);
+        }
+        plugin.info.name = described.name;
+        plugin.info.version = described.version;
+        plugin.info.needs = described.needs;
+        // The instance that answered `describe` becomes the warm one; its log
+        // name must become the plugin's own.
+        if let Some(warm) = plugin.warm.get_mut().unwrap().as_mut() {
+            warm.store.data_mut().plugin = plugin.info.name.clone();
+        }
+        plugin.stats = Stats::default();
+        Ok(plugin)
+    }
+
+    /// Finds which rule interface the component exports.
+    fn exported_kind(&self, component: &Component) -> Result<(Kind, String), LoadError> {
+        let ty = component.component_type();
+        let mut found = Vec::new();
+        let mut all = Vec::new();
+        for (name, item) in ty.exports(&self.engine) {
+            all.push(format!("{name} ({})", extern_desc(&item.ty)));
+            let Some((pkg_iface, version)) = name.split_once('@') else { continue };
+            let Some(iface) = pkg_iface.strip_prefix("streamhost:plugin/") else { continue };
+            if let Some(kind) = Kind::ALL.into_iter().find(|k| k.interface() == iface) {
+                found.push((kind, version.to_string(), name.to_string()));
+            }
+        }
+        match found.as_slice() {
+            [] => Err(LoadError::NoRule { exports: all }),
+            [(kind, version, name)] => {
+                if !version.starts_with("0.1.") {
+                    return Err(LoadError::Version { found: name.clone() });
+                }
+                Ok((*kind, format!("{WIT_PACKAGE}@{version}")))
+            }
+            many => Err(LoadError::Ambiguous(many.iter().map(|f| f.2.clone()).collect())),
+        }
+    }
+}
+
+fn new_store(engine: &Engine, plugin: &str, memory_bytes: usize) -> Store<StoreState> {
+    let wasi = WasiCtxBuilder::new()
+        .stdout(stdio::LogStream::new(plugin, stdio::Which::Stdout))
+        .stderr(stdio::LogStream::new(plugin, stdio::Which::Stderr))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    let state = StoreState {
+        plugin: plugin.to_string(),
+        wasi,
+        table: ResourceTable::new(),
+        limits: limits::MemoryCap::new(memory_bytes),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    store
+}
+
+fn extern_desc(item: &wasmtime::component::types::ComponentItem) -> &'static str {
+    use wasmtime::component::types::ComponentItem as I;
+    match item {
+        I::ComponentFunc(_) => "function",
+        I::CoreFunc(_) => "core function",
+        I::Module(_) => "module",
+        I::Component(_) => "component",
+        I::ComponentInstance(_) => "instance",
+        I::Type(_) => "type",
+        I::Resource(_) => "resource",
+    }
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm);
+    }
+    // Bytes 4..8: version 1 with layer 0 is a core module; layer 1 a component.
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::CoreModule);
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Export indices of the one interface a plugin provides.
+enum Indices {
+    Transform(transform_rule::GuestIndices),
+    Trend(trend_rule::GuestIndices),
+    Anomaly(anomaly_rule::GuestIndices),
+}
+
+impl Indices {
+    fn new(kind: Kind, pre: &InstancePre<StoreState>) -> Result<Self, String> {
+        let e = |e: wasmtime::Error| format!("{e:#}");
+        Ok(match kind {
+            Kind::Transform => Indices::Transform(transform_rule::GuestIndices::new(pre).map_err(e)?),
+            Kind::Trend => Indices::Trend(trend_rule::GuestIndices::new(pre).map_err(e)?),
+            Kind::Anomaly => Indices::Anomaly(anomaly_rule::GuestIndices::new(pre).map_err(e)?),
+        })
+    }
+}
+
+/// Typed handles to a live instance's exports.
+enum Guest {
+    Transform(transform_rule::Guest),
+    Trend(trend_rule::Guest),
+    Anomaly(anomaly_rule::Guest),
+}
+
+impl Guest {
+    fn describe(&self, store: &mut Store<StoreState>) -> wasmtime::Result<types::PluginInfo> {
+        match self {
+            Guest::Transform(g) => g.call_describe(store),
+            Guest::Trend(g) => g.call_describe(store),
+            Guest::Anomaly(g) => g.call_describe(store),
+        }
+    }
+}
+
+/// A live instance and its store.
+struct Warm {
+    store: Store<StoreState>,
+    guest: Guest,
+}
+
+/// Counters kept per loaded plugin.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    pub nanos: AtomicU64,
+    pub last_failure: Mutex<Option<String>>,
+}
+
+/// A loaded, checked plugin, ready to be called.
+pub struct Plugin {
+    info: PluginInfo,
+    pre: InstancePre<StoreState>,
+    indices: Indices,
+    deadline: Duration,
+    memory_bytes: usize,
+    /// The warm instance; the lock also serialises calls to one plugin.
+    warm: Mutex<Option<Warm>>,
+    stats: Stats,
+}
+
+/// One transform result per record.
+pub type TransformResults = Vec<Result<types::Transformed, String>>;
+/// One trend result per record.
+pub type TrendResults = Vec<Result<Option<types::TrendResult>, String>>;
+/// One anomaly result per record.
+pub type AnomalyResults = Vec<Result<Vec<types::Alert>, String>>;
+
+impl Plugin {
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.info.kind
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn instantiate(&self) -> Result<Warm, CallError> {
+        let engine = self.pre.engine();
+        let mut store = new_store(engine, &self.info.name, self.memory_bytes);
+        store.set_epoch_deadline(limits::ticks(self.deadline));
+        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(e, &store))?;
+        let guest = match &self.indices {
+            Indices::Transform(i) => i.load(&mut store, &instance).map(Guest::Transform),
+            Indices::Trend(i) => i.load(&mut store, &instance).map(Guest::Trend),
+            Indices::Anomaly(i) => i.load(&mut store, &instance).map(Guest::Anomaly),
+        }
+        .map_err(|e| CallError::Contract(format!("{e:#}")))?;
+        Ok(Warm { store, guest })
+    }
+
+    /// Runs `f` on the warm instance (or a fresh one) under the limits.
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&mut Store<StoreState>, &Guest) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let started = std::time::Instant::now();
+        let mut slot = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        let result = (|| {
+            let mut warm = match slot.take() {
+                Some(w) => w,
+                None => self.instantiate()?,
+            };
+            warm.store.data_mut().limits.hit = false;
+            warm.store.set_epoch_deadline(limits::ticks(self.deadline));
+            match f(&mut warm.store, &warm.guest) {
+                Ok(r) => {
+                    *slot = Some(warm);
+                    Ok(r)
+                }
+                // The instance is dropped: a trap may have left it broken.
+                Err(e) => Err(self.classify(e, &warm.store)),
+            }
+        })();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if let Err(e) = &result {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            *self.stats.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            tracing::warn!(plugin = %self.info.name, version = %self.info.version, error = %e, "Plugin call failed.");
+        }
+        result
+    }
+
+    fn classify(&self, e: wasmtime::Error, store: &Store<StoreState>) -> CallError {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Timeout(self.deadline),
+            Some(_) if store.data().limits.hit => CallError::OutOfMemory(self.memory_bytes),
+            Some(trap) => {
+                // The root message plus the guest backtrace's first frames.
+                let detail = format!("{e:?}");
+                let detail: String = detail.lines().take(6).collect::<Vec<_>>().join(" | ");
+                CallError::Trap(if detail.is_empty() { trap.to_string() } else { detail })
+            }
+            None if store.data().limits.hit => CallError::OutOfMemory(self.memory_bytes),
+            None => CallError::Contract(format!("{e:#}")),
+        }
+    }
+
+    fn check_len<T>(&self, results: Vec<T>, expected: u32) -> Result<Vec<T>, CallError> {
+        if results.len() != expected as usize {
+            let e = CallError::Contract(format!(
+                "returned {} results for a batch of {expected} records",
+                results.len()
+            ));
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            *self.stats.last_failure.lock().unwrap() = Some(e.to_string());
+            // Throw the instance away: its state is suspect.
+            self.warm.lock().unwrap().take();
+            return Err(e);
+        }
+        Ok(results)
+    }
+
+    /// Calls a transform plugin.
+    pub fn transform(&self, batch: &Batch) -> Result<TransformResults, CallError> {
+        let out = self.call(|store, guest| match guest {
+            Guest::Transform(g) => g.call_transform(store, batch),
+            _ => unreachable!("kind checked at load"),
+        })?;
+        self.check_len(out, batch.len)
+    }
+
+    /// Calls a trend plugin.
+    pub fn trend(&self, batch: &Batch, windows: &WindowView) -> Result<TrendResults, CallError> {
+        let out = self.call(|store, guest| match guest {
+            Guest::Trend(g) => g.call_trend(store, batch, windows),
+            _ => unreachable!("kind checked at load"),
+        })?;
+        self.check_len(out, batch.len)
+    }
+
+    /// Calls an anomaly plugin.
+    pub fn detect(&self, batch: &Batch, windows: &WindowView) -> Result<AnomalyResults, CallError> {
+        let out = self.call(|store, guest| match guest {
+            Guest::Anomaly(g) => g.call_detect(store, batch, windows),
+            _ => unreachable!("kind checked at load"),
+        })?;
+        self.check_len(out, batch.len)
+    }
+
+    /// Calls `describe()` again (used to health-check a freshly loaded file).
+    pub fn describe(&self) -> Result<types::PluginInfo, CallError> {
+        self.call(|store, guest| guest.describe(store))
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Plugin>();
+    is::<Runtime>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_told_apart() {
+        assert!(matches!(check_header(b"hello world"), Err(LoadError::NotWasm)));
+        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule)));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

@@ -1,0 +1,222 @@
+//! The article's anomaly rules as a streamhost `anomaly` component.
+//!
+//! `detect` holds the logic as plain Rust, so it is unit-tested natively and
+//! the benchmark can run the very same code compiled natively; the
+//! wit-bindgen glue in `component` only exists in the wasm32 build.
+//!
+//! Rules (from the article): temperature above 40 or below 0 is
+//! `temperature_out_of_range` (high), battery level below 0.2 is
+//! `low_battery` (medium), humidity above 90 is `high_humidity` (medium).
+//! Each comparison is strict, so the thresholds themselves are normal, and an
+//! absent field (NaN) never raises an alert.
+
+/// Version reported by `describe`.
+#[cfg(not(feature = "v2"))]
+pub const VERSION: &str = "1.0.0";
+#[cfg(feature = "v2")]
+pub const VERSION: &str = "2.0.0";
+
+/// Thresholds of the rules. `v2` is a stricter build used in hot-swap tests.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Thresholds {
+    pub temperature_min: f64,
+    pub temperature_max: f64,
+    pub battery_min: f64,
+    pub humidity_max: f64,
+}
+
+#[cfg(not(feature = "v2"))]
+pub const THRESHOLDS: Thresholds = Thresholds {
+    temperature_min: 0.0,
+    temperature_max: 40.0,
+    battery_min: 0.2,
+    humidity_max: 90.0,
+};
+#[cfg(feature = "v2")]
+pub const THRESHOLDS: Thresholds = Thresholds {
+    temperature_min: 5.0,
+    temperature_max: 30.0,
+    battery_min: 0.3,
+    humidity_max: 75.0,
+};
+
+/// Severity of a finding, mirroring the WIT `severity` enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Medium,
+    High,
+}
+
+/// Kind of a finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    TemperatureOutOfRange,
+    LowBattery,
+    HighHumidity,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::TemperatureOutOfRange => "temperature_out_of_range",
+            Kind::LowBattery => "low_battery",
+            Kind::HighHumidity => "high_humidity",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            Kind::TemperatureOutOfRange => Severity::High,
+            Kind::LowBattery | Kind::HighHumidity => Severity::Medium,
+        }
+    }
+}
+
+/// One reading's values; NaN means absent.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading {
+    pub temperature: f64,
+    pub humidity: f64,
+    pub battery_level: f64,
+}
+
+/// Calls `found` once per anomaly kind present in `reading`, in the article's
+/// order, with the kind and the offending value.
+#[inline]
+pub fn detect(reading: &Reading, t: &Thresholds, mut found: impl FnMut(Kind, f64)) {
+    if reading.temperature > t.temperature_max || reading.temperature < t.temperature_min {
+        found(Kind::TemperatureOutOfRange, reading.temperature);
+    }
+    if reading.battery_level < t.battery_min {
+        found(Kind::LowBattery, reading.battery_level);
+    }
+    if reading.humidity > t.humidity_max {
+        found(Kind::HighHumidity, reading.humidity);
+    }
+}
+
+/// Explanation of a finding, for the alert's message.
+pub fn message(kind: Kind, value: f64, t: &Thresholds) -> String {
+    match kind {
+        Kind::TemperatureOutOfRange => format!(
+            "temperature {value} is outside [{}, {}]",
+            t.temperature_min, t.temperature_max
+        ),
+        Kind::LowBattery => format!("battery level {value} is below {}", t.battery_min),
+        Kind::HighHumidity => format!("humidity {value} is above {}", t.humidity_max),
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    wit_bindgen::generate!({ world: "anomaly", path: "../../wit" });
+
+    use exports::streamhost::plugin::anomaly_rule::Guest;
+    use streamhost::plugin::types::{
+        Alert, Batch, Kind as PluginKind, Needs, PluginInfo, Severity, WindowView,
+    };
+
+    struct Anomaly;
+
+    fn column<'a>(batch: &'a Batch, name: &str) -> Option<&'a [f64]> {
+        let f = batch.fields.iter().position(|n| n == name)?;
+        batch.values.get(f).map(Vec::as_slice)
+    }
+
+    impl Guest for Anomaly {
+        fn describe() -> PluginInfo {
+            PluginInfo {
+                name: "anomaly".into(),
+                version: super::VERSION.into(),
+                kind: PluginKind::Anomaly,
+                needs: Needs::empty(),
+            }
+        }
+
+        fn detect(batch: Batch, _windows: WindowView) -> Vec<Result<Vec<Alert>, String>> {
+            let n = batch.len as usize;
+            let nan = vec![f64::NAN; n];
+            let temperature = column(&batch, "temperature").unwrap_or(&nan);
+            let humidity = column(&batch, "humidity").unwrap_or(&nan);
+            let battery = column(&batch, "battery_level").unwrap_or(&nan);
+            let t = &super::THRESHOLDS;
+            (0..n)
+                .map(|i| {
+                    let reading = super::Reading {
+                        temperature: temperature[i],
+                        humidity: humidity[i],
+                        battery_level: battery[i],
+                    };
+                    let mut alerts = Vec::new();
+                    super::detect(&reading, t, |kind, value| {
+                        alerts.push(Alert {
+                            rule: "anomaly".into(),
+                            kind: kind.as_str().into(),
+                            severity: match kind.severity() {
+                                super::Severity::High => Severity::High,
+                                super::Severity::Medium => Severity::Medium,
+                            },
+                            message: super::message(kind, value, t),
+                        })
+                    });
+                    Ok(alerts)
+                })
+                .collect()
+        }
+    }
+
+    export!(Anomaly);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(temperature: f64, humidity: f64, battery_level: f64) -> Vec<Kind> {
+        let mut out = Vec::new();
+        let r = Reading { temperature, humidity, battery_level };
+        detect(&r, &THRESHOLDS, |k, _| out.push(k));
+        out
+    }
+
+    #[cfg(not(feature = "v2"))]
+    #[test]
+    fn thresholds_are_strict() {
+        assert!(kinds(40.0, 90.0, 0.2).is_empty());
+        assert!(kinds(0.0, 50.0, 1.0).is_empty());
+        assert_eq!(kinds(40.01, 50.0, 1.0), [Kind::TemperatureOutOfRange]);
+        assert_eq!(kinds(-0.01, 50.0, 1.0), [Kind::TemperatureOutOfRange]);
+        assert_eq!(kinds(20.0, 50.0, 0.19), [Kind::LowBattery]);
+        assert_eq!(kinds(20.0, 90.01, 0.5), [Kind::HighHumidity]);
+    }
+
+    #[cfg(not(feature = "v2"))]
+    #[test]
+    fn one_finding_per_kind_in_article_order() {
+        assert_eq!(
+            kinds(45.0, 95.0, 0.1),
+            [Kind::TemperatureOutOfRange, Kind::LowBattery, Kind::HighHumidity]
+        );
+    }
+
+    #[test]
+    fn absent_values_raise_nothing() {
+        assert!(kinds(f64::NAN, f64::NAN, f64::NAN).is_empty());
+    }
+
+    #[test]
+    fn severities_follow_the_article() {
+        assert_eq!(Kind::TemperatureOutOfRange.severity(), Severity::High);
+        assert_eq!(Kind::LowBattery.severity(), Severity::Medium);
+        assert_eq!(Kind::HighHumidity.severity(), Severity::Medium);
+    }
+
+    #[cfg(not(feature = "v2"))]
+    #[test]
+    fn messages_name_value_and_bounds() {
+        assert_eq!(
+            message(Kind::TemperatureOutOfRange, 41.5, &THRESHOLDS),
+            "temperature 41.5 is outside [0, 40]"
+        );
+    }
+}

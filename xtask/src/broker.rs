@@ -1,0 +1,143 @@
+//! A local Kafka-compatible broker for tests, the demo and the benchmarks:
+//! Nisshi (crates.io `nisshi`), with in-memory storage, on a free loopback
+//! port. Installed once under `~/.streamhost-tools` and reused.
+//!
+//! This file only uses `std` and `anyhow` because the integration tests
+//! include it too (`#[path]`), so both start brokers the same way.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const VERSION: &str = "0.8.1";
+
+fn tools_root() -> PathBuf {
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    Path::new(&home).join(".streamhost-tools")
+}
+
+/// The broker binary if present: `$STREAMHOST_NISSHI`, then `nisshi` on
+/// `PATH`, then our own install location.
+pub fn find() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STREAMHOST_NISSHI") {
+        let p = PathBuf::from(p);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let p = dir.join("nisshi");
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let p = tools_root().join("bin/nisshi");
+    p.is_file().then_some(p)
+}
+
+/// Finds the broker, building it with cargo when it is missing (about ten
+/// minutes on two cores). Nisshi needs rustc >= 1.96, which on these machines
+/// is Debian's `rustc-web`, the same toolchain the plugins use.
+#[cfg(not(test))]
+pub fn ensure_installed() -> Result<PathBuf> {
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    if !crate::toolchain::debian_ready() {
+        crate::toolchain::install_debian()?;
+    }
+    eprintln!("xtask: installing nisshi {VERSION} (once; about ten minutes)");
+    crate::run(
+        Command::new("/usr/bin/cargo")
+            .args(["install", "nisshi", "--version", VERSION, "--locked"])
+            .args(["--no-default-features", "--features", "dynostore", "--root"])
+            .arg(tools_root())
+            .env("RUSTC", "/usr/bin/rustc")
+            .env("CARGO_TARGET_DIR", std::env::temp_dir().join("streamhost-nisshi-build"))
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO"),
+    )?;
+    find().context("nisshi was installed but cannot be found")
+}
+
+/// A running broker process, killed on drop.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Broker {
+    /// Starts a broker on a free loopback port and waits until it accepts
+    /// connections. Its output goes to `log` when given, else is discarded.
+    pub fn start(bin: &Path, log: Option<&Path>) -> Result<Broker> {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let (out, err) = match log {
+            Some(path) => {
+                let f = std::fs::File::create(path)?;
+                (Stdio::from(f.try_clone()?), Stdio::from(f))
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
+        let child = Command::new(bin)
+            .args(["broker", "--storage-engine", "memory://nisshi/"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--group-initial-rebalance-delay", "0"])
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut broker = Broker { child, port, bin: bin.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = broker.child.try_wait()? {
+                bail!("broker exited during start-up: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("broker did not listen on port {port} within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+
+    /// `host:port` for Kafka clients.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a topic with the given number of partitions.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        let out = Command::new(&self.bin)
+            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args(["--partitions", &partitions.to_string(), name])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "creating topic {name} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
