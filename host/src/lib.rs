@@ -5,3 +5,5 @@
 //! with `pipeline` tying the per-batch steps together.
 
 pub mod plugin;
+pub mod decode;
+pub mod window;

@@ -62,8 +62,8 @@ mod tests {
 
     #[test]
     fn formats_utc_with_milliseconds() {
-        // 2026-11-24T17:30:05.123Z, worked out from 20,416 days since 1970.
-        let ms = 20_416 * 86_400_000 + (17 * 3600 + 30 * 60 + 5) * 1000 + 123;
+        // 2026-11-24T17:30:05.123Z, worked out from 20,781 days since 1970.
+        let ms = 20_781 * 86_400_000 + (17 * 3600 + 30 * 60 + 5) * 1000 + 123;
         assert_eq!(iso8601_utc(ms).unwrap(), "2026-11-24T17:30:05.123Z");
         assert_eq!(iso8601_utc(0).unwrap(), "1970-01-01T00:00:00.000Z");
     }

@@ -1,0 +1,509 @@
+//! Sliding windows per key, on event time, kept natively.
+//!
+//! A key's window holds its readings of the last `length` before the newest
+//! event time seen for that key (`newest - length < t <= newest`). It is
+//! driven by event time only: replaying a topic gives the same windows, and
+//! nothing depends on the host's clock (the article compared wall-clock time
+//! with event timestamps, which empties every window during a replay or after
+//! a pause).
+//!
+//! Layout, per key, for memory and speed:
+//! - readings are stored column-wise in two ring buffers, event times as
+//!   `i32` milliseconds from a per-key base and values as `f64` interleaved
+//!   `fields` at a time, so a reading of four fields costs 36 bytes, grown
+//!   by a quarter at a time rather than doubled;
+//! - sums per field are updated on insert and evict (recomputed exactly once
+//!   per window's worth of evictions, so rounding cannot drift);
+//! - minimums and maximums come from monotonic deques of reading sequence
+//!   numbers, so every insert and evict is amortised O(1).
+//!
+//! Records may arrive out of order. One no older than `newest - lateness` is
+//! inserted at its place by event time (this costs O(window) for that key,
+//! as the deques are rebuilt, which is fine for the rare late record); one
+//! older is refused as `Late` and never silently dropped by the caller.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Window settings.
+#[derive(Clone, Debug)]
+pub struct WindowConfig {
+    /// Window length in milliseconds of event time.
+    pub length_ms: i64,
+    /// How far behind its key's newest event time a record may be.
+    pub lateness_ms: i64,
+    /// Values passed at each end of the window (`head`/`tail`).
+    pub k: usize,
+    /// Number of numeric fields per reading.
+    pub fields: usize,
+}
+
+/// A record too late to enter its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Late {
+    /// The key's newest event time when the record arrived.
+    pub newest_ms: i64,
+    /// How far behind it the record was.
+    pub behind_ms: i64,
+}
+
+/// Column-wise window views for a batch, in the WIT's layout (`window-view`).
+/// Each `push` appends one record's view.
+pub struct ViewBuilder {
+    pub view: crate::plugin::WindowView,
+    /// Whether `head`/`tail` are filled (a rule asked for window values).
+    pub with_values: bool,
+}
+
+impl ViewBuilder {
+    pub fn new(fields: usize, k: usize, with_values: bool, capacity: usize) -> Self {
+        use crate::plugin::types::FieldWindow;
+        let col = || Vec::with_capacity(capacity);
+        let kcol = || if with_values { Vec::with_capacity(capacity * k) } else { Vec::new() };
+        let fields = (0..fields)
+            .map(|_| FieldWindow {
+                mean: col(),
+                min: col(),
+                max: col(),
+                first: col(),
+                last: col(),
+                head: kcol(),
+                tail: kcol(),
+            })
+            .collect();
+        let view = crate::plugin::WindowView {
+            starts: Vec::with_capacity(capacity),
+            ends: Vec::with_capacity(capacity),
+            counts: Vec::with_capacity(capacity),
+            k: k as u32,
+            fields,
+        };
+        Self { view, with_values }
+    }
+
+    pub fn len(&self) -> usize {
+        self.view.counts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.view.counts.is_empty()
+    }
+}
+
+/// All windows of one pipeline.
+pub struct Windows {
+    cfg: WindowConfig,
+    keys: HashMap<Box<str>, KeyWindow>,
+    readings: usize,
+    /// Largest event time seen on any key, for dropping idle keys.
+    newest_ms: i64,
+    inserts_since_sweep: usize,
+}
+
+impl Windows {
+    pub fn new(cfg: WindowConfig) -> Self {
+        Self { cfg, keys: HashMap::new(), readings: 0, newest_ms: i64::MIN, inserts_since_sweep: 0 }
+    }
+
+    pub fn config(&self) -> &WindowConfig {
+        &self.cfg
+    }
+
+    /// Number of keys holding a window.
+    pub fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Number of readings held across all windows.
+    pub fn readings(&self) -> usize {
+        self.readings
+    }
+
+    /// Adds a reading to `key`'s window and appends the window as it now is
+    /// to `out`. `values` has one entry per field, NaN for absent.
+    pub fn insert(&mut self, key: &str, time_ms: i64, values: &[f64], out: &mut ViewBuilder) -> Result<(), Late> {
+        debug_assert_eq!(values.len(), self.cfg.fields);
+        let cfg = &self.cfg;
+        if !self.keys.contains_key(key) {
+            self.keys.insert(key.into(), KeyWindow::new(cfg.fields, time_ms));
+        }
+        let window = self.keys.get_mut(key).expect("inserted above");
+        if window.len() > 0 && time_ms < window.newest - cfg.lateness_ms {
+            return Err(Late { newest_ms: window.newest, behind_ms: window.newest - time_ms });
+        }
+        let before = window.len();
+        window.insert(time_ms, values);
+        window.evict(cfg.length_ms);
+        window.snapshot(cfg.k, out);
+        self.readings = self.readings + window.len() - before;
+        self.newest_ms = self.newest_ms.max(time_ms);
+        self.inserts_since_sweep += 1;
+        if self.inserts_since_sweep > self.keys.len().max(1024) {
+            self.sweep();
+        }
+        Ok(())
+    }
+
+    /// Drops keys whose every reading is older than the newest event time
+    /// seen anywhere minus the window length and the lateness: their window
+    /// would be emptied by their next record anyway, and a key that stops
+    /// sending must not hold memory forever.
+    pub fn sweep(&mut self) {
+        self.inserts_since_sweep = 0;
+        let horizon = self.newest_ms.saturating_sub(self.cfg.length_ms + self.cfg.lateness_ms);
+        let mut dropped = 0;
+        self.keys.retain(|_, w| {
+            let keep = w.newest > horizon;
+            if !keep {
+                dropped += w.len();
+            }
+            keep
+        });
+        self.readings -= dropped;
+    }
+}
+
+/// One key's window.
+struct KeyWindow {
+    /// Event times relative to `base`, oldest first.
+    times: VecDeque<i32>,
+    base: i64,
+    /// `fields` values per reading, readings oldest first.
+    values: VecDeque<f64>,
+    fields: usize,
+    newest: i64,
+    /// Sequence number of the oldest reading; reading `i` has `front_seq + i`.
+    front_seq: u64,
+    sums: Vec<f64>,
+    present: Vec<u32>,
+    /// Per field: sequence numbers whose values increase (for the minimum)
+    /// or decrease (for the maximum) from front to back; NaNs are left out.
+    mins: Vec<VecDeque<u64>>,
+    maxs: Vec<VecDeque<u64>>,
+    evicted_since_resum: usize,
+}
+
+impl KeyWindow {
+    fn new(fields: usize, base: i64) -> Self {
+        Self {
+            times: VecDeque::new(),
+            base,
+            values: VecDeque::new(),
+            fields,
+            newest: i64::MIN,
+            front_seq: 0,
+            sums: vec![0.0; fields],
+            present: vec![0; fields],
+            mins: vec![VecDeque::new(); fields],
+            maxs: vec![VecDeque::new(); fields],
+            evicted_since_resum: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    fn time(&self, i: usize) -> i64 {
+        self.base + i64::from(self.times[i])
+    }
+
+    fn value(&self, i: usize, f: usize) -> f64 {
+        self.values[i * self.fields + f]
+    }
+
+    fn value_at_seq(&self, seq: u64, f: usize) -> f64 {
+        self.value((seq - self.front_seq) as usize, f)
+    }
+
+    /// Grows a ring buffer by a quarter instead of doubling: windows are long
+    /// lived and many, so slack costs more than the extra copies.
+    fn reserve<T>(buf: &mut VecDeque<T>, extra: usize) {
+        if buf.len() + extra > buf.capacity() {
+            buf.reserve_exact((buf.len() / 4).max(4).max(extra));
+        }
+    }
+
+    /// Re-expresses times against a new base when one no longer fits in i32.
+    fn rebase(&mut self, time_ms: i64) {
+        let new_base = if self.times.is_empty() { time_ms } else { self.time(0).min(time_ms) };
+        if (time_ms - new_base) > i64::from(i32::MAX) || (self.newest - new_base) > i64::from(i32::MAX) {
+            // The window spans more than 24 days of event time: start over
+            // from this reading rather than keep an unrepresentable span.
+            self.clear(time_ms);
+            return;
+        }
+        for i in 0..self.times.len() {
+            let t = self.base + i64::from(self.times[i]);
+            self.times[i] = (t - new_base) as i32;
+        }
+        self.base = new_base;
+    }
+
+    fn clear(&mut self, base: i64) {
+        self.front_seq += self.times.len() as u64;
+        self.times.clear();
+        self.values.clear();
+        self.base = base;
+        self.sums.iter_mut().for_each(|s| *s = 0.0);
+        self.present.iter_mut().for_each(|c| *c = 0);
+        self.mins.iter_mut().for_each(VecDeque::clear);
+        self.maxs.iter_mut().for_each(VecDeque::clear);
+    }
+
+    fn insert(&mut self, time_ms: i64, values: &[f64]) {
+        let rel = time_ms - self.base;
+        if rel < i64::from(i32::MIN) || rel > i64::from(i32::MAX) {
+            self.rebase(time_ms);
+        }
+        let rel = (time_ms - self.base) as i32;
+        Self::reserve(&mut self.times, 1);
+        Self::reserve(&mut self.values, self.fields);
+        for (f, &v) in values.iter().enumerate() {
+            if !v.is_nan() {
+                self.sums[f] += v;
+                self.present[f] += 1;
+            }
+        }
+        if self.times.back().is_none_or(|&last| last <= rel) {
+            // In order: the common case.
+            self.times.push_back(rel);
+            self.values.extend(values.iter().copied());
+            let seq = self.front_seq + self.times.len() as u64 - 1;
+            for (f, &v) in values.iter().enumerate() {
+                if !v.is_nan() {
+                    self.push_monotonic(f, seq, v);
+                }
+            }
+        } else {
+            // Out of order: insert at its place, then rebuild the deques.
+            let at = self.times.partition_point(|&t| t <= rel);
+            self.times.insert(at, rel);
+            for (j, &v) in values.iter().enumerate() {
+                self.values.insert(at * self.fields + j, v);
+            }
+            self.rebuild_monotonic();
+        }
+        self.newest = self.newest.max(time_ms);
+    }
+
+    fn push_monotonic(&mut self, f: usize, seq: u64, v: f64) {
+        while let Some(&back) = self.mins[f].back() {
+            if self.value_at_seq(back, f) >= v {
+                self.mins[f].pop_back();
+            } else {
+                break;
+            }
+        }
+        self.mins[f].push_back(seq);
+        while let Some(&back) = self.maxs[f].back() {
+            if self.value_at_seq(back, f) <= v {
+                self.maxs[f].pop_back();
+            } else {
+                break;
+            }
+        }
+        self.maxs[f].push_back(seq);
+    }
+
+    fn rebuild_monotonic(&mut self) {
+        self.mins.iter_mut().for_each(VecDeque::clear);
+        self.maxs.iter_mut().for_each(VecDeque::clear);
+        for i in 0..self.len() {
+            for f in 0..self.fields {
+                let v = self.value(i, f);
+                if !v.is_nan() {
+                    self.push_monotonic(f, self.front_seq + i as u64, v);
+                }
+            }
+        }
+    }
+
+    /// Drops readings at or before `newest - length`.
+    fn evict(&mut self, length_ms: i64) {
+        let cutoff = self.newest - length_ms;
+        while self.times.front().is_some_and(|&t| self.base + i64::from(t) <= cutoff) {
+            for f in 0..self.fields {
+                let v = self.values[f];
+                if !v.is_nan() {
+                    self.sums[f] -= v;
+                    self.present[f] -= 1;
+                }
+                if self.mins[f].front() == Some(&self.front_seq) {
+                    self.mins[f].pop_front();
+                }
+                if self.maxs[f].front() == Some(&self.front_seq) {
+                    self.maxs[f].pop_front();
+                }
+            }
+            self.times.pop_front();
+            self.values.drain(..self.fields);
+            self.front_seq += 1;
+            self.evicted_since_resum += 1;
+        }
+        if self.evicted_since_resum > self.len() + 64 {
+            self.resum();
+        }
+        // Give memory back when a window shrank a lot (a burst passed).
+        if self.times.capacity() > 64 && self.times.len() < self.times.capacity() / 4 {
+            self.times.shrink_to(self.times.len() * 2);
+            self.values.shrink_to(self.values.len() * 2);
+        }
+    }
+
+    /// Recomputes the sums exactly, so add/subtract rounding cannot drift.
+    fn resum(&mut self) {
+        self.evicted_since_resum = 0;
+        for f in 0..self.fields {
+            let (mut s, mut n) = (0.0, 0);
+            for i in 0..self.len() {
+                let v = self.value(i, f);
+                if !v.is_nan() {
+                    s += v;
+                    n += 1;
+                }
+            }
+            self.sums[f] = s;
+            self.present[f] = n;
+        }
+    }
+
+    fn snapshot(&self, k: usize, out: &mut ViewBuilder) {
+        let n = self.len();
+        let view = &mut out.view;
+        view.starts.push(self.time(0));
+        view.ends.push(self.time(n - 1));
+        view.counts.push(n as u32);
+        for (f, fw) in view.fields.iter_mut().enumerate() {
+            let present = self.present[f];
+            fw.mean.push(if present == 0 { f64::NAN } else { self.sums[f] / f64::from(present) });
+            fw.min.push(self.mins[f].front().map_or(f64::NAN, |&s| self.value_at_seq(s, f)));
+            fw.max.push(self.maxs[f].front().map_or(f64::NAN, |&s| self.value_at_seq(s, f)));
+            fw.first.push(self.value(0, f));
+            fw.last.push(self.value(n - 1, f));
+            if out.with_values {
+                let m = n.min(k);
+                fw.head.extend((0..m).map(|i| self.value(i, f)));
+                fw.head.extend(std::iter::repeat_n(f64::NAN, k - m));
+                fw.tail.extend((n - m..n).map(|i| self.value(i, f)));
+                fw.tail.extend(std::iter::repeat_n(f64::NAN, k - m));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn windows(lateness_ms: i64) -> Windows {
+        Windows::new(WindowConfig { length_ms: 5 * MIN, lateness_ms, k: 3, fields: 2 })
+    }
+
+    fn push(w: &mut Windows, key: &str, t: i64, a: f64, b: f64) -> Result<ViewBuilder, Late> {
+        let mut out = ViewBuilder::new(2, 3, true, 1);
+        w.insert(key, t, &[a, b], &mut out).map(|_| out)
+    }
+
+    /// Naive reference: the stats of `readings` within the window ending at
+    /// the newest time.
+    fn naive(readings: &[(i64, f64)], length: i64) -> (usize, f64, f64, f64) {
+        let newest = readings.iter().map(|r| r.0).max().unwrap();
+        let inside: Vec<f64> = readings.iter().filter(|r| r.0 > newest - length).map(|r| r.1).collect();
+        let mean = inside.iter().sum::<f64>() / inside.len() as f64;
+        let min = inside.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = inside.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (inside.len(), mean, min, max)
+    }
+
+    #[test]
+    fn window_is_event_time_and_excludes_its_left_edge() {
+        let mut w = windows(0);
+        push(&mut w, "s", 0, 10.0, 1.0).unwrap();
+        push(&mut w, "s", MIN, 20.0, 1.0).unwrap();
+        let v = push(&mut w, "s", 5 * MIN, 30.0, 1.0).unwrap().view;
+        // t = 0 is exactly 5 minutes before the newest: out.
+        assert_eq!(v.counts, [2]);
+        assert_eq!(v.starts, [MIN]);
+        assert_eq!(v.ends, [5 * MIN]);
+        assert_eq!(v.fields[0].mean, [25.0]);
+        assert_eq!((v.fields[0].first[0], v.fields[0].last[0]), (20.0, 30.0));
+        assert_eq!(w.readings(), 2);
+    }
+
+    #[test]
+    fn matches_a_naive_window_on_a_long_random_walk() {
+        let mut w = windows(0);
+        let mut all = Vec::new();
+        let mut x = 20.0;
+        let mut seed = 7u64;
+        for i in 0..5000i64 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x += ((seed >> 33) % 200) as f64 / 100.0 - 1.0;
+            let t = i * 1000 + ((seed >> 20) % 900) as i64;
+            all.push((t, x));
+            let v = push(&mut w, "s", t, x, f64::NAN).unwrap().view;
+            let (count, mean, min, max) = naive(&all, 5 * MIN);
+            assert_eq!(v.counts[0] as usize, count, "at {i}");
+            assert!((v.fields[0].mean[0] - mean).abs() < 1e-9, "mean at {i}");
+            assert_eq!((v.fields[0].min[0], v.fields[0].max[0]), (min, max), "at {i}");
+            assert!(v.fields[1].mean[0].is_nan());
+        }
+    }
+
+    #[test]
+    fn head_and_tail_pad_with_nan() {
+        let mut w = windows(0);
+        push(&mut w, "s", 0, 1.0, 0.0).unwrap();
+        let v = push(&mut w, "s", 1, 2.0, 0.0).unwrap().view;
+        assert_eq!(&v.fields[0].head[..2], &[1.0, 2.0]);
+        assert!(v.fields[0].head[2].is_nan());
+        assert_eq!(&v.fields[0].tail[..2], &[1.0, 2.0]);
+        for t in 2..6 {
+            push(&mut w, "s", t, t as f64 + 1.0, 0.0).unwrap();
+        }
+        let v = push(&mut w, "s", 6, 7.0, 0.0).unwrap().view;
+        assert_eq!(v.fields[0].head, [1.0, 2.0, 3.0]);
+        assert_eq!(v.fields[0].tail, [5.0, 6.0, 7.0]);
+    }
+
+    #[test]
+    fn late_records_are_refused_and_out_of_order_ones_placed() {
+        let mut w = windows(30_000);
+        push(&mut w, "s", 100_000, 5.0, 0.0).unwrap();
+        push(&mut w, "s", 200_000, 9.0, 0.0).unwrap();
+        // 20 s behind: within lateness, lands between the two.
+        let v = push(&mut w, "s", 180_000, 1.0, 0.0).unwrap().view;
+        assert_eq!(v.fields[0].head, [5.0, 1.0, 9.0]);
+        assert_eq!(v.fields[0].min, [1.0]);
+        assert_eq!(v.ends, [200_000]);
+        // 40 s behind: late.
+        let late = push(&mut w, "s", 160_000, 1.0, 0.0).err().unwrap();
+        assert_eq!(late, Late { newest_ms: 200_000, behind_ms: 40_000 });
+        assert_eq!(w.readings(), 3);
+        // Another key is unaffected by this key's time.
+        assert!(push(&mut w, "t", 0, 1.0, 0.0).is_ok());
+    }
+
+    #[test]
+    fn idle_keys_are_swept_on_event_time() {
+        let mut w = windows(0);
+        push(&mut w, "old", 0, 1.0, 1.0).unwrap();
+        push(&mut w, "new", 10 * MIN, 1.0, 1.0).unwrap();
+        w.sweep();
+        assert_eq!(w.keys(), 1);
+        assert_eq!(w.readings(), 1);
+    }
+
+    #[test]
+    fn spans_beyond_i32_milliseconds_rebase() {
+        let mut w = windows(0);
+        push(&mut w, "s", 0, 1.0, 1.0).unwrap();
+        let day = 86_400_000;
+        let v = push(&mut w, "s", 30 * day, 2.0, 1.0).unwrap().view;
+        assert_eq!((v.counts[0], v.starts[0]), (1, 30 * day));
+        let v = push(&mut w, "s", 30 * day + 1, 3.0, 1.0).unwrap().view;
+        assert_eq!(v.fields[0].mean, [2.5]);
+    }
+}
