@@ -7,3 +7,5 @@
 pub mod plugin;
 pub mod decode;
 pub mod window;
+pub mod pipeline;
+pub mod route;
