@@ -464,12 +464,7 @@ impl Plugin {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout(self.deadline),
             Some(_) if store.data().limits.hit => CallError::OutOfMemory(self.memory_bytes),
-            Some(trap) => {
-                // The root message plus the guest backtrace's first frames.
-                let detail = format!("{e:?}");
-                let detail: String = detail.lines().take(6).collect::<Vec<_>>().join(" | ");
-                CallError::Trap(if detail.is_empty() { trap.to_string() } else { detail })
-            }
+            Some(trap) => CallError::Trap(trap.to_string()),
             None if store.data().limits.hit => CallError::OutOfMemory(self.memory_bytes),
             None => CallError::Contract(format!("{e:#}")),
         }

@@ -1,0 +1,233 @@
+//! The plugin runtime against the real components built by
+//! `cargo xtask plugins`: the example rules give the answers worked out by
+//! hand, and hostile components are contained, each failure told apart.
+
+mod support;
+
+use streamhost::plugin::types::{Direction, FieldWindow, Severity, Transformed};
+use streamhost::plugin::{Batch, CallError, Kind, LoadError, Needs, WindowView};
+use support::{load, runtime};
+
+const FIELDS: [&str; 4] = ["temperature", "humidity", "pressure", "battery_level"];
+
+/// A batch of readings (temperature, humidity, battery) with keys.
+fn batch(keys: &[&str], readings: &[(f64, f64, f64)]) -> Batch {
+    let n = readings.len();
+    Batch {
+        len: n as u32,
+        processing_time: 1_795_541_405_123,
+        fields: FIELDS.iter().map(|s| s.to_string()).collect(),
+        keys: keys.iter().map(|s| s.to_string()).collect(),
+        event_times: (0..n as i64).collect(),
+        values: vec![
+            readings.iter().map(|r| r.0).collect(),
+            readings.iter().map(|r| r.1).collect(),
+            vec![1010.0; n],
+            readings.iter().map(|r| r.2).collect(),
+        ],
+        json: Vec::new(),
+    }
+}
+
+/// Window views with only `temperature` head/tail meaningful (k = 3).
+fn windows(per_record: &[(u32, [f64; 3], [f64; 3])]) -> WindowView {
+    let n = per_record.len();
+    let field = |with_values: bool| FieldWindow {
+        mean: vec![0.0; n],
+        min: vec![0.0; n],
+        max: vec![0.0; n],
+        first: vec![0.0; n],
+        last: vec![0.0; n],
+        head: if with_values { per_record.iter().flat_map(|r| r.1).collect() } else { vec![f64::NAN; 3 * n] },
+        tail: if with_values { per_record.iter().flat_map(|r| r.2).collect() } else { vec![f64::NAN; 3 * n] },
+    };
+    WindowView {
+        starts: vec![0; n],
+        ends: vec![0; n],
+        counts: per_record.iter().map(|r| r.0).collect(),
+        k: 3,
+        fields: vec![field(true), field(false), field(false), field(false)],
+    }
+}
+
+#[test]
+fn anomaly_thresholds_and_their_boundaries() {
+    let rt = runtime();
+    let p = load(&rt, "anomaly");
+    assert_eq!((p.info().name.as_str(), p.info().version.as_str(), p.kind()), ("anomaly", "1.0.0", Kind::Anomaly));
+    assert_eq!(p.info().wit, "streamhost:plugin@0.1.0");
+    let readings = [
+        (40.0, 90.0, 0.2),         // every value exactly on its threshold: nothing
+        (0.0, 50.0, 1.0),          // lower temperature bound: nothing
+        (40.01, 50.0, 1.0),        // too hot
+        (-0.01, 50.0, 1.0),        // too cold
+        (20.0, 50.0, 0.19),        // low battery
+        (20.0, 90.01, 0.5),        // humid
+        (45.0, 95.0, 0.1),         // all three, in the article's order
+        (f64::NAN, f64::NAN, f64::NAN), // absent values raise nothing
+    ];
+    let b = batch(&[], &readings);
+    let out = p.detect(&b, &windows(&[(1, [0.0; 3], [0.0; 3]); 8])).unwrap();
+    let kinds: Vec<Vec<(String, Severity)>> = out
+        .into_iter()
+        .map(|r| r.unwrap().into_iter().map(|a| (a.kind, a.severity)).collect())
+        .collect();
+    let k = |s: &str, sev| (s.to_string(), sev);
+    assert_eq!(
+        kinds,
+        vec![
+            vec![],
+            vec![],
+            vec![k("temperature_out_of_range", Severity::High)],
+            vec![k("temperature_out_of_range", Severity::High)],
+            vec![k("low_battery", Severity::Medium)],
+            vec![k("high_humidity", Severity::Medium)],
+            vec![
+                k("temperature_out_of_range", Severity::High),
+                k("low_battery", Severity::Medium),
+                k("high_humidity", Severity::Medium)
+            ],
+            vec![],
+        ]
+    );
+}
+
+#[test]
+fn anomaly_v2_is_stricter_and_says_so() {
+    let rt = runtime();
+    let p = load(&rt, "anomaly-v2");
+    assert_eq!(p.info().version, "2.0.0");
+    let b = batch(&[], &[(35.0, 50.0, 1.0)]);
+    let out = p.detect(&b, &windows(&[(1, [0.0; 3], [0.0; 3])])).unwrap();
+    let alerts = out[0].as_ref().unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].message, "temperature 35 is outside [5, 30]");
+}
+
+#[test]
+fn trend_compares_newest_and_oldest_three_with_two_percent_edges() {
+    let rt = runtime();
+    let p = load(&rt, "trend");
+    assert_eq!(p.kind(), Kind::Trend);
+    assert!(p.info().needs.contains(Needs::WINDOW_VALUES));
+    let nan = f64::NAN;
+    let cases: [((u32, [f64; 3], [f64; 3]), Direction); 7] = [
+        ((1, [50.0, nan, nan], [50.0, nan, nan]), Direction::Stable),      // one value
+        ((6, [10.0; 3], [20.0; 3]), Direction::Increasing),               // doubled
+        ((6, [20.0; 3], [10.0; 3]), Direction::Decreasing),               // halved
+        ((2, [100.0, 102.0, nan], [100.0, 102.0, nan]), Direction::Stable), // same values both ends
+        ((4, [100.0, 100.0, 100.0], [100.0, 102.0, 104.0]), Direction::Stable), // +2.0% exactly: not above
+        ((4, [100.0, 100.0, 100.0], [100.0, 102.0, 104.3]), Direction::Increasing), // +2.1%
+        ((4, [100.0, 100.0, 100.0], [95.0, 98.0, 100.9]), Direction::Decreasing), // -1.1%... see below
+    ];
+    let views: Vec<_> = cases.iter().map(|c| c.0).collect();
+    let b = batch(&[], &vec![(20.0, 50.0, 1.0); cases.len()]);
+    let out = p.trend(&b, &windows(&views)).unwrap();
+    // The last case: newest three mean (95 + 98 + 100.9) / 3 = 97.9667,
+    // below 98 (= 100 * 0.98), so decreasing.
+    for (i, (r, (_, want))) in out.into_iter().zip(cases).enumerate() {
+        let t = r.unwrap().expect("the trend rule always answers");
+        assert_eq!(t.field, "temperature");
+        assert_eq!(t.direction, want, "case {i}");
+    }
+}
+
+#[test]
+fn enrich_merges_processing_time_and_flag() {
+    let rt = runtime();
+    let p = load(&rt, "enrich");
+    assert_eq!(p.kind(), Kind::Transform);
+    let out = p.transform(&batch(&[], &[(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)])).unwrap();
+    assert_eq!(out.len(), 2);
+    for r in out {
+        match r.unwrap() {
+            Transformed::Merge(m) => {
+                assert_eq!(m, r#"{"processed_at":"2026-11-24T17:30:05.123Z","enriched":true}"#)
+            }
+            other => panic!("expected a merge, got {other:?}"),
+        }
+    }
+}
+
+fn hostile_call(p: &streamhost::plugin::Plugin, keys: &[&str]) -> Result<Vec<Result<Vec<String>, String>>, CallError> {
+    let b = batch(keys, &vec![(20.0, 50.0, 1.0); keys.len()]);
+    let w = windows(&vec![(1, [0.0; 3], [0.0; 3]); keys.len()]);
+    p.detect(&b, &w).map(|v| {
+        v.into_iter().map(|r| r.map(|alerts| alerts.into_iter().map(|a| a.message).collect())).collect()
+    })
+}
+
+#[test]
+fn an_infinite_loop_hits_the_deadline_and_the_next_call_works() {
+    let rt = runtime();
+    let p = load(&rt, "hostile");
+    assert!(matches!(hostile_call(&p, &["a", "spin"]), Err(CallError::Timeout(_))));
+    assert_eq!(hostile_call(&p, &["a"]).unwrap(), vec![Ok(vec!["a".to_string()])]);
+    assert_eq!(p.stats().failures.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn an_allocation_bomb_is_stopped_by_the_memory_cap() {
+    let rt = runtime();
+    let p = load(&rt, "hostile");
+    match hostile_call(&p, &["bomb"]) {
+        Err(CallError::OutOfMemory(cap)) => assert_eq!(cap, 64 << 20),
+        other => panic!("expected out of memory, got {other:?}"),
+    }
+    assert_eq!(hostile_call(&p, &["b"]).unwrap(), vec![Ok(vec!["b".to_string()])]);
+}
+
+#[test]
+fn a_panic_traps_and_the_next_batch_runs_on_a_fresh_instance() {
+    let rt = runtime();
+    let p = load(&rt, "hostile");
+    match hostile_call(&p, &["panic"]) {
+        Err(CallError::Trap(msg)) => assert!(msg.contains("unreachable"), "{msg}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert_eq!(hostile_call(&p, &["c", "reject"]).unwrap(), vec![
+        Ok(vec!["c".to_string()]),
+        Err("rejected by hostile".to_string())
+    ]);
+}
+
+#[test]
+fn a_trap_in_describe_refuses_the_component() {
+    let rt = runtime();
+    let bytes = std::fs::read(support::plugin_path("hostile-describe-traps")).unwrap();
+    match rt.load(&bytes, "x") {
+        Err(LoadError::Describe(CallError::Trap(_))) => {}
+        other => panic!("expected describe to trap, got {:?}", other.map(|p| p.info().clone())),
+    }
+}
+
+#[test]
+fn files_that_are_not_rule_components_are_refused_with_what_they_are() {
+    let rt = runtime();
+    let err = rt.load(b"this is not wasm", "junk").err().unwrap();
+    assert!(matches!(err, LoadError::NotWasm), "{err}");
+
+    let core = wat::parse_str("(module (func (export \"detect\")))").unwrap();
+    let err = rt.load(&core, "core").err().unwrap();
+    assert!(matches!(err, LoadError::CoreModule), "{err}");
+    assert!(err.to_string().contains("not a component"), "{err}");
+
+    let unrelated = wat::parse_str(
+        r#"(component
+             (core module $m (func (export "f") (result i32) i32.const 1))
+             (core instance $i (instantiate $m))
+             (func (export "hello") (result u32) (canon lift (core func $i "f"))))"#,
+    )
+    .unwrap();
+    let err = rt.load(&unrelated, "unrelated").err().unwrap();
+    match &err {
+        LoadError::NoRule { exports } => assert_eq!(exports, &["hello (function)".to_string()]),
+        other => panic!("expected NoRule, got {other}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("streamhost:plugin/transform-rule") && text.contains("hello (function)"), "{text}");
+
+    let truncated = std::fs::read(support::plugin_path("anomaly")).unwrap();
+    let err = rt.load(&truncated[..truncated.len() / 2], "half").err().unwrap();
+    assert!(matches!(err, LoadError::Invalid(_)), "{err}");
+}
