@@ -1,1 +1,146 @@
-fn main() {}
+//! `sensor-producer`: IoT sensor readings to Kafka, like the article's
+//! `producer.py`, keyed by sensor id so each sensor's readings stay in order.
+//!
+//! Readings are reproducible with `--seed` (and `--start`): sensor `s`'s
+//! `i`-th reading has event time `start + i * interval`, and its values come
+//! from a seeded generator. A share of readings (`--anomaly-share`) is out of
+//! range so that alerts happen.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+#[derive(Parser)]
+#[command(about = "Produce simulated IoT sensor readings to Kafka")]
+struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "localhost:9092")]
+    brokers: String,
+    /// Topic to produce to.
+    #[arg(long, default_value = "iot-sensors")]
+    topic: String,
+    /// Number of sensors (sensor_001, sensor_002, ...).
+    #[arg(long, default_value_t = 4)]
+    sensors: u32,
+    /// Readings per second over all sensors; 0 for as fast as possible.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Readings to send in all; 0 to run until interrupted.
+    #[arg(long, default_value_t = 0)]
+    total: u64,
+    /// Seed of the value generator, for reproducible data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of readings with a value out of range (0..1).
+    #[arg(long, default_value_t = 0.05)]
+    anomaly_share: f64,
+    /// Event time of the first reading, epoch milliseconds; default now.
+    #[arg(long)]
+    start: Option<i64>,
+    /// Event-time step between one sensor's readings, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: i64,
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let m = 10f64.powi(digits);
+    (x * m).round() / m
+}
+
+/// One reading as the article's producer shapes it.
+fn reading(rng: &mut StdRng, sensor: &str, event_ms: i64, anomaly_share: f64) -> serde_json::Value {
+    let mut temperature = round(rng.random_range(18.0..35.0), 2);
+    let mut humidity = round(rng.random_range(30.0..80.0), 2);
+    let mut battery = round(rng.random_range(0.25..1.0), 2);
+    if rng.random_bool(anomaly_share.clamp(0.0, 1.0)) {
+        match rng.random_range(0..4) {
+            0 => temperature = round(rng.random_range(40.5..50.0), 2),
+            1 => temperature = round(rng.random_range(-10.0..-0.5), 2),
+            2 => humidity = round(rng.random_range(90.5..99.0), 2),
+            _ => battery = round(rng.random_range(0.05..0.19), 2),
+        }
+    }
+    let timestamp = chrono::DateTime::from_timestamp_millis(event_ms)
+        .expect("event time in range")
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    serde_json::json!({
+        "sensor_id": sensor,
+        "timestamp": timestamp,
+        "temperature": temperature,
+        "humidity": humidity,
+        "pressure": round(rng.random_range(1000.0..1020.0), 2),
+        "location": {
+            "latitude": round(rng.random_range(40.0..41.0), 6),
+            "longitude": round(rng.random_range(-74.0..-73.0), 6),
+        },
+        "battery_level": battery,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &args.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .context("creating the producer")?;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let start = args.start.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let sensors: Vec<String> = (1..=args.sensors.max(1)).map(|i| format!("sensor_{i:03}")).collect();
+    let began = Instant::now();
+    let mut deliveries = Vec::new();
+    let mut sent: u64 = 0;
+    let mut round_no: i64 = 0;
+    let mut stop = std::pin::pin!(tokio::signal::ctrl_c());
+    'outer: loop {
+        for sensor in &sensors {
+            if args.total > 0 && sent >= args.total {
+                break 'outer;
+            }
+            let value = reading(&mut rng, sensor, start + round_no * args.interval_ms, args.anomaly_share);
+            let payload = value.to_string();
+            let record = FutureRecord::to(&args.topic).key(sensor.as_str()).payload(&payload);
+            match producer.send_result(record) {
+                Ok(d) => deliveries.push(d),
+                Err((e, _)) => {
+                    // Queue full: let deliveries drain, then retry this reading.
+                    anyhow::ensure!(!deliveries.is_empty(), "producing failed: {e}");
+                    for d in deliveries.drain(..) {
+                        d.await?.map_err(|(e, _)| e)?;
+                    }
+                    let record = FutureRecord::to(&args.topic).key(sensor.as_str()).payload(&payload);
+                    deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+                }
+            }
+            sent += 1;
+            if deliveries.len() >= 10_000 {
+                for d in deliveries.drain(..) {
+                    d.await?.map_err(|(e, _)| e)?;
+                }
+            }
+            if args.rate > 0.0 {
+                let due = began + Duration::from_secs_f64(sent as f64 / args.rate);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                    _ = &mut stop => break 'outer,
+                }
+            }
+        }
+        round_no += 1;
+    }
+    for d in deliveries {
+        d.await?.map_err(|(e, _)| e)?;
+    }
+    eprintln!("sensor-producer: {sent} readings sent to {} in {:.1?}", args.topic, began.elapsed());
+    Ok(())
+}

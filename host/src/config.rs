@@ -1,0 +1,307 @@
+//! Configuration: command-line flags, `STREAMHOST_*` environment variables
+//! and a TOML file (`--config`), in that order of precedence, over built-in
+//! defaults.
+//!
+//! Every setting is an `Option` in both the flags and the file, so that a
+//! value given nowhere falls through to the default and one given in two
+//! places resolves by precedence rather than by whichever parser ran last.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Toml { path: PathBuf, source: toml::de::Error },
+    #[error("{setting}: {message}")]
+    Invalid { setting: &'static str, message: String },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { setting, message: message.into() }
+}
+
+/// Flags of the main job. Defaults are shown in `--help` and applied in
+/// `Settings::resolve`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct RunArgs {
+    /// TOML file with any of these settings (kebab-case keys, e.g.
+    /// `input-topic = "iot-sensors"`, `window = "5m"`, and a
+    /// `[librdkafka]` table). Flags and environment variables override it.
+    #[arg(long, env = "STREAMHOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]. [default: localhost:9092]
+    #[arg(long, env = "STREAMHOST_BROKERS", value_name = "HOST:PORT")]
+    pub brokers: Option<String>,
+
+    /// A rule component (.wasm); repeat for more. Rules of one kind run in the
+    /// order given. The environment variable takes a comma-separated list.
+    #[arg(long = "plugin", env = "STREAMHOST_PLUGINS", value_delimiter = ',', value_name = "FILE")]
+    pub plugins: Vec<PathBuf>,
+
+    /// Topic to consume. [default: iot-sensors]
+    #[arg(long, env = "STREAMHOST_INPUT_TOPIC", value_name = "TOPIC")]
+    pub input_topic: Option<String>,
+
+    /// Consumer group. [default: stream-processor-group]
+    #[arg(long, env = "STREAMHOST_GROUP", value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// Topic for alerts. [default: iot-alerts]
+    #[arg(long, env = "STREAMHOST_ALERTS_TOPIC", value_name = "TOPIC")]
+    pub alerts_topic: Option<String>,
+
+    /// Topic for enriched records. [default: iot-enriched]
+    #[arg(long, env = "STREAMHOST_ENRICHED_TOPIC", value_name = "TOPIC")]
+    pub enriched_topic: Option<String>,
+
+    /// Topic for records that could not be processed. [default: iot-dlq]
+    #[arg(long, env = "STREAMHOST_DLQ_TOPIC", value_name = "TOPIC")]
+    pub dlq_topic: Option<String>,
+
+    /// JSON member holding each record's key (windows are per key). [default: sensor_id]
+    #[arg(long, env = "STREAMHOST_KEY_FIELD", value_name = "NAME")]
+    pub key_field: Option<String>,
+
+    /// JSON member holding the event time, ISO-8601 text or epoch milliseconds. [default: timestamp]
+    #[arg(long, env = "STREAMHOST_TIME_FIELD", value_name = "NAME")]
+    pub time_field: Option<String>,
+
+    /// Numeric JSON members passed to rules and kept in windows, comma-separated.
+    /// [default: temperature,humidity,pressure,battery_level]
+    #[arg(long, env = "STREAMHOST_FIELDS", value_delimiter = ',', value_name = "NAMES")]
+    pub fields: Option<Vec<String>>,
+
+    /// Window length in event time, e.g. 5m, 90s. [default: 5m]
+    #[arg(long, env = "STREAMHOST_WINDOW", value_name = "DURATION")]
+    pub window: Option<String>,
+
+    /// How far behind its key's newest event time a record may arrive and
+    /// still enter its window; later records go to the dead-letter topic
+    /// with reason `late`. [default: 30s]
+    #[arg(long, env = "STREAMHOST_ALLOWED_LATENESS", value_name = "DURATION")]
+    pub allowed_lateness: Option<String>,
+
+    /// Oldest and newest values per field passed to rules that ask for them. [default: 3]
+    #[arg(long, env = "STREAMHOST_WINDOW_VALUES", value_name = "K")]
+    pub window_values: Option<u32>,
+
+    /// Most records per batch handed to rules. [default: 1000]
+    #[arg(long, env = "STREAMHOST_BATCH_SIZE", value_name = "N")]
+    pub batch_size: Option<usize>,
+
+    /// Longest wait to fill a batch once its first record arrived. [default: 20ms]
+    #[arg(long, env = "STREAMHOST_BATCH_WAIT", value_name = "DURATION")]
+    pub batch_wait: Option<String>,
+
+    /// Longest a rule may run on one batch before it is interrupted. [default: 100ms]
+    #[arg(long, env = "STREAMHOST_PLUGIN_DEADLINE", value_name = "DURATION")]
+    pub plugin_deadline: Option<String>,
+
+    /// Memory cap of each rule instance, in MiB. [default: 64]
+    #[arg(long, env = "STREAMHOST_PLUGIN_MEMORY_MIB", value_name = "MIB")]
+    pub plugin_memory_mib: Option<usize>,
+
+    /// A librdkafka property for both consumer and producer, as kcat takes
+    /// it (e.g. -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN);
+    /// `consumer.` or `producer.` prefixes apply a property to one side only.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_kv)]
+    pub librdkafka: Vec<(String, String)>,
+
+    /// Stop after this many input records are processed and committed, and
+    /// print a summary as JSON on stdout (for demos and tests).
+    #[arg(long, env = "STREAMHOST_MAX_RECORDS", value_name = "N")]
+    pub max_records: Option<u64>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    Ok((k.trim().to_string(), v.to_string()))
+}
+
+/// The TOML file's shape.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    brokers: Option<String>,
+    plugins: Option<Vec<PathBuf>>,
+    input_topic: Option<String>,
+    group: Option<String>,
+    alerts_topic: Option<String>,
+    enriched_topic: Option<String>,
+    dlq_topic: Option<String>,
+    key_field: Option<String>,
+    time_field: Option<String>,
+    fields: Option<Vec<String>>,
+    window: Option<String>,
+    allowed_lateness: Option<String>,
+    window_values: Option<u32>,
+    batch_size: Option<usize>,
+    batch_wait: Option<String>,
+    plugin_deadline: Option<String>,
+    plugin_memory_mib: Option<usize>,
+    librdkafka: Option<BTreeMap<String, String>>,
+}
+
+/// Resolved settings of the main job.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub brokers: String,
+    pub plugins: Vec<PathBuf>,
+    pub input_topic: String,
+    pub group: String,
+    pub alerts_topic: String,
+    pub enriched_topic: String,
+    pub dlq_topic: String,
+    pub key_field: String,
+    pub time_field: String,
+    pub fields: Vec<String>,
+    pub window: Duration,
+    pub allowed_lateness: Duration,
+    pub window_values: u32,
+    pub batch_size: usize,
+    pub batch_wait: Duration,
+    pub plugin_deadline: Duration,
+    pub plugin_memory_bytes: usize,
+    pub librdkafka: BTreeMap<String, String>,
+    pub max_records: Option<u64>,
+}
+
+fn duration(setting: &'static str, text: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    let text = text.unwrap_or_else(|| default.to_string());
+    humantime::parse_duration(&text).map_err(|e| invalid(setting, format!("{text:?} is not a duration: {e}")))
+}
+
+impl Settings {
+    /// Resolves flags (and their environment variables) over the file over
+    /// the defaults.
+    pub fn resolve(args: RunArgs) -> Result<Settings, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let s = |a: Option<String>, f: Option<String>, d: &str| a.or(f).unwrap_or_else(|| d.to_string());
+        let mut librdkafka = file.librdkafka.unwrap_or_default();
+        librdkafka.extend(args.librdkafka);
+        let plugins = if args.plugins.is_empty() { file.plugins.unwrap_or_default() } else { args.plugins };
+        let fields = args.fields.or(file.fields).unwrap_or_else(|| {
+            ["temperature", "humidity", "pressure", "battery_level"].map(String::from).to_vec()
+        });
+        let fields: Vec<String> = fields.into_iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect();
+        let settings = Settings {
+            brokers: s(args.brokers, file.brokers, "localhost:9092"),
+            plugins,
+            input_topic: s(args.input_topic, file.input_topic, "iot-sensors"),
+            group: s(args.group, file.group, "stream-processor-group"),
+            alerts_topic: s(args.alerts_topic, file.alerts_topic, "iot-alerts"),
+            enriched_topic: s(args.enriched_topic, file.enriched_topic, "iot-enriched"),
+            dlq_topic: s(args.dlq_topic, file.dlq_topic, "iot-dlq"),
+            key_field: s(args.key_field, file.key_field, "sensor_id"),
+            time_field: s(args.time_field, file.time_field, "timestamp"),
+            fields,
+            window: duration("window", args.window.or(file.window), "5m")?,
+            allowed_lateness: duration("allowed-lateness", args.allowed_lateness.or(file.allowed_lateness), "30s")?,
+            window_values: args.window_values.or(file.window_values).unwrap_or(3),
+            batch_size: args.batch_size.or(file.batch_size).unwrap_or(1000),
+            batch_wait: duration("batch-wait", args.batch_wait.or(file.batch_wait), "20ms")?,
+            plugin_deadline: duration("plugin-deadline", args.plugin_deadline.or(file.plugin_deadline), "100ms")?,
+            plugin_memory_bytes: args.plugin_memory_mib.or(file.plugin_memory_mib).unwrap_or(64) << 20,
+            librdkafka,
+            max_records: args.max_records,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.window.is_zero() {
+            return Err(invalid("window", "must be longer than zero"));
+        }
+        if self.batch_size == 0 {
+            return Err(invalid("batch-size", "must be at least 1"));
+        }
+        if self.plugin_deadline.is_zero() {
+            return Err(invalid("plugin-deadline", "must be longer than zero"));
+        }
+        if self.plugin_memory_bytes < 1 << 20 {
+            return Err(invalid("plugin-memory-mib", "must be at least 1"));
+        }
+        if self.key_field == self.time_field {
+            return Err(invalid("key-field", "must differ from time-field"));
+        }
+        if self.fields.iter().any(|f| *f == self.key_field || *f == self.time_field) {
+            return Err(invalid("fields", "must not name the key or time field"));
+        }
+        let outputs = [&self.alerts_topic, &self.enriched_topic, &self.dlq_topic];
+        if outputs.contains(&&self.input_topic) {
+            return Err(invalid("input-topic", "must differ from the output topics"));
+        }
+        Ok(())
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Toml { path: path.into(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_articles() {
+        let s = Settings::resolve(RunArgs::default()).unwrap();
+        assert_eq!(s.input_topic, "iot-sensors");
+        assert_eq!(s.group, "stream-processor-group");
+        assert_eq!((s.alerts_topic.as_str(), s.enriched_topic.as_str(), s.dlq_topic.as_str()), ("iot-alerts", "iot-enriched", "iot-dlq"));
+        assert_eq!(s.window, Duration::from_secs(300));
+        assert_eq!(s.fields, ["temperature", "humidity", "pressure", "battery_level"]);
+        assert_eq!(s.plugin_deadline, Duration::from_millis(100));
+        assert_eq!(s.plugin_memory_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("streamhost-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("streamhost.toml");
+        std::fs::write(
+            &path,
+            "window = \"90s\"\ngroup = \"from-file\"\nbatch-size = 7\n[librdkafka]\n\"security.protocol\" = \"SSL\"\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(path.clone()),
+            group: Some("from-flag".into()),
+            librdkafka: vec![("linger.ms".into(), "1".into())],
+            ..RunArgs::default()
+        };
+        let s = Settings::resolve(args).unwrap();
+        assert_eq!(s.window, Duration::from_secs(90));
+        assert_eq!(s.group, "from-flag");
+        assert_eq!(s.batch_size, 7);
+        assert_eq!(s.librdkafka.get("security.protocol").map(String::as_str), Some("SSL"));
+        assert_eq!(s.librdkafka.get("linger.ms").map(String::as_str), Some("1"));
+
+        std::fs::write(&path, "windw = \"5m\"\n").unwrap();
+        let err = Settings::resolve(RunArgs { config: Some(path), ..RunArgs::default() }).unwrap_err();
+        assert!(err.to_string().contains("unknown field `windw`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let err = Settings::resolve(RunArgs { window: Some("soon".into()), ..RunArgs::default() }).unwrap_err();
+        assert!(err.to_string().starts_with("window: \"soon\" is not a duration"), "{err}");
+        let err = Settings::resolve(RunArgs { batch_size: Some(0), ..RunArgs::default() }).unwrap_err();
+        assert_eq!(err.to_string(), "batch-size: must be at least 1");
+    }
+}

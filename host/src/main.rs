@@ -1,0 +1,127 @@
+//! The `streamhost` command.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use streamhost::config::{RunArgs, Settings};
+use streamhost::plugin::{Limits, Needs, Runtime, WIT_VERSION};
+
+/// Runs WebAssembly rules (transform, trend, anomaly) over a Kafka topic,
+/// keeping sliding windows per key, and routes what they return to an
+/// alerts, an enriched and a dead-letter topic.
+///
+/// Without a subcommand, runs the pipeline:
+///   streamhost --brokers localhost:9092 --plugin enrich.wasm --plugin trend.wasm --plugin anomaly.wasm
+#[derive(Parser)]
+#[command(name = "streamhost", version, args_conflicts_with_subcommands = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    run: RunArgs,
+
+    /// Log format on stderr; the filter comes from RUST_LOG (default `info`).
+    #[arg(long, value_enum, env = "STREAMHOST_LOG_FORMAT", default_value = "pretty", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a plugin and print its kind, name, version and WIT package version.
+    Inspect {
+        /// The component file.
+        file: PathBuf,
+        /// Print one JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn needs_list(needs: Needs) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if needs.contains(Needs::KEYS) {
+        out.push("keys");
+    }
+    if needs.contains(Needs::JSON) {
+        out.push("json");
+    }
+    if needs.contains(Needs::WINDOW_VALUES) {
+        out.push("window-values");
+    }
+    out
+}
+
+fn inspect(file: PathBuf, json: bool) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = Runtime::new(Limits::default())?;
+    let plugin = runtime.load(&bytes, &file.display().to_string()).with_context(|| format!("loading {}", file.display()))?;
+    let info = plugin.info();
+    if json {
+        let mut v = serde_json::to_value(info)?;
+        v["needs"] = serde_json::json!(needs_list(info.needs));
+        v["host_wit"] = serde_json::json!(format!("streamhost:plugin@{WIT_VERSION}"));
+        println!("{v}");
+    } else {
+        println!("{}", info.kind);
+        println!("name:    {}", info.name);
+        println!("version: {}", info.version);
+        println!("wit:     {}", info.wit);
+        println!("needs:   {}", needs_list(info.needs).join(", "));
+        println!("sha256:  {}", info.sha256);
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match real_main(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamhost: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Inspect { file, json }) => inspect(file, json),
+        None => {
+            let settings = Settings::resolve(cli.run)?;
+            let max_records = settings.max_records;
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let tally = runtime.block_on(streamhost::service::run(settings, streamhost::service::shutdown_signal()))?;
+            if max_records.is_some() {
+                let summary = serde_json::json!({
+                    "in": tally.input,
+                    "enriched": tally.enriched,
+                    "dropped": tally.dropped,
+                    "alert_records": tally.alert_records,
+                    "alerts_by_kind": tally.alerts_by_kind,
+                    "dead_letters_by_reason": tally.dead_by_reason,
+                });
+                println!("{summary}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Kafka in: a consumer-group member that hands out batches bounded by count
+//! and time, and stores offsets only when told that a batch is done.
+//!
+//! Offsets follow rust-rdkafka's `at_least_once` example: auto-commit is on
+//! but auto-store is off, so the periodic commit only ever carries offsets
+//! that `store` was called with, i.e. of records whose outputs were all
+//! acknowledged. On a revoke, the registered drain (flush the producer, wait
+//! for the committer) runs before the partitions are given up, and what it
+//! stored is committed synchronously, so the next owner starts where this
+//! one finished rather than at the last periodic commit.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::Settings;
+use crate::pipeline::InRecord;
+
+/// Called on a revoke, before partitions are given up.
+pub type Drain = Box<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+pub struct SourceContext {
+    drain: OnceLock<Drain>,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "Partitions revoked; draining in-flight outputs.");
+                if let Some(drain) = self.drain.get() {
+                    drain();
+                }
+                if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    // Nothing stored since the last commit is not an error.
+                    tracing::debug!(%error, "Commit on revoke returned an error.");
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "Partitions assigned.");
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "Rebalance error."),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(error) = result {
+            tracing::debug!(%error, "Offset commit returned an error.");
+        }
+    }
+}
+
+/// Applies `-X` properties: unprefixed ones to both clients, `consumer.` /
+/// `producer.` prefixed ones to that client only.
+pub fn apply_properties(config: &mut ClientConfig, settings: &Settings, side: &str) {
+    for (k, v) in &settings.librdkafka {
+        match k.split_once('.') {
+            Some((prefix, rest)) if prefix == side => {
+                config.set(rest, v);
+            }
+            Some(("consumer" | "producer", _)) => {}
+            _ => {
+                config.set(k, v);
+            }
+        }
+    }
+}
+
+pub struct Source {
+    consumer: Arc<StreamConsumer<SourceContext>>,
+    topic: String,
+}
+
+impl Source {
+    pub fn new(settings: &Settings) -> KafkaResult<Source> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            // A new group reads what the topic retains rather than skipping it.
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.max.messages.kbytes", "65536")
+            .set("client.id", "streamhost");
+        apply_properties(&mut config, settings, "consumer");
+        let consumer: StreamConsumer<SourceContext> = config.create_with_context(SourceContext::default())?;
+        consumer.subscribe(&[&settings.input_topic])?;
+        Ok(Source { consumer: Arc::new(consumer), topic: settings.input_topic.clone() })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Registers what to do before partitions are revoked.
+    pub fn on_revoke(&self, drain: Drain) {
+        let _ = self.consumer.context().drain.set(drain);
+    }
+
+    /// Waits for a record, then gathers more until `max` or until `wait` has
+    /// passed since the first.
+    pub async fn next_batch(&self, max: usize, wait: Duration) -> KafkaResult<Vec<InRecord>> {
+        let mut batch = Vec::with_capacity(max.min(4096));
+        let first = self.recv().await?;
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + wait;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, self.recv()).await {
+                Ok(Ok(r)) => batch.push(r),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn recv(&self) -> KafkaResult<InRecord> {
+        loop {
+            match self.consumer.recv().await {
+                Ok(m) => {
+                    return Ok(InRecord {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    });
+                }
+                // Transient conditions librdkafka reports and recovers from.
+                Err(KafkaError::MessageConsumption(code)) => {
+                    tracing::warn!(error = %code, "Consumer error; continuing.");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Stores `next` (offset to resume from) per partition for the next
+    /// commit. Partitions no longer assigned are skipped: their new owner
+    /// re-reads from the last commit, which keeps delivery at least once.
+    pub fn store(consumer: &StreamConsumer<SourceContext>, topic: &str, next: &[(i32, i64)]) {
+        let mut tpl = TopicPartitionList::new();
+        for &(partition, offset) in next {
+            if tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).is_err() {
+                continue;
+            }
+        }
+        if let Err(error) = consumer.store_offsets(&tpl) {
+            tracing::debug!(%error, "Could not store offsets (partition revoked?).");
+        }
+    }
+
+    pub fn consumer(&self) -> Arc<StreamConsumer<SourceContext>> {
+        self.consumer.clone()
+    }
+
+    /// Commits what was stored, synchronously.
+    pub fn commit(&self) {
+        if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "Final commit returned an error.");
+        }
+    }
+}
