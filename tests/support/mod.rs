@@ -42,3 +42,185 @@ pub fn topic(prefix: &str) -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
+
+pub mod kafka {
+    //! A broker with fresh topics per test, and clients to fill and read them.
+
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    use super::broker::Broker;
+
+    /// A record read back from an output topic.
+    #[derive(Debug, Clone)]
+    pub struct Read {
+        pub key: Option<Vec<u8>>,
+        pub payload: Vec<u8>,
+        pub headers: HashMap<String, String>,
+        pub partition: i32,
+    }
+
+    impl Read {
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::from_slice(&self.payload).expect("output is JSON")
+        }
+        pub fn header(&self, name: &str) -> &str {
+            self.headers.get(name).map(String::as_str).unwrap_or_else(|| panic!("no header {name}: {self:?}"))
+        }
+    }
+
+    /// A broker and a set of fresh topic names.
+    pub struct Cluster {
+        pub broker: Broker,
+        pub input: String,
+        pub enriched: String,
+        pub alerts: String,
+        pub dlq: String,
+        pub group: String,
+        pub log_dir: PathBuf,
+        producer: std::sync::OnceLock<FutureProducer>,
+    }
+
+    impl Cluster {
+        pub fn start(name: &str, input_partitions: u32) -> Cluster {
+            let log_dir = super::root().join("target/test-logs").join(super::topic(name));
+            std::fs::create_dir_all(&log_dir).unwrap();
+            let broker = Broker::start(&super::nisshi(), Some(&log_dir.join("broker.log"))).expect("broker");
+            let c = Cluster {
+                input: super::topic(&format!("{name}-in")),
+                enriched: super::topic(&format!("{name}-enriched")),
+                alerts: super::topic(&format!("{name}-alerts")),
+                dlq: super::topic(&format!("{name}-dlq")),
+                group: super::topic(&format!("{name}-group")),
+                broker,
+                log_dir,
+                producer: Default::default(),
+            };
+            c.broker.create_topic(&c.input, input_partitions).unwrap();
+            for t in [&c.enriched, &c.alerts, &c.dlq] {
+                c.broker.create_topic(t, 2).unwrap();
+            }
+            c
+        }
+
+        pub fn producer(&self) -> &FutureProducer {
+            self.producer.get_or_init(|| {
+                ClientConfig::new()
+                    .set("bootstrap.servers", self.broker.bootstrap())
+                    .set("enable.idempotence", "true")
+                    .set("linger.ms", "5")
+                    .create()
+                    .unwrap()
+            })
+        }
+
+        /// Produces keyed records to the input topic, in order, and waits for
+        /// all of them. Returns (partition, offset) of each.
+        pub async fn produce(&self, records: &[(Option<String>, Vec<u8>)]) -> Vec<(i32, i64)> {
+            let producer = self.producer();
+            let mut futures = Vec::with_capacity(records.len());
+            for (key, payload) in records {
+                let mut r = FutureRecord::to(&self.input).payload(&payload[..]);
+                if let Some(k) = key {
+                    r = r.key(k.as_str());
+                }
+                futures.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
+            }
+            let mut out = Vec::with_capacity(futures.len());
+            for f in futures {
+                let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
+                out.push((d.partition, d.offset));
+            }
+            out
+        }
+
+        /// Reads `topic` from the beginning until `stop` says enough or
+        /// `timeout` passes (then returns what it has).
+        pub fn read(&self, topic: &str, timeout: Duration, mut stop: impl FnMut(&[Read]) -> bool) -> Vec<Read> {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", self.broker.bootstrap())
+                .set("group.id", super::topic("reader"))
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+            let mut tpl = TopicPartitionList::new();
+            for p in md.topics()[0].partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+            }
+            consumer.assign(&tpl).unwrap();
+            let deadline = Instant::now() + timeout;
+            let mut out = Vec::new();
+            while Instant::now() < deadline && !stop(&out) {
+                if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                    let m = m.unwrap();
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    out.push(Read {
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        headers,
+                        partition: m.partition(),
+                    });
+                }
+            }
+            out
+        }
+
+        /// Starts streamhost on this cluster's topics with the three example
+        /// plugins and any extra arguments; stderr goes to `<log>.log`.
+        pub fn streamhost(&self, log: &str, extra: &[&str]) -> Child {
+            let err = std::fs::File::create(self.log_dir.join(format!("{log}.log"))).unwrap();
+            Command::new(super::bin("streamhost"))
+                .args(["--brokers", &self.broker.bootstrap()])
+                .args(["--input-topic", &self.input, "--group", &self.group])
+                .args(["--enriched-topic", &self.enriched, "--alerts-topic", &self.alerts, "--dlq-topic", &self.dlq])
+                .arg("--plugin")
+                .arg(super::plugin_path("enrich"))
+                .arg("--plugin")
+                .arg(super::plugin_path("trend"))
+                .arg("--plugin")
+                .arg(super::plugin_path("anomaly"))
+                .args(extra)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::piped())
+                .stderr(err)
+                .spawn()
+                .expect("starting streamhost")
+        }
+
+        pub fn log(&self, log: &str) -> String {
+            std::fs::read_to_string(self.log_dir.join(format!("{log}.log"))).unwrap_or_default()
+        }
+    }
+
+    /// Sends SIGTERM to a child and waits for it.
+    pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        child.wait().unwrap()
+    }
+}
+
+/// A binary of this workspace, built next to the test executable's folder
+/// (`cargo xtask test` builds them before running the tests).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing: run `cargo xtask test` (it builds the binaries first)", p.display());
+    p
+}
