@@ -1,13 +1,132 @@
-//! `cargo xtask demo`: filled in with the pipeline.
-use anyhow::Result;
+//! `cargo xtask demo`: everything on one machine. Builds the plugins and the
+//! binaries, starts a local broker, creates the article's topics, and runs
+//! the sensor producer, streamhost with the three example plugins, and
+//! `stream-watch` to show what comes out.
+//!
+//! Without `--records` it runs until Ctrl-C. With `--records N`, the
+//! producer sends N readings, streamhost stops once N are processed and
+//! committed, and the demo prints streamhost's summary and exits.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::broker::Broker;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// Stop after this many input records are fully processed.
     #[arg(long)]
     pub records: Option<u64>,
+    /// Readings per second from the producer (0: as fast as possible).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Number of simulated sensors.
+    #[arg(long, default_value_t = 20)]
+    pub sensors: u32,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: u32,
 }
 
-pub fn run(_args: DemoArgs) -> Result<()> {
-    anyhow::bail!("demo not built yet")
+/// Children killed when the demo ends, however it ends.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    let root = crate::root();
+    let plugins = crate::build_plugins()?;
+    crate::run(Command::new(crate::cargo()).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "streamhost",
+        "-p",
+        "streamhost-examples",
+    ]))?;
+    let bin = |name: &str| root.join("target/release").join(name);
+    let nisshi = crate::broker::ensure_installed()?;
+    let dir = root.join("target/demo");
+    std::fs::create_dir_all(&dir)?;
+    let broker = Broker::start(&nisshi, Some(&dir.join("broker.log")))?;
+    broker.create_topic("iot-sensors", args.partitions)?;
+    for t in ["iot-alerts", "iot-enriched", "iot-dlq"] {
+        broker.create_topic(t, args.partitions)?;
+    }
+    let brokers = broker.bootstrap();
+    println!("demo: broker on {brokers}; logs in {}", dir.display());
+
+    let mut children = Children(Vec::new());
+    let plugin = |n: &str| -> PathBuf { plugins.join(format!("{n}.wasm")) };
+    let mut streamhost = Command::new(bin("streamhost"));
+    streamhost
+        .args(["--brokers", &brokers])
+        .arg("--plugin")
+        .arg(plugin("enrich"))
+        .arg("--plugin")
+        .arg(plugin("trend"))
+        .arg("--plugin")
+        .arg(plugin("anomaly"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("streamhost.log"))?);
+    if let Some(n) = args.records {
+        streamhost.args(["--max-records", &n.to_string()]);
+    }
+    let streamhost = streamhost.spawn().context("starting streamhost")?;
+    children.0.push(
+        Command::new(bin("stream-watch"))
+            .args(["--brokers", &brokers])
+            .spawn()
+            .context("starting stream-watch")?,
+    );
+    let mut producer = Command::new(bin("sensor-producer"));
+    producer.args(["--brokers", &brokers, "--sensors", &args.sensors.to_string(), "--rate", &args.rate.to_string()]);
+    if let Some(n) = args.records {
+        producer.args(["--total", &n.to_string()]);
+    }
+    children.0.push(producer.spawn().context("starting sensor-producer")?);
+
+    match args.records {
+        None => {
+            println!("demo: running; Ctrl-C to stop");
+            let out = streamhost.wait_with_output()?;
+            if !out.status.success() {
+                bail!("streamhost exited with {}; see {}", out.status, dir.join("streamhost.log").display());
+            }
+        }
+        Some(_) => {
+            let out = streamhost.wait_with_output()?;
+            // Let stream-watch print the last outputs before it is stopped.
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            drop(children);
+            if !out.status.success() {
+                bail!("streamhost exited with {}; see {}", out.status, dir.join("streamhost.log").display());
+            }
+            let summary: serde_json::Value =
+                serde_json::from_slice(&out.stdout).context("reading streamhost's summary")?;
+            println!("\n== demo summary ==");
+            println!("in:        {}", summary["in"]);
+            println!("enriched:  {}", summary["enriched"]);
+            println!("alerts:    {} records", summary["alert_records"]);
+            for (kind, n) in summary["alerts_by_kind"].as_object().into_iter().flatten() {
+                println!("  {kind:<26} {n}");
+            }
+            let dead = summary["dead_letters_by_reason"].as_object().cloned().unwrap_or_default();
+            println!("dead letters: {}", dead.values().filter_map(|v| v.as_u64()).sum::<u64>());
+            for (reason, n) in &dead {
+                println!("  {reason:<26} {n}");
+            }
+        }
+    }
+    drop(broker);
+    Ok(())
 }

@@ -121,6 +121,8 @@ fn build_javascript_plugins(_out_dir: &Path) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     let nisshi = broker::ensure_installed()?;
     build_plugins()?;
+    // The end-to-end tests run these binaries as separate processes.
+    run(Command::new(cargo()).current_dir(root()).args(["build", "--release", "--workspace", "--bins"]))?;
     let mut cmd = Command::new(cargo());
     cmd.current_dir(root())
         .args(["test", "--workspace", "--release"])
