@@ -116,6 +116,16 @@ pub struct RunArgs {
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_kv)]
     pub librdkafka: Vec<(String, String)>,
 
+    /// Address of the admin HTTP API (plugins, /metrics, /healthz, /readyz);
+    /// port 0 picks a free one. [default: 127.0.0.1:9464]
+    #[arg(long, env = "STREAMHOST_ADMIN", value_name = "ADDR")]
+    pub admin: Option<String>,
+
+    /// Bearer token required by the admin API's changing calls (PUT and
+    /// DELETE /plugins/NAME); without one they are refused.
+    #[arg(long, env = "STREAMHOST_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Stop after this many input records are processed and committed, and
     /// print a summary as JSON on stdout (for demos and tests).
     #[arg(long, env = "STREAMHOST_MAX_RECORDS", value_name = "N")]
@@ -148,6 +158,8 @@ struct FileConfig {
     batch_wait: Option<String>,
     plugin_deadline: Option<String>,
     plugin_memory_mib: Option<usize>,
+    admin: Option<String>,
+    admin_token: Option<String>,
     librdkafka: Option<BTreeMap<String, String>>,
 }
 
@@ -172,6 +184,8 @@ pub struct Settings {
     pub plugin_deadline: Duration,
     pub plugin_memory_bytes: usize,
     pub librdkafka: BTreeMap<String, String>,
+    pub admin: std::net::SocketAddr,
+    pub admin_token: Option<String>,
     pub max_records: Option<u64>,
 }
 
@@ -215,6 +229,11 @@ impl Settings {
             plugin_deadline: duration("plugin-deadline", args.plugin_deadline.or(file.plugin_deadline), "100ms")?,
             plugin_memory_bytes: args.plugin_memory_mib.or(file.plugin_memory_mib).unwrap_or(64) << 20,
             librdkafka,
+            admin: {
+                let text = s(args.admin, file.admin, "127.0.0.1:9464");
+                text.parse().map_err(|e| invalid("admin", format!("{text:?} is not HOST:PORT: {e}")))?
+            },
+            admin_token: args.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
             max_records: args.max_records,
         };
         settings.validate()?;

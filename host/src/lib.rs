@@ -6,8 +6,10 @@
 //! the steps between source and sink; `service` is the long-running job;
 //! `config` resolves flags, environment and file.
 
+pub mod admin;
 pub mod config;
 pub mod decode;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod route;
@@ -15,3 +17,4 @@ pub mod service;
 pub mod sink;
 pub mod source;
 pub mod window;
+pub mod registry;

@@ -35,6 +35,18 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List, install, replace or remove plugins of a running streamhost
+    /// through its admin API.
+    Plugins {
+        /// The admin API's address.
+        #[arg(long, env = "STREAMHOST_ADMIN", default_value = "127.0.0.1:9464")]
+        admin: String,
+        /// Bearer token for `put` and `rm`.
+        #[arg(long, env = "STREAMHOST_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// Load a plugin and print its kind, name, version and WIT package version.
     Inspect {
         /// The component file.
@@ -43,6 +55,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginAction {
+    /// Show every plugin with its version, sha256, calls and failures.
+    List,
+    /// Install FILE as plugin NAME, or replace the plugin called NAME.
+    Put { name: String, file: PathBuf },
+    /// Remove the plugin called NAME.
+    Rm { name: String },
+}
+
+fn plugins(admin: &str, token: Option<&str>, action: PluginAction) -> anyhow::Result<()> {
+    let (status, body) = match action {
+        PluginAction::List => streamhost::admin::request(admin, "GET", "/plugins", None, b"")?,
+        PluginAction::Put { name, file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            streamhost::admin::request(admin, "PUT", &format!("/plugins/{name}"), token, &bytes)?
+        }
+        PluginAction::Rm { name } => streamhost::admin::request(admin, "DELETE", &format!("/plugins/{name}"), token, b"")?,
+    };
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    if status != 200 {
+        anyhow::bail!("{status}: {}", value.get("error").unwrap_or(&value));
+    }
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -109,6 +148,7 @@ fn main() -> std::process::ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Inspect { file, json }) => inspect(file, json),
+        Some(Command::Plugins { admin, token, action }) => plugins(&admin, token.as_deref(), action),
         None => {
             let settings = Settings::resolve(cli.run)?;
             let max_records = settings.max_records;

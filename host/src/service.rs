@@ -2,16 +2,19 @@
 //! (or `--max-records`) says stop, then drain and commit before returning.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::admin::{self, Admin};
 use crate::config::Settings;
 use crate::decode::Schema;
-use crate::pipeline::{Pipeline, PipelineConfig, RuleSet, Tally};
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineConfig, Tally};
 use crate::plugin::{Limits, Runtime};
+use crate::registry::Registry;
 use crate::sink::{Committer, Pending, Sink, flush};
 use crate::source::Source;
 use crate::window::WindowConfig;
@@ -20,30 +23,6 @@ use crate::window::WindowConfig;
 const IN_FLIGHT_BATCHES: usize = 8;
 /// Longest a drain (shutdown or revoke) waits for acknowledgements.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Loads every plugin file; any failure stops start-up with its reason.
-pub fn load_rules(runtime: &Runtime, paths: &[PathBuf]) -> anyhow::Result<RuleSet> {
-    let mut rules = RuleSet::default();
-    let mut names = BTreeMap::new();
-    for path in paths {
-        let bytes = std::fs::read(path).with_context(|| format!("reading plugin {}", path.display()))?;
-        let plugin = runtime
-            .load(&bytes, &path.display().to_string())
-            .with_context(|| format!("loading plugin {}", path.display()))?;
-        if let Some(other) = names.insert(plugin.name().to_string(), path.clone()) {
-            bail!("plugins {} and {} both call themselves {:?}; names must be unique", other.display(), path.display(), plugin.name());
-        }
-        tracing::info!(
-            plugin = plugin.name(),
-            version = %plugin.info().version,
-            kind = %plugin.kind(),
-            file = %path.display(),
-            "Plugin loaded."
-        );
-        rules.push(Arc::new(plugin));
-    }
-    Ok(rules)
-}
 
 pub fn pipeline_config(settings: &Settings) -> PipelineConfig {
     PipelineConfig {
@@ -74,12 +53,22 @@ pub async fn shutdown_signal() {
 
 /// Runs the main job until `shutdown` resolves (or `max_records` are done).
 pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<Tally> {
-    let runtime = Runtime::new(Limits { deadline: settings.plugin_deadline, memory_bytes: settings.plugin_memory_bytes })?;
-    let rules = load_rules(&runtime, &settings.plugins)?;
-    if rules.all().next().is_none() {
+    let metrics = Arc::new(Metrics::default());
+    let runtime = Arc::new(Runtime::new(Limits {
+        deadline: settings.plugin_deadline,
+        memory_bytes: settings.plugin_memory_bytes,
+    })?);
+    let registry = Arc::new(Registry::from_files(runtime, &settings.plugins)?);
+    metrics.plugins_loaded.store(true, Ordering::Relaxed);
+    if registry.current().all().next().is_none() {
         tracing::warn!("No plugins given: records get windows and pass through unchanged.");
     }
-    let source = Source::new(&settings).context("creating the Kafka consumer")?;
+    registry.watch();
+    let admin = Arc::new(Admin { registry: registry.clone(), metrics: metrics.clone(), token: settings.admin_token.clone() });
+    admin::serve(admin, settings.admin).await.with_context(|| format!("binding the admin API to {}", settings.admin))?;
+    tokio::spawn(reload_on_sighup(registry.clone()));
+
+    let source = Arc::new(Source::new(&settings, metrics.clone()).context("creating the Kafka consumer")?);
     let sink = Sink::new(&settings).context("creating the Kafka producer")?;
     let committer = Committer::start(&source, IN_FLIGHT_BATCHES);
     {
@@ -92,6 +81,7 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
             }
         }));
     }
+    let lag_task = tokio::spawn(watch_lag(source.clone(), metrics.clone()));
     let mut pipeline = Pipeline::new(pipeline_config(&settings));
     let mut total = Tally::default();
     let limit = settings.max_records.unwrap_or(u64::MAX);
@@ -107,23 +97,36 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
                 batch = source.next_batch(max, settings.batch_wait) => batch.context("consuming")?,
                 _ = &mut shutdown => break,
             };
-            let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+            let started = Instant::now();
+            let mut per_partition: BTreeMap<i32, (i64, u64)> = BTreeMap::new();
             for r in &batch {
-                let next = next_offsets.entry(r.partition).or_insert(0);
-                *next = (*next).max(r.offset + 1);
+                let e = per_partition.entry(r.partition).or_insert((0, 0));
+                e.0 = e.0.max(r.offset + 1);
+                e.1 += 1;
             }
             let records = batch.len() as u64;
             let now_ms = chrono::Utc::now().timestamp_millis();
+            // The rules as of this batch's start: a swap lands at a batch boundary.
+            let rules = registry.current();
             let output = tokio::task::block_in_place(|| pipeline.process(&rules, batch, now_ms));
             let deliveries = sink.send(&output.records).await.context("producing outputs")?;
-            tokio::task::block_in_place(|| {
-                committer.submit(Pending { deliveries, next_offsets: next_offsets.into_iter().collect(), records })
-            });
+            let next_offsets = per_partition.iter().map(|(p, (next, _))| (*p, *next)).collect();
+            tokio::task::block_in_place(|| committer.submit(Pending { deliveries, next_offsets, records }));
+
+            let consumed: Vec<_> = per_partition.iter().map(|(p, (_, n))| (settings.input_topic.clone(), *p, *n)).collect();
+            let mut produced: BTreeMap<&str, u64> = BTreeMap::new();
+            for r in &output.records {
+                *produced.entry(sink.topic(r.dest)).or_default() += 1;
+            }
+            let produced: Vec<_> = produced.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
+            metrics.record_batch(&output.tally, &consumed, &produced, started.elapsed().as_secs_f64());
+            metrics.set_windows(pipeline.windows().keys(), pipeline.windows().readings());
             total.add(&output.tally);
         }
         Ok(())
     }
     .await;
+    lag_task.abort();
     tracing::info!(records = total.input, "Draining: waiting for outputs to be acknowledged.");
     tokio::task::block_in_place(|| {
         flush(sink.producer(), DRAIN_TIMEOUT);
@@ -142,4 +145,26 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
         "Stopped after committing."
     );
     Ok(total)
+}
+
+/// Reloads every plugin file on SIGHUP.
+async fn reload_on_sighup(registry: Arc<Registry>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received; reloading plugins.");
+        let registry = registry.clone();
+        let _ = tokio::task::spawn_blocking(move || registry.poll_files(true)).await;
+    }
+}
+
+/// Refreshes the consumer-lag gauges every few seconds.
+async fn watch_lag(source: Arc<Source>, metrics: Arc<Metrics>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let s = source.clone();
+        if let Ok(lag) = tokio::task::spawn_blocking(move || s.lag()).await {
+            metrics.set_lag(source.topic(), &lag);
+        }
+    }
 }

@@ -56,7 +56,7 @@ impl Sink {
         &self.producer
     }
 
-    fn topic(&self, dest: Dest) -> &str {
+    pub fn topic(&self, dest: Dest) -> &str {
         match dest {
             Dest::Enriched => &self.enriched,
             Dest::Alerts => &self.alerts,

@@ -24,9 +24,9 @@ use crate::pipeline::InRecord;
 /// Called on a revoke, before partitions are given up.
 pub type Drain = Box<dyn Fn() + Send + Sync>;
 
-#[derive(Default)]
 pub struct SourceContext {
     drain: OnceLock<Drain>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ClientContext for SourceContext {}
@@ -36,6 +36,7 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Partitions revoked; draining in-flight outputs.");
+                self.metrics.assigned.store(false, std::sync::atomic::Ordering::Relaxed);
                 if let Some(drain) = self.drain.get() {
                     drain();
                 }
@@ -46,6 +47,7 @@ impl ConsumerContext for SourceContext {
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Partitions assigned.");
+                self.metrics.assigned.store(tpl.count() > 0, std::sync::atomic::Ordering::Relaxed);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "Rebalance error."),
         }
@@ -80,7 +82,7 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn new(settings: &Settings) -> KafkaResult<Source> {
+    pub fn new(settings: &Settings, metrics: Arc<crate::metrics::Metrics>) -> KafkaResult<Source> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &settings.brokers)
@@ -95,7 +97,7 @@ impl Source {
             .set("queued.max.messages.kbytes", "65536")
             .set("client.id", "streamhost");
         apply_properties(&mut config, settings, "consumer");
-        let consumer: StreamConsumer<SourceContext> = config.create_with_context(SourceContext::default())?;
+        let consumer: StreamConsumer<SourceContext> = config.create_with_context(SourceContext { drain: OnceLock::new(), metrics })?;
         consumer.subscribe(&[&settings.input_topic])?;
         Ok(Source { consumer: Arc::new(consumer), topic: settings.input_topic.clone() })
     }
@@ -170,5 +172,21 @@ impl Source {
         if let Err(error) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(%error, "Final commit returned an error.");
         }
+    }
+
+    /// Consumer lag per assigned partition: high watermark minus position.
+    /// Blocking (asks the broker for watermarks).
+    pub fn lag(&self) -> Vec<(i32, i64)> {
+        let Ok(position) = self.consumer.position() else { return Vec::new() };
+        let mut out = Vec::new();
+        for e in position.elements_for_topic(&self.topic) {
+            let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, e.partition(), Duration::from_secs(1)) else {
+                continue;
+            };
+            if let Offset::Offset(pos) = e.offset() {
+                out.push((e.partition(), (high - pos).max(0)));
+            }
+        }
+        out
     }
 }

@@ -184,23 +184,44 @@ pub mod kafka {
         /// Starts streamhost on this cluster's topics with the three example
         /// plugins and any extra arguments; stderr goes to `<log>.log`.
         pub fn streamhost(&self, log: &str, extra: &[&str]) -> Child {
+            let plugins = ["enrich", "trend", "anomaly"].map(super::plugin_path);
+            self.streamhost_with(log, &plugins, extra)
+        }
+
+        /// Starts streamhost with the given plugin files.
+        pub fn streamhost_with(&self, log: &str, plugins: &[PathBuf], extra: &[&str]) -> Child {
             let err = std::fs::File::create(self.log_dir.join(format!("{log}.log"))).unwrap();
-            Command::new(super::bin("streamhost"))
-                .args(["--brokers", &self.broker.bootstrap()])
+            let mut cmd = Command::new(super::bin("streamhost"));
+            cmd.args(["--brokers", &self.broker.bootstrap(), "--admin", "127.0.0.1:0"])
                 .args(["--input-topic", &self.input, "--group", &self.group])
-                .args(["--enriched-topic", &self.enriched, "--alerts-topic", &self.alerts, "--dlq-topic", &self.dlq])
-                .arg("--plugin")
-                .arg(super::plugin_path("enrich"))
-                .arg("--plugin")
-                .arg(super::plugin_path("trend"))
-                .arg("--plugin")
-                .arg(super::plugin_path("anomaly"))
-                .args(extra)
+                .args(["--enriched-topic", &self.enriched, "--alerts-topic", &self.alerts, "--dlq-topic", &self.dlq]);
+            for p in plugins {
+                cmd.arg("--plugin").arg(p);
+            }
+            cmd.args(extra)
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::piped())
                 .stderr(err)
                 .spawn()
                 .expect("starting streamhost")
+        }
+
+        /// Waits for a line containing `needle` in a process's log.
+        pub fn wait_log(&self, log: &str, needle: &str, timeout: Duration) -> String {
+            let t = Instant::now();
+            loop {
+                if let Some(line) = self.log(log).lines().find(|l| l.contains(needle)) {
+                    return line.to_string();
+                }
+                assert!(t.elapsed() < timeout, "{log} never logged {needle:?}:\n{}", self.log(log));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+
+        /// The admin API address a process logged.
+        pub fn admin_addr(&self, log: &str) -> String {
+            let line = self.wait_log(log, "Admin API listening", Duration::from_secs(30));
+            line.split("address=").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
         }
 
         pub fn log(&self, log: &str) -> String {

@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-const VERSION: &str = "0.8.1";
+/// The Nisshi version installed and tested against.
+pub const VERSION: &str = "0.8.1";
 
-fn tools_root() -> PathBuf {
+/// Where `cargo xtask` installs tools it builds (the broker).
+pub fn tools_root() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
     Path::new(&home).join(".streamhost-tools")
 }
@@ -40,31 +42,6 @@ pub fn find() -> Option<PathBuf> {
     }
     let p = tools_root().join("bin/nisshi");
     p.is_file().then_some(p)
-}
-
-/// Finds the broker, building it with cargo when it is missing (about ten
-/// minutes on two cores). Nisshi needs rustc >= 1.96, which on these machines
-/// is Debian's `rustc-web`, the same toolchain the plugins use.
-#[cfg(not(test))]
-pub fn ensure_installed() -> Result<PathBuf> {
-    if let Some(p) = find() {
-        return Ok(p);
-    }
-    if !crate::toolchain::debian_ready() {
-        crate::toolchain::install_debian()?;
-    }
-    eprintln!("xtask: installing nisshi {VERSION} (once; about ten minutes)");
-    crate::run(
-        Command::new("/usr/bin/cargo")
-            .args(["install", "nisshi", "--version", VERSION, "--locked"])
-            .args(["--no-default-features", "--features", "dynostore", "--root"])
-            .arg(tools_root())
-            .env("RUSTC", "/usr/bin/rustc")
-            .env("CARGO_TARGET_DIR", std::env::temp_dir().join("streamhost-nisshi-build"))
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("CARGO"),
-    )?;
-    find().context("nisshi was installed but cannot be found")
 }
 
 /// A running broker process, killed on drop.

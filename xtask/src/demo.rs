@@ -54,7 +54,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         "streamhost-examples",
     ]))?;
     let bin = |name: &str| root.join("target/release").join(name);
-    let nisshi = crate::broker::ensure_installed()?;
+    let nisshi = crate::toolchain::ensure_broker()?;
     let dir = root.join("target/demo");
     std::fs::create_dir_all(&dir)?;
     let broker = Broker::start(&nisshi, Some(&dir.join("broker.log")))?;
@@ -69,7 +69,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let plugin = |n: &str| -> PathBuf { plugins.join(format!("{n}.wasm")) };
     let mut streamhost = Command::new(bin("streamhost"));
     streamhost
-        .args(["--brokers", &brokers])
+        .args(["--brokers", &brokers, "--admin", "127.0.0.1:9464"])
         .arg("--plugin")
         .arg(plugin("enrich"))
         .arg("--plugin")

@@ -119,7 +119,7 @@ fn build_javascript_plugins(_out_dir: &Path) -> Result<()> {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    let nisshi = broker::ensure_installed()?;
+    let nisshi = toolchain::ensure_broker()?;
     build_plugins()?;
     // The end-to-end tests run these binaries as separate processes.
     run(Command::new(cargo()).current_dir(root()).args(["build", "--release", "--workspace", "--bins"]))?;
@@ -140,7 +140,7 @@ fn bench(quick: bool) -> Result<()> {
     if quick {
         cmd.arg("--quick");
     }
-    if let Ok(nisshi) = broker::ensure_installed() {
+    if let Ok(nisshi) = toolchain::ensure_broker() {
         cmd.env("STREAMHOST_NISSHI", nisshi);
     }
     run(&mut cmd)

@@ -8,10 +8,10 @@
 //!    download targets. When missing, the packages are installed with apt if
 //!    we run as root; otherwise the exact command is printed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "lld-22"];
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
@@ -120,3 +120,28 @@ pub fn wasm32() -> Result<Wasm32> {
     }
     Ok(Wasm32::Debian)
 }
+
+/// Finds the broker, building it with cargo when it is missing (about ten
+/// minutes on two cores). Nisshi needs rustc >= 1.96, which on these machines
+/// is Debian's `rustc-web`, the same toolchain the plugins use.
+pub fn ensure_broker() -> Result<PathBuf> {
+    if let Some(p) = crate::broker::find() {
+        return Ok(p);
+    }
+    if !crate::toolchain::debian_ready() {
+        crate::toolchain::install_debian()?;
+    }
+    eprintln!("xtask: installing nisshi {} (once; about ten minutes)", crate::broker::VERSION);
+    crate::run(
+        Command::new("/usr/bin/cargo")
+            .args(["install", "nisshi", "--version", crate::broker::VERSION, "--locked"])
+            .args(["--no-default-features", "--features", "dynostore", "--root"])
+            .arg(crate::broker::tools_root())
+            .env("RUSTC", "/usr/bin/rustc")
+            .env("CARGO_TARGET_DIR", std::env::temp_dir().join("streamhost-nisshi-build"))
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO"),
+    )?;
+    crate::broker::find().context("nisshi was installed but cannot be found")
+}
+

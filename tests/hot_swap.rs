@@ -1,0 +1,229 @@
+//! Hot swap under load, against the real broker: anomaly v1 and v2 (other
+//! thresholds, so other outputs) swapped back and forth by replacing the
+//! file; broken files that must not be served; the admin API and its token.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use streamhost::admin::request;
+use support::kafka::{Cluster, terminate};
+
+const T0: i64 = 1_795_500_000_000;
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Readings whose temperature cycles through 20..=45 °C: v1 alerts above 40,
+/// v2 above 30, so the version that handled a record shows in its outputs.
+fn reading(i: usize) -> (Option<String>, Vec<u8>) {
+    let sensor = format!("sensor_{:03}", i % 20);
+    let v = serde_json::json!({
+        "sensor_id": sensor,
+        "timestamp": T0 + (i / 20) as i64 * 1000,
+        "temperature": 20.0 + (i % 26) as f64,
+        "humidity": 50.0,
+        "battery_level": 0.9,
+    });
+    (Some(sensor), v.to_string().into_bytes())
+}
+
+/// Does anomaly `version` alert on this temperature (humidity and battery
+/// are always normal here)?
+fn alerts(version: &str, temperature: f64) -> bool {
+    match version {
+        "1.0.0" => !(0.0..=40.0).contains(&temperature),
+        "2.0.0" => !(5.0..=30.0).contains(&temperature),
+        other => panic!("unknown version {other}"),
+    }
+}
+
+/// Replaces `path` the way deployments do: write aside, then rename.
+fn replace_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("wasm.tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn plugin_list(admin: &str) -> serde_json::Value {
+    let (status, body) = request(admin, "GET", "/plugins", None, b"").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn anomaly_entry(admin: &str) -> serde_json::Value {
+    plugin_list(admin).as_array().unwrap().iter().find(|p| p["name"] == "anomaly").cloned().expect("anomaly listed")
+}
+
+/// Waits until `GET /plugins` shows the anomaly plugin satisfying `ok`.
+fn wait_for(admin: &str, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let e = anomaly_entry(admin);
+        if ok(&e) {
+            return e;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}: {e}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
+    let cluster = Cluster::start("swap", 2);
+    let v1 = std::fs::read(support::plugin_path("anomaly")).unwrap();
+    let v2 = std::fs::read(support::plugin_path("anomaly-v2")).unwrap();
+    let rule = cluster.log_dir.join("rule.wasm");
+    std::fs::write(&rule, &v1).unwrap();
+    let plugins = [support::plugin_path("enrich"), support::plugin_path("trend"), rule.clone()];
+    let mut child = cluster.streamhost_with("streamhost", &plugins, &["--batch-size", "100", "--admin-token", "s3cret"]);
+    let admin = cluster.admin_addr("streamhost");
+    cluster.wait_log("streamhost", "Partitions assigned", Duration::from_secs(30));
+
+    // Continuous load: 100 readings every 10 ms until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let cluster = Arc::new(cluster);
+    let producer = {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut positions = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let chunk: Vec<_> = (i..i + 100).map(reading).collect();
+                positions.extend(cluster.produce(&chunk).await);
+                i += 100;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            positions
+        })
+    };
+
+    // Let the stream get going before the first swap.
+    cluster.read(&cluster.enriched, Duration::from_secs(30), |r| r.len() >= 500);
+
+    // 20 swaps by atomic rename, alternating v2 and v1.
+    let mut landings = Vec::new();
+    for i in 0..20 {
+        let (bytes, version) = if i % 2 == 0 { (&v2, "2.0.0") } else { (&v1, "1.0.0") };
+        let landed = now_ms();
+        replace_atomically(&rule, bytes);
+        landings.push((landed, version));
+        wait_for(&admin, version, |e| e["version"] == version);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(anomaly_entry(&admin)["version"], "1.0.0");
+
+    // Broken files leave the old version serving, and say why.
+    replace_atomically(&rule, b"\0asm garbage that is not a component");
+    let e = wait_for(&admin, "a corrupt-file failure", |e| e["load_failures"] == 1);
+    assert!(e["last_load_error"].as_str().unwrap().contains("invalid component"), "{e}");
+    assert_eq!(e["version"], "1.0.0");
+
+    replace_atomically(&rule, &std::fs::read(support::plugin_path("trend")).unwrap());
+    let e = wait_for(&admin, "a wrong-world failure", |e| e["load_failures"] == 2);
+    assert!(e["last_load_error"].as_str().unwrap().contains("kind changed from anomaly to trend"), "{e}");
+    assert_eq!(e["version"], "1.0.0");
+
+    // A half-written file (written in place, not renamed), completed later.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&rule).unwrap();
+        f.write_all(&v2[..v2.len() / 2]).unwrap();
+        f.flush().unwrap();
+        let e = wait_for(&admin, "a truncated-file failure", |e| e["load_failures"] == 3);
+        assert_eq!(e["version"], "1.0.0");
+        let landed = now_ms();
+        f.write_all(&v2[v2.len() / 2..]).unwrap();
+        f.flush().unwrap();
+        landings.push((landed, "2.0.0"));
+        wait_for(&admin, "the completed file", |e| e["version"] == "2.0.0");
+    }
+    let served_before = anomaly_entry(&admin)["sha256"].clone();
+
+    // Admin calls without the token, or with a wrong one, change nothing.
+    for token in [None, Some("wrong")] {
+        let (status, body) = request(&admin, "PUT", "/plugins/anomaly", token, &v1).unwrap();
+        assert_eq!(status, 401, "{body}");
+        let (status, _) = request(&admin, "DELETE", "/plugins/anomaly", token, b"").unwrap();
+        assert_eq!(status, 401);
+    }
+    assert_eq!(anomaly_entry(&admin)["sha256"], served_before);
+    assert_eq!(plugin_list(&admin).as_array().unwrap().len(), 3);
+
+    // With the token, the API replaces it (and names must match).
+    let (status, body) = request(&admin, "PUT", "/plugins/other-name", Some("s3cret"), &v1).unwrap();
+    assert_eq!(status, 422, "{body}");
+    let landed = now_ms();
+    let (status, body) = request(&admin, "PUT", "/plugins/anomaly", Some("s3cret"), &v1).unwrap();
+    assert_eq!(status, 200, "{body}");
+    landings.push((landed, "1.0.0"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let positions = producer.await.unwrap();
+    let n = positions.len();
+    let enriched = cluster.read(&cluster.enriched, Duration::from_secs(60), |r| r.len() >= n);
+    // Read a little more to catch duplicates, had there been any.
+    let status = terminate(&mut child);
+    assert!(status.success());
+    let alert_records = cluster.read(&cluster.alerts, Duration::from_secs(3), |_| false);
+
+    // Exactly one enriched output per input, each naming one anomaly version.
+    let mut version_of: HashMap<(i64, i64), (String, f64, i64)> = HashMap::new();
+    for r in &enriched {
+        let v = r.json();
+        let s = &v["streamhost"];
+        let pos = (s["source"]["partition"].as_i64().unwrap(), s["source"]["offset"].as_i64().unwrap());
+        let version = s["plugins"]["anomaly"].as_str().expect("the anomaly version is named").to_string();
+        let processed = streamhost::decode::parse_time(v["processed_at"].as_str().unwrap()).unwrap();
+        let prev = version_of.insert(pos, (version, v["temperature"].as_f64().unwrap(), processed));
+        assert!(prev.is_none(), "input {pos:?} has two enriched outputs");
+    }
+    assert_eq!(version_of.len(), n, "every input has an enriched output");
+    for (p, o) in &positions {
+        assert!(version_of.contains_key(&(*p as i64, *o)), "input {p}/{o} has no enriched output");
+    }
+
+    // Alerts agree with the version their record's enriched output names.
+    let mut alerted = HashMap::new();
+    for a in &alert_records {
+        let v = a.json();
+        let pos = (v["source"]["partition"].as_i64().unwrap(), v["source"]["offset"].as_i64().unwrap());
+        let (version, temperature, _) = &version_of[&pos];
+        assert_eq!(v["rule_version"].as_str().unwrap(), version, "alert and enriched disagree at {pos:?}");
+        assert!(alerts(version, *temperature), "{version} should not alert on {temperature}");
+        alerted.insert(pos, ());
+    }
+    for (pos, (version, temperature, _)) in &version_of {
+        assert_eq!(alerted.contains_key(pos), alerts(version, *temperature), "{pos:?}: {version} at {temperature}");
+    }
+
+    // No restart: one start-up, one consumer session.
+    assert_eq!(cluster.log("streamhost").matches("Consuming.").count(), 1);
+
+    // Swap latency: file landing to the first record served by the new
+    // version (processed_at is the batch's processing time).
+    let mut latencies = Vec::new();
+    for (i, (landed, version)) in landings.iter().enumerate() {
+        let until = landings.get(i + 1).map_or(i64::MAX, |l| l.0);
+        let first = version_of
+            .values()
+            .filter(|(v, _, at)| v == version && *at >= *landed && *at < until)
+            .map(|(_, _, at)| *at)
+            .min()
+            .unwrap_or_else(|| panic!("swap {i} to {version} served no record before the next swap"));
+        latencies.push(first - landed);
+    }
+    latencies.sort();
+    println!(
+        "hot swap: {} swaps under load, {n} inputs, latency median {} ms, max {} ms",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+}
