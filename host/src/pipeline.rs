@@ -277,31 +277,48 @@ impl Pipeline {
             None => rule.transform(&batch),
             Some(pos) => rule.transform(&select_batch(&batch, pos)),
         });
+        // Names whose change means the record must be decoded again.
+        let typed: Vec<&str> = [schema.key_field.as_str(), schema.time_field.as_str()]
+            .into_iter()
+            .chain(schema.fields.iter().map(String::as_str))
+            .collect();
+        let mut merge: Option<route::Merge> = None;
         for (j, result) in results.into_iter().enumerate() {
             let i = live[j];
             let rec = &mut recs[i];
-            let current = || rec_text(&input[i], &rec.text).to_string();
-            let rewritten = match result {
+            let (text, decode_again) = match result {
                 Ok(Ok(Transformed::Keep)) => continue,
                 Ok(Ok(Transformed::Drop)) => {
                     rec.state = State::Dropped;
                     continue;
                 }
-                Ok(Ok(Transformed::Replace(text))) => Ok(text),
+                Ok(Ok(Transformed::Replace(text))) => (Ok(text), true),
                 Ok(Ok(Transformed::Merge(members))) => {
-                    route::merge(&current(), &members).map_err(|message| ("plugin-error", message))
+                    if !merge.as_ref().is_some_and(|m| m.is(&members)) {
+                        merge = match route::Merge::parse(&members) {
+                            Ok(m) => Some(m),
+                            Err(message) => {
+                                fail(rec, rule.info(), "plugin-error", message);
+                                continue;
+                            }
+                        };
+                    }
+                    let m = merge.as_ref().expect("set above");
+                    let current = rec_text(&input[i], &rec.text);
+                    (m.apply(current).map_err(|message| ("plugin-error", message)), m.touches(&typed))
                 }
-                Ok(Err(message)) => Err(("plugin-error", message)),
-                Err(e) => Err((e.reason(), e.to_string())),
+                Ok(Err(message)) => (Err(("plugin-error", message)), false),
+                Err(e) => (Err((e.reason(), e.to_string())), false),
             };
-            match rewritten {
-                Ok(text) => match decode(schema, text.as_bytes()) {
+            match text {
+                Ok(text) if decode_again => match decode(schema, text.as_bytes()) {
                     Ok(d) => {
                         rec.decoded = Some(d);
                         rec.text = Some(text);
                     }
                     Err(e) => fail(rec, rule.info(), "plugin-error", format!("transformed record is invalid: {e}")),
                 },
+                Ok(text) => rec.text = Some(text),
                 Err((reason, message)) => fail(rec, rule.info(), reason, message),
             }
         }

@@ -171,14 +171,15 @@ struct KeyWindow {
     values: VecDeque<f64>,
     fields: usize,
     newest: i64,
-    /// Sequence number of the oldest reading; reading `i` has `front_seq + i`.
-    front_seq: u64,
+    /// Sequence number of the oldest reading; reading `i` has `front_seq + i`
+    /// (wrapping: only differences within one window are ever used).
+    front_seq: u32,
     sums: Vec<f64>,
     present: Vec<u32>,
     /// Per field: sequence numbers whose values increase (for the minimum)
     /// or decrease (for the maximum) from front to back; NaNs are left out.
-    mins: Vec<VecDeque<u64>>,
-    maxs: Vec<VecDeque<u64>>,
+    mins: Vec<VecDeque<u32>>,
+    maxs: Vec<VecDeque<u32>>,
     evicted_since_resum: usize,
 }
 
@@ -211,8 +212,8 @@ impl KeyWindow {
         self.values[i * self.fields + f]
     }
 
-    fn value_at_seq(&self, seq: u64, f: usize) -> f64 {
-        self.value((seq - self.front_seq) as usize, f)
+    fn value_at_seq(&self, seq: u32, f: usize) -> f64 {
+        self.value(seq.wrapping_sub(self.front_seq) as usize, f)
     }
 
     /// Grows a ring buffer by a quarter instead of doubling: windows are long
@@ -240,7 +241,7 @@ impl KeyWindow {
     }
 
     fn clear(&mut self, base: i64) {
-        self.front_seq += self.times.len() as u64;
+        self.front_seq = self.front_seq.wrapping_add(self.times.len() as u32);
         self.times.clear();
         self.values.clear();
         self.base = base;
@@ -268,7 +269,7 @@ impl KeyWindow {
             // In order: the common case.
             self.times.push_back(rel);
             self.values.extend(values.iter().copied());
-            let seq = self.front_seq + self.times.len() as u64 - 1;
+            let seq = self.front_seq.wrapping_add(self.times.len() as u32 - 1);
             for (f, &v) in values.iter().enumerate() {
                 if !v.is_nan() {
                     self.push_monotonic(f, seq, v);
@@ -286,7 +287,7 @@ impl KeyWindow {
         self.newest = self.newest.max(time_ms);
     }
 
-    fn push_monotonic(&mut self, f: usize, seq: u64, v: f64) {
+    fn push_monotonic(&mut self, f: usize, seq: u32, v: f64) {
         while let Some(&back) = self.mins[f].back() {
             if self.value_at_seq(back, f) >= v {
                 self.mins[f].pop_back();
@@ -312,7 +313,7 @@ impl KeyWindow {
             for f in 0..self.fields {
                 let v = self.value(i, f);
                 if !v.is_nan() {
-                    self.push_monotonic(f, self.front_seq + i as u64, v);
+                    self.push_monotonic(f, self.front_seq.wrapping_add(i as u32), v);
                 }
             }
         }
@@ -337,7 +338,7 @@ impl KeyWindow {
             }
             self.times.pop_front();
             self.values.drain(..self.fields);
-            self.front_seq += 1;
+            self.front_seq = self.front_seq.wrapping_add(1);
             self.evicted_since_resum += 1;
         }
         if self.evicted_since_resum > self.len() + 64 {

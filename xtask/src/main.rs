@@ -136,13 +136,11 @@ fn test(args: &[String]) -> Result<()> {
 fn bench(quick: bool) -> Result<()> {
     build_plugins()?;
     let mut cmd = Command::new(cargo());
-    cmd.current_dir(root()).args(["run", "--release", "-p", "streamhost", "--bin", "streamhost-bench", "--"]);
+    cmd.current_dir(root()).args(["bench", "-p", "streamhost", "--bench", "pipeline", "--"]);
     if quick {
         cmd.arg("--quick");
     }
-    if let Ok(nisshi) = toolchain::ensure_broker() {
-        cmd.env("STREAMHOST_NISSHI", nisshi);
-    }
+    cmd.env("STREAMHOST_NISSHI", toolchain::ensure_broker()?);
     run(&mut cmd)
 }
 

@@ -1,0 +1,453 @@
+//! `cargo xtask bench`: streamhost measured against its limits, each
+//! comparison run back to back on the same data in one process so that the
+//! ratios hold on a noisy machine. Prints a markdown report and writes it to
+//! `target/bench/report.md`.
+//!
+//! 1. WASM against native, in process: the whole per-record path with the
+//!    example rules as components, and with the same rule code compiled in.
+//! 2. End to end against the broker: streamhost against a pass-through built
+//!    from the same source and sink, on the same pre-loaded topic; then the
+//!    latency from the producer's timestamp to the alert at half that rate.
+//! 3. Windows: bytes per retained reading and resident memory.
+
+#[path = "../../xtask/src/broker.rs"]
+mod broker;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use streamhost::config::{RunArgs, Settings};
+use streamhost::pipeline::{InRecord, Pipeline, Rule, RuleSet};
+use streamhost::plugin::types::{Alert, Severity, Transformed, TrendResult};
+use streamhost::plugin::{
+    AnomalyResults, Batch, CallError, Kind, Limits, Needs, PluginInfo, Runtime, TransformResults, TrendResults,
+    WindowView,
+};
+use streamhost::window::{ViewBuilder, WindowConfig, Windows};
+
+/// Counts live heap bytes, for the window-memory figures.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+// ---------------------------------------------------------------- native rules
+
+fn info(name: &str, kind: Kind, needs: Needs) -> PluginInfo {
+    PluginInfo { name: name.into(), version: "1.0.0".into(), kind, wit: "native".into(), needs, sha256: String::new() }
+}
+
+struct NativeEnrich(PluginInfo);
+struct NativeTrend(PluginInfo);
+struct NativeAnomaly(PluginInfo);
+
+impl Rule for NativeEnrich {
+    fn info(&self) -> &PluginInfo {
+        &self.0
+    }
+    fn transform(&self, b: &Batch) -> Result<TransformResults, CallError> {
+        let members = enrich::members(b.processing_time);
+        Ok((0..b.len).map(|_| members.clone().map(Transformed::Merge)).collect())
+    }
+}
+
+impl Rule for NativeTrend {
+    fn info(&self) -> &PluginInfo {
+        &self.0
+    }
+    fn trend(&self, b: &Batch, w: &WindowView) -> Result<TrendResults, CallError> {
+        let f = b.fields.iter().position(|n| n == "temperature").unwrap();
+        let (fw, k) = (&w.fields[f], w.k as usize);
+        Ok((0..b.len as usize)
+            .map(|i| {
+                let (d, change) = trend::trend(w.counts[i] as usize, &fw.head[i * k..i * k + k], &fw.tail[i * k..i * k + k]);
+                Ok(Some(TrendResult {
+                    field: "temperature".into(),
+                    direction: match d {
+                        trend::Direction::Increasing => streamhost::plugin::types::Direction::Increasing,
+                        trend::Direction::Decreasing => streamhost::plugin::types::Direction::Decreasing,
+                        trend::Direction::Stable => streamhost::plugin::types::Direction::Stable,
+                    },
+                    change,
+                }))
+            })
+            .collect())
+    }
+}
+
+impl Rule for NativeAnomaly {
+    fn info(&self) -> &PluginInfo {
+        &self.0
+    }
+    fn detect(&self, b: &Batch, _w: &WindowView) -> Result<AnomalyResults, CallError> {
+        let col = |name: &str| &b.values[b.fields.iter().position(|n| n == name).unwrap()];
+        let (t, h, bat) = (col("temperature"), col("humidity"), col("battery_level"));
+        let th = &anomaly::THRESHOLDS;
+        Ok((0..b.len as usize)
+            .map(|i| {
+                let mut alerts = Vec::new();
+                let r = anomaly::Reading { temperature: t[i], humidity: h[i], battery_level: bat[i] };
+                anomaly::detect(&r, th, |kind, value| {
+                    alerts.push(Alert {
+                        rule: "anomaly".into(),
+                        kind: kind.as_str().into(),
+                        severity: match kind.severity() {
+                            anomaly::Severity::High => Severity::High,
+                            anomaly::Severity::Medium => Severity::Medium,
+                        },
+                        message: anomaly::message(kind, value, th),
+                    })
+                });
+                Ok(alerts)
+            })
+            .collect())
+    }
+}
+
+fn native_rules() -> RuleSet {
+    let mut r = RuleSet::default();
+    r.push(Arc::new(NativeEnrich(info("enrich", Kind::Transform, Needs::empty()))));
+    r.push(Arc::new(NativeTrend(info("trend", Kind::Trend, Needs::WINDOW_VALUES))));
+    r.push(Arc::new(NativeAnomaly(info("anomaly", Kind::Anomaly, Needs::empty()))));
+    r
+}
+
+fn wasm_rules(runtime: &Runtime) -> RuleSet {
+    let mut r = RuleSet::default();
+    for name in ["enrich", "trend", "anomaly"] {
+        let path = root().join("target/plugins").join(format!("{name}.wasm"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask plugins`", path.display()));
+        r.push(Arc::new(runtime.load(&bytes, name).unwrap()));
+    }
+    r
+}
+
+// ---------------------------------------------------------------- data
+
+/// `n` readings like the article's producer, `sensors` sensors one second
+/// apart, with about 5% out of range.
+fn records(n: usize, sensors: usize) -> Vec<InRecord> {
+    let mut seed = 99u64;
+    let mut rand = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let t0 = 1_795_500_000_000i64;
+    (0..n)
+        .map(|i| {
+            let sensor = format!("sensor_{:05}", i % sensors);
+            let mut temperature = 18.0 + rand() * 17.0;
+            if rand() < 0.05 {
+                temperature = 45.0;
+            }
+            let ts = chrono::DateTime::from_timestamp_millis(t0 + (i / sensors) as i64 * 1000).unwrap();
+            let payload = format!(
+                r#"{{"sensor_id":"{sensor}","timestamp":"{}","temperature":{:.2},"humidity":{:.2},"pressure":{:.2},"location":{{"latitude":{:.6},"longitude":{:.6}}},"battery_level":{:.2}}}"#,
+                ts.format("%Y-%m-%dT%H:%M:%S%.3f"),
+                temperature,
+                30.0 + rand() * 50.0,
+                1000.0 + rand() * 20.0,
+                40.0 + rand(),
+                -74.0 + rand(),
+                0.25 + rand() * 0.75
+            );
+            InRecord { partition: (i % 3) as i32, offset: i as i64, key: Some(sensor.into_bytes()), payload: payload.into_bytes() }
+        })
+        .collect()
+}
+
+fn settings() -> Settings {
+    Settings::resolve(RunArgs::default()).unwrap()
+}
+
+/// Runs the pipeline over `input` in batches; returns seconds.
+fn run_pipeline(rules: &RuleSet, input: &[InRecord], batch: usize) -> f64 {
+    let mut p = Pipeline::new(streamhost::service::pipeline_config(&settings()));
+    let started = Instant::now();
+    let mut outputs = 0;
+    for chunk in input.chunks(batch) {
+        let out = p.process(rules, chunk.to_vec(), 1_795_500_000_000);
+        outputs += out.records.len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    std::hint::black_box(outputs);
+    secs
+}
+
+/// Best of `reps` runs of `f` (seconds): the least disturbed one.
+fn best(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
+    (0..reps).map(|_| f()).fold(f64::INFINITY, f64::min)
+}
+
+struct Report {
+    text: String,
+}
+
+impl Report {
+    fn line(&mut self, s: impl AsRef<str>) {
+        println!("{}", s.as_ref());
+        self.text.push_str(s.as_ref());
+        self.text.push('\n');
+    }
+}
+
+fn in_process(report: &mut Report, n: usize) {
+    let input = records(n, 1000);
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let wasm = wasm_rules(&runtime);
+    let native = native_rules();
+    let none = RuleSet::default();
+    let batch = 1000;
+    // Warm up both (page faults, caches, first instantiation).
+    run_pipeline(&wasm, &input[..n.min(20_000)], batch);
+    run_pipeline(&native, &input[..n.min(20_000)], batch);
+    let (mut t_wasm, mut t_native, mut t_none) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    for _ in 0..3 {
+        t_native = t_native.min(run_pipeline(&native, &input, batch));
+        t_wasm = t_wasm.min(run_pipeline(&wasm, &input, batch));
+        t_none = t_none.min(run_pipeline(&none, &input, batch));
+    }
+    let schema = streamhost::service::pipeline_config(&settings()).schema;
+    let t_decode = best(3, || {
+        let started = Instant::now();
+        for r in &input {
+            std::hint::black_box(streamhost::decode::decode(&schema, &r.payload).unwrap());
+        }
+        started.elapsed().as_secs_f64()
+    });
+    let decoded: Vec<_> = input.iter().map(|r| streamhost::decode::decode(&schema, &r.payload).unwrap()).collect();
+    let t_window = best(3, || {
+        let mut w = Windows::new(WindowConfig { length_ms: 300_000, lateness_ms: 30_000, k: 3, fields: 4 });
+        let started = Instant::now();
+        for chunk in decoded.chunks(batch) {
+            let mut view = ViewBuilder::new(4, 3, true, chunk.len());
+            for d in chunk {
+                w.insert(&d.key, d.time_ms, &d.values, &mut view).unwrap();
+            }
+            std::hint::black_box(view.view);
+        }
+        started.elapsed().as_secs_f64()
+    });
+    let per = |t: f64| t / n as f64 * 1e9;
+    let rate = |t: f64| n as f64 / t;
+    report.line(format!("### 1. WASM against native, in process ({n} records, batches of {batch}, best of 3)\n"));
+    report.line("| path | records/s | ns/record |");
+    report.line("|---|---:|---:|");
+    report.line(format!("| native rules (baseline) | {:.0} | {:.0} |", rate(t_native), per(t_native)));
+    report.line(format!("| WASM components | {:.0} | {:.0} |", rate(t_wasm), per(t_wasm)));
+    report.line(format!("| **ratio WASM / native** | **{:.2}** | |", t_native / t_wasm));
+    report.line("");
+    report.line("Cost per record by stage (differences between runs of the same data):\n");
+    report.line("| stage | ns/record |");
+    report.line("|---|---:|");
+    report.line(format!("| decode (JSON, once) | {:.0} |", per(t_decode)));
+    report.line(format!("| window update + view | {:.0} |", per(t_window)));
+    report.line(format!(
+        "| rest of the path without rules (routing, encode outputs) | {:.0} |",
+        per(t_none - t_decode - t_window).max(0.0)
+    ));
+    report.line(format!("| three rules, native (incl. batch building, merge) | {:.0} |", per(t_native - t_none)));
+    report.line(format!("| three rules, WASM (incl. batch building, merge) | {:.0} |", per(t_wasm - t_none)));
+    report.line("");
+}
+
+fn windows_memory(report: &mut Report, keys: usize, per_key: usize) {
+    let rss = || -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        statm.split_whitespace().nth(1).and_then(|p| p.parse::<usize>().ok()).unwrap_or(0) * 4096
+    };
+    let live_before = LIVE.load(Ordering::Relaxed);
+    let rss_before = rss();
+    let mut w = Windows::new(WindowConfig { length_ms: 300_000, lateness_ms: 30_000, k: 3, fields: 4 });
+    let names: Vec<String> = (0..keys).map(|k| format!("sensor_{k:06}")).collect();
+    // Sensor-like values: a random walk per key.
+    let mut seed = 7u64;
+    let mut rand = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let mut level = vec![20.0f64; keys];
+    let started = Instant::now();
+    for s in 0..per_key {
+        let mut view = ViewBuilder::new(4, 3, false, keys);
+        for (k, name) in names.iter().enumerate() {
+            level[k] += rand();
+            let v = level[k];
+            w.insert(name, 1_795_500_000_000 + s as i64 * 1000, &[v, v * 2.0, 1000.0 + v, 0.5 + v / 100.0], &mut view).unwrap();
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let readings = w.readings();
+    let live = LIVE.load(Ordering::Relaxed) - live_before;
+    let rss_after = rss();
+    report.line(format!(
+        "### 3. Windows ({keys} keys × {per_key} readings: 5 minutes at 1 reading/s, 4 fields)\n"
+    ));
+    report.line("| measure | value |");
+    report.line("|---|---:|");
+    report.line(format!("| readings retained | {readings} |"));
+    report.line(format!("| heap bytes per retained reading (all window state incl. keys) | {:.1} |", live as f64 / readings as f64));
+    report.line(format!("| resident memory added | {:.0} MiB |", (rss_after.saturating_sub(rss_before)) as f64 / (1 << 20) as f64));
+    report.line(format!("| inserts/s (with eviction) | {:.0} |", (keys * per_key) as f64 / elapsed));
+    report.line("");
+    drop(w);
+}
+
+// ---------------------------------------------------------------- end to end
+
+fn e2e_settings(brokers: &str, input: &str, tag: &str, max: u64) -> Settings {
+    let plugins = ["enrich", "trend", "anomaly"].map(|n| root().join("target/plugins").join(format!("{n}.wasm")));
+    Settings::resolve(RunArgs {
+        brokers: Some(brokers.into()),
+        input_topic: Some(input.into()),
+        group: Some(format!("bench-{tag}-{}", std::process::id())),
+        enriched_topic: Some(format!("{input}-enriched")),
+        alerts_topic: Some(format!("{input}-alerts")),
+        dlq_topic: Some(format!("{input}-dlq")),
+        plugins: plugins.to_vec(),
+        admin: Some("127.0.0.1:0".into()),
+        max_records: Some(max),
+        ..RunArgs::default()
+    })
+    .unwrap()
+}
+
+async fn preload(brokers: &str, topic: &str, input: &[InRecord]) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "2000000")
+        .create()
+        .unwrap();
+    let mut futs = Vec::with_capacity(input.len());
+    for r in input {
+        let rec = FutureRecord::to(topic).key(r.key.as_deref().unwrap()).payload(&r.payload[..]);
+        futs.push(p.send_result(rec).map_err(|(e, _)| e).unwrap());
+    }
+    for f in futs {
+        f.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+}
+
+/// The pass-through: streamhost's own source, sink and committer, with the
+/// pipeline replaced by copying each input to `fanout` outputs.
+async fn pass_through(settings: Settings, fanout: f64) -> f64 {
+    use streamhost::route::{Dest, OutRecord};
+    use streamhost::sink::{Committer, Pending, Sink};
+    use streamhost::source::Source;
+    let metrics = Arc::new(streamhost::metrics::Metrics::default());
+    let source = Source::new(&settings, metrics).unwrap();
+    let sink = Sink::new(&settings).unwrap();
+    let committer = Committer::start(&source, 8);
+    let limit = settings.max_records.unwrap();
+    let mut done = 0u64;
+    let mut owed = 0.0;
+    let mut started = None;
+    while done < limit {
+        let batch = source.next_batch(settings.batch_size.min((limit - done) as usize), settings.batch_wait).await.unwrap();
+        started.get_or_insert_with(Instant::now);
+        let mut next = std::collections::BTreeMap::new();
+        let mut out = Vec::with_capacity(batch.len() * 2);
+        for r in &batch {
+            let e = next.entry(r.partition).or_insert(0);
+            *e = (*e).max(r.offset + 1);
+            owed += fanout;
+            while owed >= 1.0 {
+                owed -= 1.0;
+                out.push(OutRecord { dest: Dest::Enriched, key: r.key.clone(), payload: r.payload.clone(), headers: Vec::new() });
+            }
+        }
+        done += batch.len() as u64;
+        let deliveries = sink.send(&out).await.unwrap();
+        tokio::task::block_in_place(|| committer.submit(Pending { deliveries, next_offsets: next.into_iter().collect(), records: batch.len() as u64 }));
+    }
+    streamhost::sink::flush(sink.producer(), Duration::from_secs(30));
+    committer.finish();
+    started.unwrap().elapsed().as_secs_f64()
+}
+
+async fn end_to_end(report: &mut Report, n: usize) {
+    let Some(nisshi) = broker::find() else {
+        report.line("### 2. End to end: skipped (no nisshi broker; `cargo xtask bench` installs it)\n");
+        return;
+    };
+    std::fs::create_dir_all(root().join("target/bench")).unwrap();
+    let log = root().join("target/bench/broker.log");
+    let b = broker::Broker::start(&nisshi, Some(&log)).unwrap();
+    let brokers = b.bootstrap();
+    let input = records(n, 1000);
+    let topic = format!("bench-in-{}", std::process::id());
+    b.create_topic(&topic, 3).unwrap();
+    for suffix in ["enriched", "alerts", "dlq"] {
+        b.create_topic(&format!("{topic}-{suffix}"), 3).unwrap();
+    }
+    preload(&brokers, &topic, &input).await;
+
+    // streamhost first, to learn how many outputs it makes per input.
+    let sh_settings = e2e_settings(&brokers, &topic, "streamhost", n as u64);
+    let started = Instant::now();
+    let tally = streamhost::service::run(sh_settings, std::future::pending()).await.unwrap();
+    let t_sh = started.elapsed().as_secs_f64();
+    let fanout = (tally.enriched + tally.alert_records) as f64 / n as f64;
+    let t_pt = pass_through(e2e_settings(&brokers, &topic, "pass", n as u64), fanout).await;
+    let (r_sh, r_pt) = (n as f64 / t_sh, n as f64 / t_pt);
+    report.line(format!("### 2. End to end on the local broker ({n} pre-loaded records, 3 partitions)\n"));
+    report.line("| path | records/s |");
+    report.line("|---|---:|");
+    report.line(format!("| pass-through: same source, sink and commits, {fanout:.3} outputs per input (baseline) | {r_pt:.0} |"));
+    report.line(format!("| streamhost with enrich, trend, anomaly (WASM) | {r_sh:.0} |"));
+    report.line(format!("| **ratio streamhost / pass-through** | **{:.2}** |", r_sh / r_pt));
+    report.line("");
+    report.line("(streamhost's time includes joining the group and loading three plugins; the pass-through's starts at its first batch.)\n");
+    drop(b);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (n_inproc, n_e2e, keys) = if quick { (100_000, 200_000, 20_000) } else { (500_000, 1_000_000, 100_000) };
+    let mut report = Report { text: String::new() };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .unwrap_or(0);
+    report.line(format!(
+        "## streamhost benchmark{} — {}, {cores} cores, {:.0} GiB\n",
+        if quick { " (quick)" } else { "" },
+        chrono::Utc::now().format("%Y-%m-%d"),
+        mem as f64 / (1 << 20) as f64
+    ));
+    in_process(&mut report, n_inproc);
+    tokio::task::block_in_place(|| windows_memory(&mut report, keys, 300));
+    end_to_end(&mut report, n_e2e).await;
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("report.md"), &report.text).unwrap();
+    println!("written to {}", dir.join("report.md").display());
+}
