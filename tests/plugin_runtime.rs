@@ -231,3 +231,30 @@ fn files_that_are_not_rule_components_are_refused_with_what_they_are() {
     let err = rt.load(&truncated[..truncated.len() / 2], "half").err().unwrap();
     assert!(matches!(err, LoadError::Invalid(_)), "{err}");
 }
+
+#[test]
+fn a_javascript_component_importing_wasi_runs() {
+    let rt = runtime();
+    let p = load(&rt, "jump-js");
+    assert_eq!((p.info().name.as_str(), p.info().version.as_str(), p.kind()), ("jump-js", "1.0.0", Kind::Anomaly));
+    // Temperatures against their window means: 30 vs 24 is +6 (a jump),
+    // 29 vs 24 is +5 (not above 5), 18 vs 24 is -6 (a jump); the first record
+    // is alone in its window, so never a jump.
+    let b = batch(&[], &[(50.0, 50.0, 1.0), (30.0, 50.0, 1.0), (29.0, 50.0, 1.0), (18.0, 50.0, 1.0)]);
+    let mut w = windows(&[(1, [0.0; 3], [0.0; 3]), (5, [0.0; 3], [0.0; 3]), (5, [0.0; 3], [0.0; 3]), (5, [0.0; 3], [0.0; 3])]);
+    w.fields[0].mean = vec![50.0, 24.0, 24.0, 24.0];
+    let out = p.detect(&b, &w).unwrap();
+    let messages: Vec<Vec<String>> =
+        out.into_iter().map(|r| r.unwrap().into_iter().map(|a| format!("{} {}", a.kind, a.message)).collect()).collect();
+    assert_eq!(
+        messages,
+        vec![
+            vec![],
+            vec!["temperature_jump temperature 30 is 6.00 from the window mean 24.00".to_string()],
+            vec![],
+            vec!["temperature_jump temperature 18 is -6.00 from the window mean 24.00".to_string()],
+        ]
+    );
+    // A second call reuses the warm instance.
+    assert!(p.detect(&b, &w).is_ok());
+}

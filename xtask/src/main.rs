@@ -113,8 +113,28 @@ pub fn build_plugins() -> Result<PathBuf> {
     Ok(out_dir)
 }
 
-/// JavaScript plugins are built by componentize-js when node is available.
-fn build_javascript_plugins(_out_dir: &Path) -> Result<()> {
+/// JavaScript plugins are built by componentize-js (npm). Node and npm are
+/// installed with apt when missing and we run as root; otherwise the
+/// JavaScript plugins are skipped with a message saying what to install.
+fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
+    let has = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !(has("node") && has("npm")) {
+        if toolchain::is_root() && Path::new("/usr/bin/apt-get").exists() {
+            eprintln!("xtask: installing nodejs and npm with apt-get");
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-q", "nodejs", "npm"])
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        } else {
+            eprintln!("xtask: node and npm not found; skipping JavaScript plugins (install nodejs and npm to build them)");
+            return Ok(());
+        }
+    }
+    let dir = root().join("plugins/jump-js");
+    if !dir.join("node_modules/@bytecodealliance/componentize-js").exists() {
+        run(Command::new("npm").current_dir(&dir).args(["ci", "--no-audit", "--no-fund"]))?;
+    }
+    let dest = out_dir.join("jump-js.wasm");
+    run(Command::new("node").current_dir(&dir).arg("build.mjs").arg(&dest)).context("building plugins/jump-js")?;
     Ok(())
 }
 

@@ -77,7 +77,7 @@ pub fn debian_ready() -> bool {
         && (Path::new("/usr/bin/rust-lld").exists() || Path::new("/usr/bin/wasm-ld-22").exists())
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

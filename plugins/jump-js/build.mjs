@@ -1,0 +1,18 @@
+// Builds rule.js into a streamhost `anomaly` component:
+//   node build.mjs OUT.wasm
+import { componentize } from '@bytecodealliance/componentize-js';
+import { writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = process.argv[2] ?? join(here, 'jump-js.wasm');
+const { component } = await componentize({
+  sourcePath: join(here, 'rule.js'),
+  witPath: join(here, '../../wit'),
+  worldName: 'anomaly',
+  // Without these, the component would import wasi:http.
+  disableFeatures: ['http', 'fetch-event'],
+});
+await writeFile(out, component);
+console.log(`built ${out} (${Math.round(component.length / 1024)} KiB)`);
