@@ -66,6 +66,9 @@ pub fn decode(schema: &Schema, bytes: &[u8]) -> Result<Decoded, DecodeError> {
 /// is taken as UTC, as Python's `datetime.utcnow().isoformat()` writes it),
 /// or an integer number of milliseconds since the epoch.
 pub fn parse_time(text: &str) -> Option<i64> {
+    if let Some(ms) = parse_iso_fast(text.as_bytes()) {
+        return Some(ms);
+    }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Some(t.timestamp_millis());
     }
@@ -75,6 +78,64 @@ pub fn parse_time(text: &str) -> Option<i64> {
         }
     }
     None
+}
+
+/// The common shape, `YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]`,
+/// parsed without allocation; anything else (or anything out of range)
+/// returns `None` and goes to chrono. Fractions beyond milliseconds are
+/// truncated, as chrono's `timestamp_millis` does.
+fn parse_iso_fast(b: &[u8]) -> Option<i64> {
+    fn num(b: &[u8]) -> Option<i64> {
+        b.iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
+    }
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0;
+    if b.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        let digits = &b[start..i.min(start + 3)];
+        millis = num(digits)? * 10i64.pow(3 - digits.len() as u32);
+    }
+    let offset_minutes = match &b[i..] {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let m = num(&[*h1, *h2])? * 60 + num(&[*m1, *m2])?;
+            if *sign == b'-' { -m } else { m }
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hour) * 60 + minute - offset_minutes) * 60_000 + second * 1000 + millis)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 struct Found {
@@ -240,6 +301,32 @@ mod tests {
         assert_eq!((d.key.as_str(), d.time_ms), ("7", 1000));
         let d = decode(&schema(), br#"{"sensor_id":"a","timestamp":"1970-01-01T01:00:00+01:00"}"#).unwrap();
         assert_eq!(d.time_ms, 0);
+    }
+
+    #[test]
+    fn fast_time_parsing_agrees_with_chrono() {
+        for text in [
+            "2026-11-24T17:30:05Z",
+            "2026-11-24T17:30:05.1Z",
+            "2026-11-24T17:30:05.123456",
+            "2024-02-29T00:00:00+05:30",
+            "1969-12-31T23:59:59.999-01:00",
+            "2000-01-01 12:00:00",
+        ] {
+            let slow = chrono::DateTime::parse_from_rfc3339(text)
+                .map(|t| t.timestamp_millis())
+                .or_else(|_| {
+                    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                        .or_else(|_| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
+                        .map(|t| t.and_utc().timestamp_millis())
+                })
+                .unwrap();
+            assert_eq!(parse_iso_fast(text.as_bytes()), Some(slow), "{text}");
+        }
+        for bad in ["2026-02-30T00:00:00Z", "2026-11-24T24:00:00Z", "2026-11-24T17:30:05.Z", "2026-11-24T17:30:05+0100"] {
+            assert_eq!(parse_iso_fast(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(parse_time("2026-11-24T17:30:05+01:00"), Some(1_795_537_805_000));
     }
 
     #[test]

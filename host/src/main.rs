@@ -153,7 +153,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::resolve(cli.run)?;
             let max_records = settings.max_records;
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            let tally = runtime.block_on(streamhost::service::run(settings, streamhost::service::shutdown_signal()))?;
+            let tally = runtime.block_on(streamhost::service::run(settings, streamhost::service::shutdown_signal()))?.tally;
             if max_records.is_some() {
                 let summary = serde_json::json!({
                     "in": tally.input,

@@ -346,7 +346,7 @@ impl Pipeline {
                     let text = rec_text(&inp, &rec.text);
                     fields.clear();
                     fields.extend(schema.fields.iter().zip(&view.fields).map(|(name, fw): (_, &FieldWindow)| {
-                        (name.as_str(), [fw.mean[slot], fw.min[slot], fw.max[slot], fw.first[slot], fw.last[slot]])
+                        (name.as_str(), [fw.mean[slot], fw.min[slot], fw.max[slot]])
                     }));
                     let window = WindowStats {
                         start_ms: view.starts[slot],

@@ -187,8 +187,8 @@ pub struct WindowStats<'a> {
     pub start_ms: i64,
     pub end_ms: i64,
     pub count: u32,
-    /// (field name, mean, min, max, first, last)
-    pub fields: &'a [(&'a str, [f64; 5])],
+    /// (field name, [mean, min, max])
+    pub fields: &'a [(&'a str, [f64; 3])],
 }
 
 /// The text of `record` (a JSON object) with `member` (`"name":value`)
@@ -218,26 +218,31 @@ pub fn enriched(
     plugins: &[(&str, &str)],
     source: Source,
 ) -> String {
-    let mut m = String::with_capacity(256 + 64 * window.fields.len());
+    // Written straight after the record's own members, in one buffer.
+    let body = record.trim_end();
+    let body = body.strip_suffix('}').unwrap_or(body).trim_end();
+    let mut m = String::with_capacity(body.len() + 320 + 64 * window.fields.len());
+    m.push_str(body);
+    if !body.ends_with('{') {
+        m.push(',');
+    }
     m.push_str("\"streamhost\":{\"window\":{\"start\":\"");
     push_iso8601(&mut m, window.start_ms);
     m.push_str("\",\"end\":\"");
     push_iso8601(&mut m, window.end_ms);
     m.push('"');
     let _ = write!(m, ",\"count\":{},\"fields\":{{", window.count);
-    for (i, (name, [mean, min, max, first, last])) in window.fields.iter().enumerate() {
+    for (i, (name, [mean, min, max])) in window.fields.iter().enumerate() {
         if i > 0 {
             m.push(',');
         }
         push_str(&mut m, name);
-        for (j, (label, v)) in
-            [("mean", mean), ("min", min), ("max", max), ("first", first), ("last", last)].iter().enumerate()
-        {
-            m.push_str(if j == 0 { ":{\"" } else { ",\"" });
-            m.push_str(label);
-            m.push_str("\":");
-            push_f64(&mut m, **v);
-        }
+        m.push_str(":{\"mean\":");
+        push_f64(&mut m, *mean);
+        m.push_str(",\"min\":");
+        push_f64(&mut m, *min);
+        m.push_str(",\"max\":");
+        push_f64(&mut m, *max);
         m.push('}');
     }
     m.push_str("}},\"trends\":{");
@@ -270,10 +275,10 @@ pub fn enriched(
     }
     let _ = write!(
         m,
-        "}},\"source\":{{\"partition\":{},\"offset\":{}}}}}",
+        "}},\"source\":{{\"partition\":{},\"offset\":{}}}}}}}",
         source.partition, source.offset
     );
-    splice(record, &m)
+    m
 }
 
 /// An alert record in the article's shape (`timestamp`, the key, `anomalies`,
@@ -473,7 +478,7 @@ mod tests {
 
     #[test]
     fn enriched_is_valid_json_with_nulls_for_nan() {
-        let fields = [("temperature", [1.0, 0.5, 2.0, f64::NAN, 1.5])];
+        let fields = [("temperature", [1.0, f64::NAN, 2.0])];
         let w = WindowStats { start_ms: 0, end_ms: 1, count: 2, fields: &fields };
         let t = TrendResult { field: "temperature".into(), direction: Direction::Stable, change: 0.0 };
         let text = enriched(
@@ -487,7 +492,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["a"], 1);
         let s = &v["streamhost"];
-        assert_eq!(s["window"]["fields"]["temperature"]["first"], serde_json::Value::Null);
+        assert_eq!(s["window"]["fields"]["temperature"]["min"], serde_json::Value::Null);
         assert_eq!(s["window"]["fields"]["temperature"]["mean"], 1.0);
         assert_eq!(s["trends"]["trend"]["direction"], "stable");
         assert_eq!(s["plugins"]["trend"], "1.0.0");

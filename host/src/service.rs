@@ -51,8 +51,16 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub tally: Tally,
+    /// When the first batch arrived (for throughput that excludes start-up).
+    pub first_batch: Option<Instant>,
+}
+
 /// Runs the main job until `shutdown` resolves (or `max_records` are done).
-pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<Tally> {
+pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<Summary> {
     let metrics = Arc::new(Metrics::default());
     let runtime = Arc::new(Runtime::new(Limits {
         deadline: settings.plugin_deadline,
@@ -84,6 +92,7 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     let lag_task = tokio::spawn(watch_lag(source.clone(), metrics.clone()));
     let mut pipeline = Pipeline::new(pipeline_config(&settings));
     let mut total = Tally::default();
+    let mut first_batch = None;
     let limit = settings.max_records.unwrap_or(u64::MAX);
     tracing::info!(topic = %settings.input_topic, group = %settings.group, brokers = %settings.brokers, "Consuming.");
     let mut shutdown = std::pin::pin!(shutdown);
@@ -98,6 +107,7 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
                 _ = &mut shutdown => break,
             };
             let started = Instant::now();
+            first_batch.get_or_insert(started);
             let mut per_partition: BTreeMap<i32, (i64, u64)> = BTreeMap::new();
             for r in &batch {
                 let e = per_partition.entry(r.partition).or_insert((0, 0));
@@ -144,7 +154,7 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
         dead_letters = total.dead_letters(),
         "Stopped after committing."
     );
-    Ok(total)
+    Ok(Summary { tally: total, first_batch })
 }
 
 /// Reloads every plugin file on SIGHUP.

@@ -70,11 +70,14 @@ impl Sink {
     pub async fn send(&self, records: &[OutRecord]) -> KafkaResult<Vec<DeliveryFuture>> {
         let mut deliveries = Vec::with_capacity(records.len());
         for r in records {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for (k, v) in &r.headers {
-                headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+            let mut record = FutureRecord::to(self.topic(r.dest)).payload(&r.payload[..]);
+            if !r.headers.is_empty() {
+                let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+                for (k, v) in &r.headers {
+                    headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+                }
+                record = record.headers(headers);
             }
-            let mut record = FutureRecord::to(self.topic(r.dest)).payload(&r.payload[..]).headers(headers);
             if let Some(key) = &r.key {
                 record = record.key(&key[..]);
             }

@@ -216,11 +216,12 @@ impl KeyWindow {
         self.value(seq.wrapping_sub(self.front_seq) as usize, f)
     }
 
-    /// Grows a ring buffer by a quarter instead of doubling: windows are long
-    /// lived and many, so slack costs more than the extra copies.
+    /// Grows a ring buffer by an eighth instead of doubling: windows are
+    /// long lived and many, so slack costs more than the extra copies, which
+    /// only happen while a window fills up.
     fn reserve<T>(buf: &mut VecDeque<T>, extra: usize) {
         if buf.len() + extra > buf.capacity() {
-            buf.reserve_exact((buf.len() / 4).max(4).max(extra));
+            buf.reserve_exact((buf.len() / 8).max(4).max(extra));
         }
     }
 
@@ -295,6 +296,7 @@ impl KeyWindow {
                 break;
             }
         }
+        Self::reserve(&mut self.mins[f], 1);
         self.mins[f].push_back(seq);
         while let Some(&back) = self.maxs[f].back() {
             if self.value_at_seq(back, f) <= v {
@@ -303,6 +305,7 @@ impl KeyWindow {
                 break;
             }
         }
+        Self::reserve(&mut self.maxs[f], 1);
         self.maxs[f].push_back(seq);
     }
 
