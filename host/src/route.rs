@@ -143,6 +143,11 @@ pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Appends an integer.
+pub fn push_int(out: &mut String, v: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(v));
+}
+
 /// Appends a JSON number, or `null` for NaN and infinities.
 pub fn push_f64(out: &mut String, v: f64) {
     if v.is_finite() {
@@ -231,7 +236,9 @@ pub fn enriched(
     m.push_str("\",\"end\":\"");
     push_iso8601(&mut m, window.end_ms);
     m.push('"');
-    let _ = write!(m, ",\"count\":{},\"fields\":{{", window.count);
+    m.push_str(",\"count\":");
+    push_int(&mut m, window.count);
+    m.push_str(",\"fields\":{");
     for (i, (name, [mean, min, max])) in window.fields.iter().enumerate() {
         if i > 0 {
             m.push(',');
@@ -253,7 +260,9 @@ pub fn enriched(
         push_str(&mut m, plugin);
         m.push_str(":{\"field\":");
         push_str(&mut m, &t.field);
-        let _ = write!(m, ",\"direction\":\"{}\",\"change\":", direction(t.direction));
+        m.push_str(",\"direction\":\"");
+        m.push_str(direction(t.direction));
+        m.push_str("\",\"change\":");
         push_f64(&mut m, t.change);
         m.push('}');
     }
@@ -273,11 +282,11 @@ pub fn enriched(
         m.push(':');
         push_str(&mut m, version);
     }
-    let _ = write!(
-        m,
-        "}},\"source\":{{\"partition\":{},\"offset\":{}}}}}}}",
-        source.partition, source.offset
-    );
+    m.push_str("},\"source\":{\"partition\":");
+    push_int(&mut m, source.partition);
+    m.push_str(",\"offset\":");
+    push_int(&mut m, source.offset);
+    m.push_str("}}}");
     m
 }
 
