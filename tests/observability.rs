@@ -59,7 +59,12 @@ async fn scraped_counters_equal_what_the_topics_hold() {
         loop {
             let (status, body) = request(&admin, "GET", "/metrics", None, b"").unwrap();
             assert_eq!(status, 200);
-            if sample(&body, "messages_processed_total") as usize >= n || t.elapsed() > Duration::from_secs(10) {
+            let lag_zero = (0..2).all(|p| {
+                let series = format!("streamhost_consumer_lag_records{{topic=\"{}\",partition=\"{p}\"}} 0", cluster.input);
+                body.lines().any(|l| l == series)
+            });
+            let done = sample(&body, "messages_processed_total") as usize >= n && lag_zero;
+            if done || t.elapsed() > Duration::from_secs(15) {
                 break body;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -79,6 +84,10 @@ async fn scraped_counters_equal_what_the_topics_hold() {
     assert_eq!(produced(&cluster.dlq), dead.len());
     assert_eq!(sample(&scrape, "streamhost_dead_letters_total{reason=\"decode\"}") as usize, 7);
     assert_eq!(sample(&scrape, "streamhost_window_keys") as usize, 12);
+    for p in 0..2 {
+        let lag = format!("streamhost_consumer_lag_records{{topic=\"{}\",partition=\"{p}\"}}", cluster.input);
+        assert_eq!(sample(&scrape, &lag), 0.0, "everything consumed, so no lag on partition {p}");
+    }
 
     // Alerts by kind, counted in the topic.
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -99,6 +108,21 @@ async fn scraped_counters_equal_what_the_topics_hold() {
         assert!(calls >= 1.0, "{plugin}: {calls}");
         let failures = sample(&scrape, &format!("streamhost_plugin_failures_total{{plugin=\"{plugin}\",version=\"1.0.0\",kind=\"{kind}\"}}"));
         assert_eq!(failures, 0.0, "{plugin}");
+    }
+
+    // Every metric the Grafana dashboard queries is exported.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(support::root().join("examples/grafana/streamhost.json")).unwrap()).unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                let is_metric = word.starts_with("streamhost_") || word.starts_with("message");
+                if is_metric {
+                    assert!(scrape.lines().any(|l| l.starts_with(word)), "dashboard panel {:?} uses {word}, not exported", panel["title"]);
+                }
+            }
+        }
     }
 
     // The JavaScript plugin's console.log went through WASI into the log.

@@ -258,3 +258,29 @@ fn a_javascript_component_importing_wasi_runs() {
     // A second call reuses the warm instance.
     assert!(p.detect(&b, &w).is_ok());
 }
+
+#[test]
+fn a_python_component_importing_wasi_runs() {
+    let rt = runtime();
+    let p = load(&rt, "humidity-py");
+    assert_eq!((p.info().name.as_str(), p.kind()), ("humidity-py", Kind::Anomaly));
+    // Window mean humidity 85 is not above the limit; 85.5 is.
+    let b = batch(&[], &[(20.0, 50.0, 1.0), (20.0, 50.0, 1.0), (20.0, f64::NAN, 1.0)]);
+    let mut w = windows(&[(4, [0.0; 3], [0.0; 3]), (6, [0.0; 3], [0.0; 3]), (1, [0.0; 3], [0.0; 3])]);
+    w.fields[1].mean = vec![85.0, 85.5, f64::NAN];
+    let out = p.detect(&b, &w).unwrap();
+    let got: Vec<Vec<(String, Severity, String)>> =
+        out.into_iter().map(|r| r.unwrap().into_iter().map(|a| (a.kind, a.severity, a.message)).collect()).collect();
+    assert_eq!(
+        got,
+        vec![
+            vec![],
+            vec![(
+                "humid_window".to_string(),
+                Severity::Low,
+                "mean humidity 85.5 over 6 readings is above 85".to_string()
+            )],
+            vec![],
+        ]
+    );
+}

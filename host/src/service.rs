@@ -168,10 +168,10 @@ async fn reload_on_sighup(registry: Arc<Registry>) {
     }
 }
 
-/// Refreshes the consumer-lag gauges every few seconds.
+/// Refreshes the consumer-lag gauges every second.
 async fn watch_lag(source: Arc<Source>, metrics: Arc<Metrics>) {
     loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let s = source.clone();
         if let Ok(lag) = tokio::task::spawn_blocking(move || s.lag()).await {
             metrics.set_lag(source.topic(), &lag);

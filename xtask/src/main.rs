@@ -110,6 +110,7 @@ pub fn build_plugins() -> Result<PathBuf> {
         println!("built {} ({} KiB)", dest.display(), component.len() / 1024);
     }
     build_javascript_plugins(&out_dir)?;
+    build_python_plugins(&out_dir)?;
     Ok(out_dir)
 }
 
@@ -138,8 +139,32 @@ fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Python plugins are built by componentize-py (PyPI), installed with pip
+/// when missing.
+fn build_python_plugins(out_dir: &Path) -> Result<()> {
+    const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+    let has = || Command::new("componentize-py").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !has() {
+        eprintln!("xtask: installing {COMPONENTIZE_PY} with pip");
+        let pip = run(Command::new("python3").args(["-m", "pip", "install", "-q", COMPONENTIZE_PY]));
+        if pip.is_err() || !has() {
+            eprintln!("xtask: componentize-py unavailable; skipping Python plugins (pip install {COMPONENTIZE_PY})");
+            return Ok(());
+        }
+    }
+    let dir = root().join("plugins/humidity-py");
+    run(Command::new("componentize-py")
+        .current_dir(&dir)
+        .args(["-d", "../../wit", "-w", "anomaly", "componentize", "app", "-o"])
+        .arg(out_dir.join("humidity-py.wasm")))
+    .context("building plugins/humidity-py")?;
+    println!("built {}", out_dir.join("humidity-py.wasm").display());
+    Ok(())
+}
+
 fn test(args: &[String]) -> Result<()> {
     let nisshi = toolchain::ensure_broker()?;
+    toolchain::ensure_compose_client()?;
     build_plugins()?;
     // The end-to-end tests run these binaries as separate processes.
     run(Command::new(cargo()).current_dir(root()).args(["build", "--release", "--workspace", "--bins"]))?;

@@ -145,3 +145,22 @@ pub fn ensure_broker() -> Result<PathBuf> {
     crate::broker::find().context("nisshi was installed but cannot be found")
 }
 
+
+/// A Docker Compose client for checking `examples/docker-compose.yml`
+/// (`docker compose` if the plugin is there, else Debian's docker-compose).
+pub fn ensure_compose_client() -> Result<()> {
+    let works = |cmd: &mut Command| cmd.output().is_ok_and(|o| o.status.success());
+    if works(Command::new("docker").args(["compose", "version"])) || works(Command::new("docker-compose").arg("version")) {
+        return Ok(());
+    }
+    if is_root() && Path::new("/usr/bin/apt-get").exists() {
+        eprintln!("xtask: installing docker-compose with apt-get (to validate examples/docker-compose.yml)");
+        crate::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", "docker-compose"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        return Ok(());
+    }
+    bail!("no Docker Compose client: install docker-compose (or the docker compose plugin)")
+}
