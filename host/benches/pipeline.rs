@@ -531,6 +531,91 @@ async fn latency(b: &broker::Broker, rate: f64, seconds: f64) -> (i64, i64, usiz
     (pct(0.5), pct(0.99), lat.len())
 }
 
+/// Hot swap in process: the pipeline loops over batches, taking the current
+/// rules at each batch start as the service does, while the anomaly plugin's
+/// file is replaced 20 times (v1 and v2 alternately).
+fn hot_swap(report: &mut Report, n: usize) {
+    use streamhost::registry::Registry;
+    let dir = root().join("target/bench/swap");
+    std::fs::create_dir_all(&dir).unwrap();
+    let plugin = |name: &str| root().join("target/plugins").join(format!("{name}.wasm"));
+    let (v1, v2) = (std::fs::read(plugin("anomaly")).unwrap(), std::fs::read(plugin("anomaly-v2")).unwrap());
+    let rule = dir.join("anomaly.wasm");
+    std::fs::write(&rule, &v1).unwrap();
+    let runtime = Arc::new(Runtime::new(Limits::default()).unwrap());
+    let registry = Arc::new(Registry::from_files(runtime, &[plugin("enrich"), plugin("trend"), rule.clone()]).unwrap());
+    registry.watch();
+    let input = records(n, 1000);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let (registry, stop) = (registry.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut p = Pipeline::new(streamhost::service::pipeline_config(&settings()));
+            let mut served: Vec<(Instant, String, usize)> = Vec::new();
+            'outer: loop {
+                for chunk in input.chunks(1000) {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'outer;
+                    }
+                    let rules = registry.current();
+                    let version = rules.anomaly[0].info().version.clone();
+                    let at = Instant::now();
+                    std::hint::black_box(p.process(&rules, chunk.to_vec(), 1_795_500_000_000));
+                    served.push((at, version, chunk.len()));
+                }
+            }
+            served
+        })
+    };
+    let phase = Duration::from_secs(3);
+    std::thread::sleep(Duration::from_millis(500)); // warm up
+    let quiet_start = Instant::now();
+    std::thread::sleep(phase);
+    let swap_start = Instant::now();
+    let mut landings = Vec::new();
+    for i in 0..20 {
+        let (bytes, version) = if i % 2 == 0 { (&v2, "2.0.0") } else { (&v1, "1.0.0") };
+        let tmp = dir.join("anomaly.wasm.tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        let at = Instant::now();
+        std::fs::rename(&tmp, &rule).unwrap();
+        landings.push((at, version));
+        std::thread::sleep(phase / 20);
+    }
+    let swap_end = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let served = worker.join().unwrap();
+    let rate = |from: Instant, to: Instant| {
+        let recs: usize = served.iter().filter(|(at, _, _)| *at >= from && *at < to).map(|s| s.2).sum();
+        recs as f64 / (to - from).as_secs_f64()
+    };
+    let quiet = rate(quiet_start, swap_start);
+    let swapping = rate(swap_start, swap_end);
+    let mut latencies: Vec<f64> = landings
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (at, version))| {
+            let until = landings.get(i + 1).map_or(swap_end, |l| l.0);
+            served
+                .iter()
+                .find(|(t, v, _)| *t >= *at && *t < until && v == version)
+                .map(|(t, _, _)| (*t - *at).as_secs_f64() * 1e3)
+        })
+        .collect();
+    let missed = landings.len() - latencies.len();
+    latencies.sort_by(f64::total_cmp);
+    report.line("### 4. Hot swap (in process, 20 swaps of the anomaly plugin by file rename, 150 ms apart)\n");
+    report.line("| measure | value |");
+    report.line("|---|---:|");
+    report.line(format!("| swap latency, file landing to first batch on the new version: median | {:.0} ms |", latencies[latencies.len() / 2]));
+    report.line(format!("| swap latency: max | {:.0} ms |", latencies[latencies.len() - 1]));
+    report.line(format!("| swaps not served before the next one | {missed} |"));
+    report.line(format!("| throughput without swaps (baseline) | {quiet:.0} records/s |"));
+    report.line(format!("| throughput while swapping | {swapping:.0} records/s |"));
+    report.line(format!("| **ratio swapping / quiet** | **{:.2}** |", swapping / quiet));
+    report.line("");
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -556,8 +641,9 @@ async fn main() {
         mem as f64 / (1 << 20) as f64
     ));
     in_process(&mut report, n_inproc);
-    tokio::task::block_in_place(|| windows_memory(&mut report, keys, 300));
     end_to_end(&mut report, n_e2e).await;
+    tokio::task::block_in_place(|| windows_memory(&mut report, keys, 300));
+    tokio::task::block_in_place(|| hot_swap(&mut report, 50_000));
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("report.md"), &report.text).unwrap();
