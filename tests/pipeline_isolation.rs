@@ -1,0 +1,69 @@
+//! One poisoned record fails alone: the pipeline, with the real hostile
+//! component, dead-letters exactly the records that make it fail, each with
+//! the reason class of its failure, and passes the others on.
+
+mod support;
+
+use std::sync::Arc;
+
+use streamhost::decode::Schema;
+use streamhost::pipeline::{InRecord, Pipeline, PipelineConfig, RuleSet};
+use streamhost::route::{Dest, headers};
+use streamhost::window::WindowConfig;
+
+fn record(offset: i64, sensor: &str) -> InRecord {
+    let payload = format!(r#"{{"sensor_id":"{sensor}","timestamp":{},"temperature":20.5}}"#, 1_000 + offset);
+    InRecord { partition: 0, offset, key: Some(sensor.as_bytes().to_vec()), payload: payload.into_bytes() }
+}
+
+#[test]
+fn each_failure_is_dead_lettered_alone_with_its_reason() {
+    let rt = support::runtime();
+    let mut rules = RuleSet::default();
+    rules.push(support::load(&rt, "enrich"));
+    rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::pipeline::Rule>);
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        schema: Schema { key_field: "sensor_id".into(), time_field: "timestamp".into(), fields: vec!["temperature".into()] },
+        window: WindowConfig { length_ms: 300_000, lateness_ms: 0, k: 3, fields: 1 },
+        source_topic: "in".into(),
+    });
+    let keys = ["a", "b", "panic", "c", "reject", "d", "bomb", "e", "spin", "f"];
+    let input: Vec<InRecord> = keys.iter().enumerate().map(|(i, k)| record(i as i64, k)).collect();
+    let out = pipeline.process(&rules, input.clone(), 0);
+
+    let mut enriched = Vec::new();
+    let mut alerts = Vec::new();
+    let mut dead = Vec::new();
+    for r in &out.records {
+        match r.dest {
+            Dest::Enriched => enriched.push(serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()),
+            Dest::Alerts => alerts.push(serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()),
+            Dest::DeadLetter => dead.push(r),
+        }
+    }
+    let names: Vec<&str> = enriched.iter().map(|v| v["sensor_id"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "c", "d", "e", "f"]);
+    // The hostile rule echoes each key it handled as an alert.
+    let echoed: Vec<&str> = alerts.iter().map(|v| v["alerts"][0]["message"].as_str().unwrap()).collect();
+    assert_eq!(echoed, ["a", "b", "c", "d", "e", "f"]);
+
+    let header = |r: &streamhost::route::OutRecord, name: &str| {
+        r.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    let got: Vec<(String, String)> = dead
+        .iter()
+        .map(|r| (String::from_utf8(r.key.clone().unwrap()).unwrap(), header(r, headers::REASON)))
+        .collect();
+    let want = [("panic", "plugin-trap"), ("reject", "plugin-error"), ("bomb", "plugin-oom"), ("spin", "plugin-timeout")];
+    assert_eq!(got, want.map(|(k, r)| (k.to_string(), r.to_string())));
+    for r in &dead {
+        assert_eq!(header(r, headers::PLUGIN), "hostile");
+        assert_eq!(header(r, headers::PLUGIN_VERSION), "0.0.1");
+        // The original bytes, not the transformed record.
+        let offset: usize = header(r, headers::OFFSET).parse().unwrap();
+        assert_eq!(r.payload, input[offset].payload);
+    }
+    assert_eq!(header(dead[1], headers::ERROR), "rejected by hostile");
+    assert_eq!(out.tally.enriched, 6);
+    assert_eq!(out.tally.dead_letters(), 4);
+}
