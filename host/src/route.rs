@@ -149,16 +149,46 @@ pub fn push_int(out: &mut String, v: impl itoa::Integer) {
 }
 
 /// Appends a JSON number, or `null` for NaN and infinities.
+///
+/// Sensor values usually have a few decimals; those are printed from an
+/// integer (`k / 10^d` with `d <= 4` that divides back to exactly `v`, so the
+/// text reads back as the same double). Anything else goes through ryu's
+/// shortest round-trip formatting, which costs several times more.
 pub fn push_f64(out: &mut String, v: f64) {
-    if v.is_finite() {
-        let mut buf = ryu::Buffer::new();
-        let text = buf.format_finite(v);
-        // ryu writes integral values as `40.0`; JSON readers take either,
-        // and the shorter form matches what producers usually send.
-        out.push_str(text.strip_suffix(".0").unwrap_or(text));
-    } else {
+    if !v.is_finite() {
         out.push_str("null");
+        return;
     }
+    const POW: [f64; 5] = [1.0, 10.0, 100.0, 1000.0, 10000.0];
+    if v.abs() < 1e11 {
+        for (d, &p) in POW.iter().enumerate() {
+            let k = (v * p).round();
+            if k / p == v {
+                let k = k as i64;
+                if d == 0 {
+                    push_int(out, k);
+                } else {
+                    if k < 0 {
+                        out.push('-');
+                    }
+                    let digits = k.unsigned_abs();
+                    let scale = 10u64.pow(d as u32);
+                    push_int(out, digits / scale);
+                    out.push('.');
+                    let mut buf = itoa::Buffer::new();
+                    let frac = buf.format(digits % scale);
+                    for _ in frac.len()..d {
+                        out.push('0');
+                    }
+                    out.push_str(frac);
+                }
+                return;
+            }
+        }
+    }
+    let mut buf = ryu::Buffer::new();
+    let text = buf.format_finite(v);
+    out.push_str(text.strip_suffix(".0").unwrap_or(text));
 }
 
 fn direction(d: Direction) -> &'static str {
@@ -432,7 +462,7 @@ mod tests {
     #[test]
     fn numbers_are_shortest_round_trip() {
         let mut s = String::new();
-        for v in [40.0, 21.55, -0.5, 1e-7, 1e300] {
+        for v in [40.0, 21.55, -0.5, -0.05, 0.0625, 1e-7, 1e300, 24.533333333333335, -3.25, 1010.05, 99999999999.9] {
             s.clear();
             push_f64(&mut s, v);
             assert_eq!(s.parse::<f64>().unwrap(), v, "{s}");
