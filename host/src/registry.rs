@@ -25,7 +25,7 @@ use crate::pipeline::{Rule, RuleSet};
 use crate::plugin::{Kind, Plugin, PluginInfo, Runtime};
 
 /// How often plugin files are checked for changes.
-pub const POLL: Duration = Duration::from_millis(50);
+pub const POLL: Duration = Duration::from_millis(25);
 
 /// Where a slot's component comes from.
 #[derive(Clone, Debug, PartialEq)]

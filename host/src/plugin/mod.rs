@@ -182,7 +182,13 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<StoreState>,
     limits: Limits,
+    /// Recently compiled components by SHA-256, so that swapping back to a
+    /// version seen before (a rollback) costs no compilation.
+    compiled: Mutex<Vec<(String, Component)>>,
 }
+
+/// Compiled components kept for reuse.
+const COMPILED_CACHE: usize = 16;
 
 impl Runtime {
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
@@ -198,7 +204,7 @@ impl Runtime {
             &mut linker,
             |s| s,
         )?;
-        Ok(Self { engine, linker, limits })
+        Ok(Self { engine, linker, limits, compiled: Mutex::new(Vec::new()) })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -209,8 +215,8 @@ impl Runtime {
     /// until its own name is known.
     pub fn load(&self, bytes: &[u8], origin: &str) -> Result<Plugin, LoadError> {
         check_header(bytes)?;
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let sha256 = hex(&Sha256::digest(bytes));
+        let component = self.compile(bytes, &sha256)?;
         let (kind, wit) = self.exported_kind(&component)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let indices = Indices::new(kind, &pre).map_err(|reason| LoadError::Signature {
@@ -224,7 +230,7 @@ impl Runtime {
                 kind,
                 wit,
                 needs: Needs::empty(),
-                sha256: hex(&Sha256::digest(bytes)),
+                sha256,
             },
             pre,
             indices,
@@ -251,6 +257,20 @@ impl Runtime {
         }
         plugin.stats = Stats::default();
         Ok(plugin)
+    }
+
+    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component, LoadError> {
+        let cached = self.compiled.lock().unwrap().iter().find(|(h, _)| h == sha256).map(|(_, c)| c.clone());
+        if let Some(component) = cached {
+            return Ok(component);
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let mut cache = self.compiled.lock().unwrap();
+        if cache.len() >= COMPILED_CACHE {
+            cache.remove(0);
+        }
+        cache.push((sha256.to_string(), component.clone()));
+        Ok(component)
     }
 
     /// Finds which rule interface the component exports.
