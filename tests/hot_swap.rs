@@ -142,6 +142,8 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
         f.flush().unwrap();
         landings.push((landed, "2.0.0"));
         wait_for(&admin, "the completed file", |e| e["version"] == "2.0.0");
+        // Let records flow through the fixed version before the next change.
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let served_before = anomaly_entry(&admin)["sha256"].clone();
 

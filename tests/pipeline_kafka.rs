@@ -329,6 +329,7 @@ async fn sigterm_mid_stream_then_restart_loses_nothing() {
     // Input keeps arriving while the first run works; it is stopped with a
     // third of the input produced, so it stops mid-stream by construction.
     let mut first = cluster.streamhost("first", &["--batch-size", "200"]);
+    cluster.wait_log("first", "Partitions assigned", Duration::from_secs(60));
     let mut positions = Vec::with_capacity(n);
     for (i, chunk) in input.chunks(500).enumerate() {
         positions.extend(cluster.produce(chunk).await);
@@ -363,11 +364,8 @@ async fn two_processes_in_one_group_share_the_partitions() {
     // Start both before any input exists so that both get partitions.
     let mut a = cluster.streamhost("a", &["--batch-size", "200"]);
     let mut b = cluster.streamhost("b", &["--batch-size", "200"]);
-    let assigned = |log: &str| cluster.log(log).contains("Partitions assigned");
-    let t = std::time::Instant::now();
-    while !(assigned("a") && assigned("b")) && t.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.wait_log("a", "Partitions assigned", Duration::from_secs(60));
+    cluster.wait_log("b", "Partitions assigned", Duration::from_secs(60));
     let positions = cluster.produce(&steady(n, 40)).await;
     let enriched = cluster.read(&cluster.enriched, Duration::from_secs(120), |r| {
         r.len() >= n && positions_seen(r).len() >= n
