@@ -122,9 +122,7 @@ fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
     if !(has("node") && has("npm")) {
         if toolchain::is_root() && Path::new("/usr/bin/apt-get").exists() {
             eprintln!("xtask: installing nodejs and npm with apt-get");
-            run(Command::new("apt-get")
-                .args(["install", "-y", "-q", "nodejs", "npm"])
-                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+            toolchain::apt_install(&["nodejs", "npm"])?;
         } else {
             eprintln!("xtask: node and npm not found; skipping JavaScript plugins (install nodejs and npm to build them)");
             return Ok(());

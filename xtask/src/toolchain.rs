@@ -97,13 +97,7 @@ pub fn install_debian() -> Result<()> {
         );
     }
     eprintln!("xtask: installing {} with apt-get", DEBIAN_PACKAGES.join(" "));
-    crate::run(Command::new("apt-get").arg("update").arg("-q"))?;
-    crate::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(DEBIAN_PACKAGES)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    apt_install(DEBIAN_PACKAGES)?;
     if !debian_ready() {
         bail!("installed {} but /usr/bin/rustc still cannot build for wasm32", DEBIAN_PACKAGES.join(" "));
     }
@@ -155,12 +149,22 @@ pub fn ensure_compose_client() -> Result<()> {
     }
     if is_root() && Path::new("/usr/bin/apt-get").exists() {
         eprintln!("xtask: installing docker-compose with apt-get (to validate examples/docker-compose.yml)");
-        crate::run(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends", "docker-compose"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-        return Ok(());
+        return apt_install(&["docker-compose"]);
     }
     bail!("no Docker Compose client: install docker-compose (or the docker compose plugin)")
+}
+
+/// `apt-get install`s packages, refreshing the package lists once per run
+/// first (a fresh machine's lists may be stale or empty).
+pub fn apt_install(packages: &[&str]) -> Result<()> {
+    static UPDATED: std::sync::Once = std::sync::Once::new();
+    let mut update = Ok(());
+    UPDATED.call_once(|| update = crate::run(Command::new("apt-get").args(["update", "-q"])));
+    update?;
+    crate::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
