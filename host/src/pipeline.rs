@@ -141,6 +141,9 @@ enum State {
 
 /// A record on its way through the batch.
 struct Rec {
+    /// The consumed payload, moved out of its `InRecord`: its text once
+    /// checked to be UTF-8 (checked once, here), else the raw bytes.
+    original: Result<String, Vec<u8>>,
     /// The record's JSON text after transforms; `None` while it is still the
     /// consumed payload.
     text: Option<String>,
@@ -150,6 +153,13 @@ struct Rec {
     alerts: Vec<(usize, Vec<Alert>)>,
     /// Position in the trend/anomaly batch, once in a window.
     slot: Option<usize>,
+}
+
+impl Rec {
+    /// The record's current JSON text.
+    fn text(&self) -> &str {
+        self.text.as_deref().or(self.original.as_deref().ok()).unwrap_or("{}")
+    }
 }
 
 /// Most extra calls spent isolating the records that make one call fail.
@@ -176,24 +186,27 @@ impl Pipeline {
 
     /// Runs one batch. `now_ms` is the batch's processing time, handed to
     /// rules in place of a clock.
-    pub fn process(&mut self, rules: &RuleSet, input: Vec<InRecord>, now_ms: i64) -> Output {
+    pub fn process(&mut self, rules: &RuleSet, mut input: Vec<InRecord>, now_ms: i64) -> Output {
         let schema = &self.cfg.schema;
         let mut recs: Vec<Rec> = input
-            .iter()
+            .iter_mut()
             .map(|r| {
-                let decoded = std::str::from_utf8(&r.payload)
-                    .map_err(|e| format!("not UTF-8: {e}"))
-                    .and_then(|_| decode(schema, &r.payload).map_err(|e| e.to_string()));
+                let original = String::from_utf8(std::mem::take(&mut r.payload));
+                let decoded = match &original {
+                    Ok(text) => decode(schema, text.as_bytes()).map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("not UTF-8: {}", e.utf8_error())),
+                };
                 let (decoded, state) = match decoded {
                     Ok(d) => (Some(d), State::Live),
                     Err(message) => (None, State::Failed(Failure { reason: "decode", message, plugin: None })),
                 };
-                Rec { text: None, decoded, state, trends: Vec::new(), alerts: Vec::new(), slot: None }
+                let original = original.map_err(|e| e.into_bytes());
+                Rec { original, text: None, decoded, state, trends: Vec::new(), alerts: Vec::new(), slot: None }
             })
             .collect();
 
         for rule in &rules.transform {
-            self.transform_stage(rule.as_ref(), &input, &mut recs, now_ms);
+            self.transform_stage(rule.as_ref(), &mut recs, now_ms);
         }
 
         // Windows: every live record enters its key's window in batch order.
@@ -230,7 +243,7 @@ impl Pipeline {
         let view = view.view;
 
         if !entered.is_empty() && !(rules.trend.is_empty() && rules.anomaly.is_empty()) {
-            let batch = build_batch(schema, &input, &recs, &entered, wneeds, now_ms);
+            let batch = build_batch(schema, &recs, &entered, wneeds, now_ms);
             for (p, rule) in rules.trend.iter().enumerate() {
                 let results = isolate(entered.len(), |pos| match pos {
                     None => rule.trend(&batch, &view),
@@ -266,13 +279,13 @@ impl Pipeline {
         self.outputs(rules, input, recs, &view, now_ms)
     }
 
-    fn transform_stage(&self, rule: &dyn Rule, input: &[InRecord], recs: &mut [Rec], now_ms: i64) {
+    fn transform_stage(&self, rule: &dyn Rule, recs: &mut [Rec], now_ms: i64) {
         let live: Vec<usize> = (0..recs.len()).filter(|&i| matches!(recs[i].state, State::Live)).collect();
         if live.is_empty() {
             return;
         }
         let schema = &self.cfg.schema;
-        let batch = build_batch(schema, input, recs, &live, rule.info().needs, now_ms);
+        let batch = build_batch(schema, recs, &live, rule.info().needs, now_ms);
         let results = isolate(live.len(), |pos| match pos {
             None => rule.transform(&batch),
             Some(pos) => rule.transform(&select_batch(&batch, pos)),
@@ -304,8 +317,7 @@ impl Pipeline {
                         };
                     }
                     let m = merge.as_ref().expect("set above");
-                    let current = rec_text(&input[i], &rec.text);
-                    (m.apply(current).map_err(|message| ("plugin-error", message)), m.touches(&typed))
+                    (m.apply(rec.text()).map_err(|message| ("plugin-error", message)), m.touches(&typed))
                 }
                 Ok(Err(message)) => (Err(("plugin-error", message)), false),
                 Err(e) => (Err((e.reason(), e.to_string())), false),
@@ -338,12 +350,16 @@ impl Pipeline {
                 State::Dropped => tally.dropped += 1,
                 State::Failed(failure) => {
                     *tally.dead_by_reason.entry(failure.reason).or_default() += 1;
-                    out.push(route::dead_letter(source, inp.key, inp.payload, &failure));
+                    let bytes = match rec.original {
+                        Ok(text) => text.into_bytes(),
+                        Err(bytes) => bytes,
+                    };
+                    out.push(route::dead_letter(source, inp.key, bytes, &failure));
                 }
                 State::Live => {
                     let d = rec.decoded.as_ref().expect("live records are decoded");
                     let slot = rec.slot.expect("live records entered a window");
-                    let text = rec_text(&inp, &rec.text);
+                    let text = rec.text();
                     fields.clear();
                     fields.extend(schema.fields.iter().zip(&view.fields).map(|(name, fw): (_, &FieldWindow)| {
                         (name.as_str(), [fw.mean[slot], fw.min[slot], fw.max[slot]])
@@ -387,14 +403,6 @@ impl Pipeline {
     }
 }
 
-fn rec_text<'a>(input: &'a InRecord, text: &'a Option<String>) -> &'a str {
-    match text {
-        Some(t) => t,
-        // Checked to be UTF-8 when decoded.
-        None => std::str::from_utf8(&input.payload).unwrap_or("{}"),
-    }
-}
-
 fn fail(rec: &mut Rec, info: &PluginInfo, reason: &'static str, message: String) {
     if matches!(rec.state, State::Failed(_)) {
         return;
@@ -403,7 +411,7 @@ fn fail(rec: &mut Rec, info: &PluginInfo, reason: &'static str, message: String)
 }
 
 /// The WIT batch of records `idx`, with the optional columns in `needs`.
-fn build_batch(schema: &Schema, input: &[InRecord], recs: &[Rec], idx: &[usize], needs: Needs, now_ms: i64) -> Batch {
+fn build_batch(schema: &Schema, recs: &[Rec], idx: &[usize], needs: Needs, now_ms: i64) -> Batch {
     let n = idx.len();
     let decoded = |i: usize| recs[i].decoded.as_ref().expect("batched records are decoded");
     let values = (0..schema.fields.len())
@@ -417,7 +425,7 @@ fn build_batch(schema: &Schema, input: &[InRecord], recs: &[Rec], idx: &[usize],
         event_times: idx.iter().map(|&i| decoded(i).time_ms).collect(),
         values,
         json: if needs.contains(Needs::JSON) {
-            idx.iter().map(|&i| rec_text(&input[i], &recs[i].text).to_string()).collect()
+            idx.iter().map(|&i| recs[i].text().to_string()).collect()
         } else {
             Vec::new()
         },

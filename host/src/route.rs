@@ -143,6 +143,16 @@ pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Appends `items` separated by commas, each written by `each`.
+fn push_joined<I: IntoIterator>(out: &mut String, items: I, mut each: impl FnMut(&mut String, I::Item)) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(out, item);
+    }
+}
+
 /// Appends an integer.
 pub fn push_int(out: &mut String, v: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(v));
@@ -269,49 +279,37 @@ pub fn enriched(
     m.push_str(",\"count\":");
     push_int(&mut m, window.count);
     m.push_str(",\"fields\":{");
-    for (i, (name, [mean, min, max])) in window.fields.iter().enumerate() {
-        if i > 0 {
-            m.push(',');
-        }
-        push_str(&mut m, name);
+    push_joined(&mut m, window.fields, |m, (name, [mean, min, max])| {
+        push_str(m, name);
         m.push_str(":{\"mean\":");
-        push_f64(&mut m, *mean);
+        push_f64(m, *mean);
         m.push_str(",\"min\":");
-        push_f64(&mut m, *min);
+        push_f64(m, *min);
         m.push_str(",\"max\":");
-        push_f64(&mut m, *max);
+        push_f64(m, *max);
         m.push('}');
-    }
+    });
     m.push_str("}},\"trends\":{");
-    for (i, (plugin, t)) in trends.iter().enumerate() {
-        if i > 0 {
-            m.push(',');
-        }
-        push_str(&mut m, plugin);
+    push_joined(&mut m, trends, |m, (plugin, t)| {
+        push_str(m, plugin);
         m.push_str(":{\"field\":");
-        push_str(&mut m, &t.field);
+        push_str(m, &t.field);
         m.push_str(",\"direction\":\"");
         m.push_str(direction(t.direction));
         m.push_str("\",\"change\":");
-        push_f64(&mut m, t.change);
+        push_f64(m, t.change);
         m.push('}');
-    }
+    });
     m.push_str("},\"alerts\":[");
-    for (i, kind) in alert_kinds.iter().enumerate() {
-        if i > 0 {
-            m.push(',');
-        }
-        push_str(&mut m, kind);
-    }
+    push_joined(&mut m, alert_kinds, |m, kind| {
+        push_str(m, kind);
+    });
     m.push_str("],\"plugins\":{");
-    for (i, (name, version)) in plugins.iter().enumerate() {
-        if i > 0 {
-            m.push(',');
-        }
-        push_str(&mut m, name);
+    push_joined(&mut m, plugins, |m, (name, version)| {
+        push_str(m, name);
         m.push(':');
-        push_str(&mut m, version);
-    }
+        push_str(m, version);
+    });
     m.push_str("},\"source\":{\"partition\":");
     push_int(&mut m, source.partition);
     m.push_str(",\"offset\":");
@@ -344,30 +342,24 @@ pub fn alert(
     m.push_str(",\"event_time\":");
     push_str(&mut m, &iso8601(event_ms));
     m.push_str(",\"anomalies\":[");
-    for (i, a) in alerts.iter().enumerate() {
-        if i > 0 {
-            m.push(',');
-        }
-        push_str(&mut m, &a.kind);
-    }
+    push_joined(&mut m, alerts, |m, a| {
+        push_str(m, &a.kind);
+    });
     let top = alerts.iter().map(|a| a.severity).max_by_key(|s| severity_rank(*s)).unwrap_or(Severity::Low);
     let _ = write!(m, "],\"severity\":\"{}\",\"rule\":", severity(top));
     push_str(&mut m, rule.0);
     m.push_str(",\"rule_version\":");
     push_str(&mut m, rule.1);
     m.push_str(",\"alerts\":[");
-    for (i, a) in alerts.iter().enumerate() {
-        if i > 0 {
-            m.push(',');
-        }
+    push_joined(&mut m, alerts, |m, a| {
         m.push_str("{\"rule\":");
-        push_str(&mut m, &a.rule);
+        push_str(m, &a.rule);
         m.push_str(",\"kind\":");
-        push_str(&mut m, &a.kind);
+        push_str(m, &a.kind);
         let _ = write!(m, ",\"severity\":\"{}\",\"message\":", severity(a.severity));
-        push_str(&mut m, &a.message);
+        push_str(m, &a.message);
         m.push('}');
-    }
+    });
     m.push_str("],\"sensor_data\":");
     m.push_str(record.trim());
     let _ = write!(m, ",\"source\":{{\"partition\":{},\"offset\":{}}}}}", source.partition, source.offset);
@@ -433,11 +425,6 @@ impl Merge {
     }
 }
 
-/// Adds `members` (the text of a JSON object) to `record` (a JSON object).
-pub fn merge(record: &str, members: &str) -> Result<String, String> {
-    Merge::parse(members)?.apply(record)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +463,10 @@ mod tests {
     fn splice_handles_empty_objects_and_whitespace() {
         assert_eq!(splice("{}", "\"a\":1"), "{\"a\":1}");
         assert_eq!(splice("{\"x\":2 }\n", "\"a\":1"), "{\"x\":2,\"a\":1}");
+    }
+
+    fn merge(record: &str, members: &str) -> Result<String, String> {
+        Merge::parse(members)?.apply(record)
     }
 
     #[test]

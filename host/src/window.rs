@@ -79,14 +79,6 @@ impl ViewBuilder {
         };
         Self { view, with_values }
     }
-
-    pub fn len(&self) -> usize {
-        self.view.counts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.view.counts.is_empty()
-    }
 }
 
 /// All windows of one pipeline.

@@ -207,10 +207,6 @@ impl Runtime {
         Ok(Self { engine, linker, limits, compiled: Mutex::new(Vec::new()) })
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Compiles, checks and describes a component. `origin` names it in logs
     /// until its own name is known.
     pub fn load(&self, bytes: &[u8], origin: &str) -> Result<Plugin, LoadError> {
@@ -490,51 +486,44 @@ impl Plugin {
         }
     }
 
-    fn check_len<T>(&self, results: Vec<T>, expected: u32) -> Result<Vec<T>, CallError> {
-        if results.len() != expected as usize {
-            let e = CallError::Contract(format!(
-                "returned {} results for a batch of {expected} records",
-                results.len()
-            ));
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            *self.stats.last_failure.lock().unwrap() = Some(e.to_string());
-            // Throw the instance away: its state is suspect.
-            self.warm.lock().unwrap().take();
-            return Err(e);
-        }
-        Ok(results)
+    /// `call` for a batch function: a result count other than the batch's
+    /// length breaks the contract, and is handled like any failed call.
+    fn call_batch<T>(
+        &self,
+        len: u32,
+        f: impl FnOnce(&mut Store<StoreState>, &Guest) -> wasmtime::Result<Vec<T>>,
+    ) -> Result<Vec<T>, CallError> {
+        self.call(|store, guest| {
+            let out = f(store, guest)?;
+            if out.len() != len as usize {
+                wasmtime::bail!("returned {} results for a batch of {len} records", out.len());
+            }
+            Ok(out)
+        })
     }
 
     /// Calls a transform plugin.
     pub fn transform(&self, batch: &Batch) -> Result<TransformResults, CallError> {
-        let out = self.call(|store, guest| match guest {
+        self.call_batch(batch.len, |store, guest| match guest {
             Guest::Transform(g) => g.call_transform(store, batch),
             _ => unreachable!("kind checked at load"),
-        })?;
-        self.check_len(out, batch.len)
+        })
     }
 
     /// Calls a trend plugin.
     pub fn trend(&self, batch: &Batch, windows: &WindowView) -> Result<TrendResults, CallError> {
-        let out = self.call(|store, guest| match guest {
+        self.call_batch(batch.len, |store, guest| match guest {
             Guest::Trend(g) => g.call_trend(store, batch, windows),
             _ => unreachable!("kind checked at load"),
-        })?;
-        self.check_len(out, batch.len)
+        })
     }
 
     /// Calls an anomaly plugin.
     pub fn detect(&self, batch: &Batch, windows: &WindowView) -> Result<AnomalyResults, CallError> {
-        let out = self.call(|store, guest| match guest {
+        self.call_batch(batch.len, |store, guest| match guest {
             Guest::Anomaly(g) => g.call_detect(store, batch, windows),
             _ => unreachable!("kind checked at load"),
-        })?;
-        self.check_len(out, batch.len)
-    }
-
-    /// Calls `describe()` again (used to health-check a freshly loaded file).
-    pub fn describe(&self) -> Result<types::PluginInfo, CallError> {
-        self.call(|store, guest| guest.describe(store))
+        })
     }
 }
 
