@@ -44,15 +44,10 @@ impl Drop for Children {
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let root = crate::root();
+    crate::announce_plan();
     let plugins = crate::build_plugins()?;
-    crate::run(Command::new(crate::cargo()).current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "streamhost",
-        "-p",
-        "streamhost-examples",
-    ]))?;
+    // The same build as `cargo xtask test`'s: after it, nothing is rebuilt.
+    crate::build_binaries()?;
     let bin = |name: &str| root.join("target/release").join(name);
     let nisshi = crate::toolchain::ensure_broker()?;
     let dir = root.join("target/demo");

@@ -6,7 +6,9 @@
 //! - `test`: install what the tests need (toolchain, broker), build the
 //!   plugins, then run every test of the workspace.
 //! - `demo`: a local broker, the sensor producer and streamhost, end to end.
-//! - `bench`: the benchmark report (see `bench.rs`).
+//! - `bench`: the benchmark report (`host/benches/pipeline.rs`).
+//! - `doctor`: what the commands above need, what is present, and how each
+//!   missing piece gets installed.
 
 mod broker;
 mod demo;
@@ -43,6 +45,9 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Check every tool the commands need; say what is missing and how it
+    /// gets installed.
+    Doctor,
 }
 
 fn main() -> Result<()> {
@@ -51,6 +56,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Demo(args) => demo::run(args),
         Cmd::Bench { quick } => bench(quick),
+        Cmd::Doctor => doctor(),
     }
 }
 
@@ -114,22 +120,13 @@ pub fn build_plugins() -> Result<PathBuf> {
     Ok(out_dir)
 }
 
-/// JavaScript plugins are built by componentize-js (npm). Node and npm are
-/// installed with apt when missing and we run as root; otherwise the
-/// JavaScript plugins are skipped with a message saying what to install.
+/// JavaScript plugins are built by componentize-js (npm); node and npm are
+/// installed with apt when missing.
 fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
-    let has = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
-    if !(has("node") && has("npm")) {
-        if toolchain::is_root() && Path::new("/usr/bin/apt-get").exists() {
-            eprintln!("xtask: installing nodejs and npm with apt-get");
-            toolchain::apt_install(&["nodejs", "npm"])?;
-        } else {
-            eprintln!("xtask: node and npm not found; skipping JavaScript plugins (install nodejs and npm to build them)");
-            return Ok(());
-        }
-    }
+    toolchain::ensure_node()?;
     let dir = root().join("plugins/jump-js");
-    if !dir.join("node_modules/@bytecodealliance/componentize-js").exists() {
+    if !dir.join("node_modules/@bytecodealliance/componentize-js/package.json").exists() {
+        eprintln!("xtask: installing componentize-js with npm ci (about 30 s)");
         run(Command::new("npm").current_dir(&dir).args(["ci", "--no-audit", "--no-fund"]))?;
     }
     let dest = out_dir.join("jump-js.wasm");
@@ -137,22 +134,14 @@ fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Python plugins are built by componentize-py (PyPI), installed with pip
-/// when missing.
+/// Python plugins are built by componentize-py (PyPI), installed into a
+/// virtual environment under `~/.streamhost-tools` when missing.
 fn build_python_plugins(out_dir: &Path) -> Result<()> {
-    const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
-    let has = || Command::new("componentize-py").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !has() {
-        eprintln!("xtask: installing {COMPONENTIZE_PY} with pip");
-        let pip = run(Command::new("python3").args(["-m", "pip", "install", "-q", COMPONENTIZE_PY]));
-        if pip.is_err() || !has() {
-            eprintln!("xtask: componentize-py unavailable; skipping Python plugins (pip install {COMPONENTIZE_PY})");
-            return Ok(());
-        }
-    }
+    let componentize_py = toolchain::ensure_componentize_py()?;
     let dir = root().join("plugins/humidity-py");
-    run(Command::new("componentize-py")
+    run(Command::new(componentize_py)
         .current_dir(&dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .args(["-d", "../../wit", "-w", "anomaly", "componentize", "app", "-o"])
         .arg(out_dir.join("humidity-py.wasm")))
     .context("building plugins/humidity-py")?;
@@ -160,12 +149,114 @@ fn build_python_plugins(out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Says up front what the first run will install and build, and roughly how
+/// long each step takes; nothing when everything is in place.
+pub fn announce_plan() {
+    let mut steps = Vec::new();
+    if !toolchain::host_checks().iter().all(toolchain::Check::ok) {
+        steps.push("install gcc and make with apt (for librdkafka; about 1 minute)".to_string());
+    }
+    if !toolchain::debian_checks().iter().all(toolchain::Check::ok) {
+        steps.push(format!("install Debian's wasm32 toolchain: {} (about 1 minute)", toolchain::DEBIAN_PACKAGES.join(" ")));
+    }
+    if !toolchain::broker_check().ok() {
+        steps.push("build the broker, Nisshi, once into ~/.streamhost-tools (about 20 minutes; progress every 30 s)".into());
+    }
+    if !toolchain::python_checks().iter().all(toolchain::Check::ok) {
+        steps.push(format!("install {} into ~/.streamhost-tools/python (about 30 s)", toolchain::COMPONENTIZE_PY));
+    }
+    if !toolchain::node_checks().iter().all(toolchain::Check::ok) {
+        steps.push("install node/npm with apt if missing, and componentize-js with npm (about 1 minute)".into());
+    }
+    if !toolchain::compose_check().ok() {
+        steps.push("install docker-compose with apt (about 1 minute)".into());
+    }
+    if !root().join("target/release/streamhost").exists() {
+        steps.push("build the plugins (about 3 minutes) and the host with wasmtime and librdkafka (about 8 minutes)".into());
+    }
+    if steps.is_empty() {
+        return;
+    }
+    eprintln!("xtask: first run on this machine; it will:");
+    for s in &steps {
+        eprintln!("xtask:   - {s}");
+    }
+    eprintln!("xtask: (`cargo xtask doctor` lists what is present and what is missing)");
+}
+
+/// `cargo xtask doctor`: every requirement of `cargo xtask test` and
+/// `cargo xtask demo`, present or missing, and how it is installed.
+fn doctor() -> Result<()> {
+    let wasm32 = if rustup_wasm32() {
+        vec![toolchain::Check {
+            what: "wasm32 target (rustup)",
+            state: Ok("wasm32-unknown-unknown installed; plugins build with rustup's toolchain".into()),
+            install: "rustup target add wasm32-unknown-unknown".into(),
+        }]
+    } else {
+        Vec::new()
+    };
+    let sections: Vec<(&str, Vec<toolchain::Check>)> = vec![
+        ("host build", toolchain::host_checks()),
+        ("wasm32 plugins (Debian's toolchain; also builds the broker)", [wasm32, toolchain::debian_checks()].concat()),
+        ("broker", vec![toolchain::broker_check()]),
+        ("JavaScript plugins", toolchain::node_checks()),
+        ("Python plugins", toolchain::python_checks()),
+        ("examples", vec![toolchain::compose_check()]),
+    ];
+    let mut missing = 0;
+    for (title, checks) in &sections {
+        println!("{title}:");
+        for c in checks {
+            match &c.state {
+                Ok(detail) => println!("  ok       {:<52} {detail}", c.what),
+                Err(problem) => {
+                    missing += 1;
+                    println!("  MISSING  {:<52} {problem}
+           {:<52} installed by: {}", c.what, "", c.install);
+                }
+            }
+        }
+    }
+    let can_install = toolchain::is_root() && toolchain::has_apt();
+    match (missing, can_install) {
+        (0, _) => println!("
+everything is in place."),
+        (n, true) => println!("
+{n} missing; `cargo xtask test` installs them (it runs as root with apt)."),
+        (n, false) => {
+            println!("
+{n} missing, and this user cannot install packages: run `cargo xtask test` as root, or install the packages named above.");
+            bail!("{n} requirements missing");
+        }
+    }
+    Ok(())
+}
+
+fn rustup_wasm32() -> bool {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-unknown-unknown"))
+}
+
+/// Builds every binary the tests and the demo run, with one command and one
+/// feature set, so that `cargo xtask demo` after `cargo xtask test` (or the
+/// reverse) finds everything already built.
+pub fn build_binaries() -> Result<()> {
+    toolchain::ensure_host()?;
+    eprintln!("xtask: building the host and examples (release; about 8 minutes the first time)");
+    run(Command::new(cargo()).current_dir(root()).args(["build", "--release", "--workspace", "--bins"]))
+}
+
 fn test(args: &[String]) -> Result<()> {
+    announce_plan();
+    toolchain::ensure_host()?;
     let nisshi = toolchain::ensure_broker()?;
     toolchain::ensure_compose_client()?;
     build_plugins()?;
     // The end-to-end tests run these binaries as separate processes.
-    run(Command::new(cargo()).current_dir(root()).args(["build", "--release", "--workspace", "--bins"]))?;
+    build_binaries()?;
     let mut cmd = Command::new(cargo());
     cmd.current_dir(root())
         .args(["test", "--workspace", "--release"])
@@ -177,6 +268,7 @@ fn test(args: &[String]) -> Result<()> {
 }
 
 fn bench(quick: bool) -> Result<()> {
+    announce_plan();
     build_plugins()?;
     let mut cmd = Command::new(cargo());
     cmd.current_dir(root()).args(["bench", "-p", "streamhost", "--bench", "pipeline", "--"]);

@@ -1,21 +1,206 @@
-//! Finding (or installing) a Rust toolchain that targets wasm32.
+//! What the README's commands need, how to tell whether it is there, and how
+//! to install it.
 //!
-//! Two routes, in order of preference:
+//! Every requirement is a [`Check`]: a thing the build will really use (a
+//! file, a binary that must answer), the package or command that provides it,
+//! and a probe that exercises exactly that thing. `cargo xtask doctor` prints
+//! every check; `ensure_*` run the same checks and repair what fails, so a
+//! half-installed machine is repaired instead of being reported as ready.
+//!
+//! The wasm32 toolchain has two routes, in order of preference:
 //! 1. rustup's toolchain when its `wasm32-unknown-unknown` target is installed;
-//! 2. Debian's `rustc-web` + `rust-web-src` + `lld-22`, building `std` from
-//!    source with `-Zbuild-std` (`RUSTC_BOOTSTRAP=1` unlocks the flag on a
-//!    stable compiler). This is the route on machines where rustup cannot
-//!    download targets. When missing, the packages are installed with apt if
-//!    we run as root; otherwise the exact command is printed.
+//! 2. Debian's `rustc-web` (rustc >= 1.96), `cargo-web` (`/usr/bin/cargo`),
+//!    `rust-web-src` (the library source `-Zbuild-std` compiles),
+//!    `rust-web-llvm` (`/usr/bin/rust-lld`, the linker rustc invokes for
+//!    wasm32) and `lld-22` (what `rust-lld` points to). `RUSTC_BOOTSTRAP=1`
+//!    unlocks `-Zbuild-std` on that stable compiler. `cargo-web` and
+//!    `rust-web-llvm` are only *recommended* by `rustc-web`, so they are named
+//!    here explicitly: `--no-install-recommends` would skip them.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "rust-web-src", "lld-22"];
+/// Debian's wasm32 route, every package named (none comes as a recommendation).
+pub const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "rust-web-llvm", "lld-22"];
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+/// The oldest Debian rustc that builds both the plugins and the broker
+/// (Nisshi needs 1.96).
+const MIN_DEBIAN_RUSTC_MINOR: u32 = 96;
+/// componentize-py, installed into a virtual environment of our own so that
+/// neither the system Python nor the user's is touched.
+pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// One thing a README command needs.
+#[derive(Clone)]
+pub struct Check {
+    /// What it is, in a few words.
+    pub what: &'static str,
+    /// `Ok(detail)` when present and working (the detail is shown), else
+    /// `Err(problem)`: the missing file or the failing command.
+    pub state: std::result::Result<String, String>,
+    /// How it gets installed: the package or command that provides it.
+    pub install: String,
+}
+
+impl Check {
+    pub fn ok(&self) -> bool {
+        self.state.is_ok()
+    }
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stdin(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+pub fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|uid| uid == "0")
+}
+
+pub fn has_apt() -> bool {
+    Path::new("/usr/bin/apt-get").exists()
+}
+
+fn apt_command(packages: &[&str]) -> String {
+    format!("apt-get update && apt-get install -y --no-install-recommends {}", packages.join(" "))
+}
+
+/// The command that installs `packages`, prefixed with `sudo` when not root.
+fn apt_hint(packages: &[&str]) -> String {
+    if is_root() { apt_command(packages) } else { format!("sudo sh -c '{}'", apt_command(packages)) }
+}
+
+// ---------------------------------------------------------------- wasm32 --
+
+fn rustup_has_wasm32() -> bool {
+    output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .is_some_and(|o| o.lines().any(|l| l.trim() == "wasm32-unknown-unknown"))
+}
+
+fn debian_rustc_check() -> Check {
+    let state = match output(Command::new(DEBIAN_RUSTC).arg("--version")) {
+        None => Err(format!("{DEBIAN_RUSTC} is missing or does not run")),
+        Some(v) => {
+            let minor = v.split_whitespace().nth(1).and_then(|v| v.split('.').nth(1)).and_then(|m| m.parse::<u32>().ok());
+            match minor {
+                Some(m) if m >= MIN_DEBIAN_RUSTC_MINOR => Ok(v),
+                _ => Err(format!("{DEBIAN_RUSTC} is `{v}`, older than 1.{MIN_DEBIAN_RUSTC_MINOR}")),
+            }
+        }
+    };
+    Check { what: "rustc for wasm32 (Debian)", state, install: "apt package rustc-web".into() }
+}
+
+fn debian_cargo_check() -> Check {
+    let state = output(Command::new(DEBIAN_CARGO).arg("--version"))
+        .ok_or_else(|| format!("{DEBIAN_CARGO} is missing or does not run"));
+    Check { what: "cargo for wasm32 (Debian)", state, install: "apt package cargo-web (only recommended by rustc-web)".into() }
+}
+
+fn debian_sysroot() -> Option<PathBuf> {
+    output(Command::new(DEBIAN_RUSTC).args(["--print", "sysroot"])).map(PathBuf::from)
+}
+
+fn library_source_check() -> Check {
+    let state = match debian_sysroot() {
+        None => Err(format!("{DEBIAN_RUSTC} does not answer `--print sysroot`")),
+        Some(sysroot) => {
+            // -Zbuild-std reads the library workspace: its manifest, its lock
+            // file and the crates std is built from.
+            let library = sysroot.join("lib/rustlib/src/rust/library");
+            let needed = ["Cargo.toml", "Cargo.lock", "std/src/lib.rs", "core/src/lib.rs", "panic_abort/src/lib.rs"];
+            match needed.iter().map(|f| library.join(f)).find(|f| !f.is_file()) {
+                Some(missing) => Err(format!("{} is missing", missing.display())),
+                None => Ok(library.display().to_string()),
+            }
+        }
+    };
+    Check { what: "Rust library source (-Zbuild-std)", state, install: "apt package rust-web-src".into() }
+}
+
+/// The linker rustc itself names for wasm32, resolved the way rustc resolves
+/// it (the sysroot's tool folder first, then `PATH`), and run.
+fn wasm32_linker_check() -> Check {
+    let install = "apt packages rust-web-llvm (gives /usr/bin/rust-lld, only recommended by rustc-web) and lld-22 (what it points to)".to_string();
+    let spec = output(
+        Command::new(DEBIAN_RUSTC)
+            .args(["-Z", "unstable-options", "--print", "target-spec-json", "--target", "wasm32-unknown-unknown"])
+            .env("RUSTC_BOOTSTRAP", "1"),
+    );
+    let Some(spec) = spec else {
+        return Check { what: "wasm32 linker", state: Err(format!("{DEBIAN_RUSTC} cannot print the wasm32 target spec")), install };
+    };
+    let linker = serde_json::from_str::<serde_json::Value>(&spec)
+        .ok()
+        .and_then(|v| v["linker"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "rust-lld".into());
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(sysroot) = debian_sysroot() {
+        dirs.push(sysroot.join("lib/rustlib/x86_64-unknown-linux-gnu/bin"));
+    }
+    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    // `is_file` follows symlinks, so a dangling rust-lld -> lld-22 counts as missing.
+    let Some(path) = dirs.iter().map(|d| d.join(&linker)).find(|p| p.is_file()) else {
+        return Check {
+            what: "wasm32 linker",
+            state: Err(format!("`{linker}` (the linker rustc names for wasm32) is not in the sysroot or on PATH; expected /usr/bin/{linker}")),
+            install,
+        };
+    };
+    let state = match output(Command::new(&path).args(["-flavor", "wasm", "--version"])) {
+        Some(v) => Ok(format!("{} ({})", path.display(), first_line(&v))),
+        None => Err(format!("{} does not run (`-flavor wasm --version` failed)", path.display())),
+    };
+    Check { what: "wasm32 linker", state, install }
+}
+
+/// The checks of Debian's wasm32 route, each probing what the build uses.
+pub fn debian_checks() -> Vec<Check> {
+    vec![debian_rustc_check(), debian_cargo_check(), library_source_check(), wasm32_linker_check()]
+}
+
+fn missing_error(what: &str, failed: &[&Check], fix: &str) -> anyhow::Error {
+    let mut msg = format!("{what} is not ready:\n");
+    for c in failed {
+        msg.push_str(&format!("  - {}: {} (from {})\n", c.what, c.state.as_ref().unwrap_err(), c.install));
+    }
+    msg.push_str(&format!("fix: {fix}"));
+    anyhow::anyhow!(msg)
+}
+
+/// Makes Debian's route complete, installing (or repairing) its packages.
+pub fn ensure_debian() -> Result<()> {
+    let checks = debian_checks();
+    if checks.iter().all(Check::ok) {
+        return Ok(());
+    }
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok()).collect();
+    if !is_root() || !has_apt() {
+        let fix = format!(
+            "{} (or, with rustup able to download, `rustup target add wasm32-unknown-unknown`)",
+            apt_hint(DEBIAN_PACKAGES)
+        );
+        return Err(missing_error("the wasm32 toolchain", &failed, &fix));
+    }
+    eprintln!("xtask: the wasm32 toolchain is incomplete ({}); installing {} with apt-get (about 1 minute)",
+        failed.iter().map(|c| c.what).collect::<Vec<_>>().join(", "), DEBIAN_PACKAGES.join(" "));
+    apt_install(DEBIAN_PACKAGES)?;
+    let checks = debian_checks();
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok()).collect();
+    if !failed.is_empty() {
+        return Err(missing_error("after installing the packages, the wasm32 toolchain", &failed, &apt_hint(DEBIAN_PACKAGES)));
+    }
+    Ok(())
+}
 
 pub enum Wasm32 {
     Rustup,
@@ -46,113 +231,247 @@ impl Wasm32 {
     }
 }
 
-fn rustup_has_wasm32() -> bool {
-    Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-unknown-unknown"))
-        .unwrap_or(false)
-}
-
-/// True when Debian's toolchain is complete: rustc >= 1.90 with its library
-/// source (needed by -Zbuild-std) and the linker.
-pub fn debian_ready() -> bool {
-    let Ok(out) = Command::new(DEBIAN_RUSTC).arg("--version").output() else {
-        return false;
-    };
-    let version = String::from_utf8_lossy(&out.stdout);
-    let minor = version
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.split('.').nth(1))
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(0);
-    let Ok(sysroot) = Command::new(DEBIAN_RUSTC).args(["--print", "sysroot"]).output() else {
-        return false;
-    };
-    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
-    minor >= 90
-        && Path::new(&sysroot).join("lib/rustlib/src/rust/library/std").is_dir()
-        && Path::new(DEBIAN_CARGO).exists()
-        && (Path::new("/usr/bin/rust-lld").exists() || Path::new("/usr/bin/wasm-ld-22").exists())
-}
-
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// Installs Debian's toolchain with apt. The stable archive's rustc-web is
-/// too old; the one that suffices comes from the security archive, hence the
-/// `apt-get update` first.
-pub fn install_debian() -> Result<()> {
-    if !is_root() || !Path::new("/usr/bin/apt-get").exists() {
-        bail!(
-            "no wasm32 toolchain found. Either `rustup target add wasm32-unknown-unknown`, or \
-             install Debian's toolchain as root: `apt-get update && apt-get install -y {}`",
-            DEBIAN_PACKAGES.join(" ")
-        );
-    }
-    eprintln!("xtask: installing {} with apt-get", DEBIAN_PACKAGES.join(" "));
-    apt_install(DEBIAN_PACKAGES)?;
-    if !debian_ready() {
-        bail!("installed {} but /usr/bin/rustc still cannot build for wasm32", DEBIAN_PACKAGES.join(" "));
-    }
-    Ok(())
-}
-
 /// The toolchain to build plugins with, installing Debian's when needed.
 pub fn wasm32() -> Result<Wasm32> {
     if rustup_has_wasm32() {
         return Ok(Wasm32::Rustup);
     }
-    if !debian_ready() {
-        install_debian()?;
-    }
+    ensure_debian()?;
     Ok(Wasm32::Debian)
 }
 
-/// Finds the broker, building it with cargo when it is missing (about ten
-/// minutes on two cores). Nisshi needs rustc >= 1.96, which on these machines
-/// is Debian's `rustc-web`, the same toolchain the plugins use.
+// ---------------------------------------------------------------- broker --
+
+/// About how many crates `cargo install nisshi` compiles, and how long it
+/// takes on two cores; shown as progress while it builds.
+const NISSHI_CRATES: usize = 420;
+const NISSHI_MINUTES: &str = "about 20 minutes on two cores";
+
+pub fn broker_check() -> Check {
+    let install = format!("built by `cargo xtask test` with Debian's cargo into {} ({NISSHI_MINUTES})", crate::broker::tools_root().display());
+    let state = match crate::broker::find() {
+        None => Err(format!("no nisshi binary ($STREAMHOST_NISSHI, PATH, {}/bin/nisshi)", crate::broker::tools_root().display())),
+        Some(p) => match output(Command::new(&p).arg("--version")) {
+            Some(v) => Ok(format!("{} ({})", p.display(), first_line(&v))),
+            None => Err(format!("{} does not run", p.display())),
+        },
+    };
+    Check { what: "broker (Nisshi)", state, install }
+}
+
+/// Finds the broker, building it with Debian's cargo when it is missing.
+/// Nisshi needs rustc >= 1.96, which on these machines is `rustc-web`, the
+/// same toolchain the plugins use.
 pub fn ensure_broker() -> Result<PathBuf> {
     if let Some(p) = crate::broker::find() {
         return Ok(p);
     }
-    if !crate::toolchain::debian_ready() {
-        crate::toolchain::install_debian()?;
-    }
-    eprintln!("xtask: installing nisshi {} (once; about ten minutes)", crate::broker::VERSION);
-    crate::run(
-        Command::new("/usr/bin/cargo")
-            .args(["install", "nisshi", "--version", crate::broker::VERSION, "--locked"])
-            .args(["--no-default-features", "--features", "dynostore", "--root"])
-            .arg(crate::broker::tools_root())
-            .env("RUSTC", "/usr/bin/rustc")
-            .env("CARGO_TARGET_DIR", std::env::temp_dir().join("streamhost-nisshi-build"))
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("CARGO"),
-    )?;
+    ensure_debian()?;
+    eprintln!(
+        "xtask: building the broker, nisshi {} ({NISSHI_MINUTES}; once, into {})",
+        crate::broker::VERSION,
+        crate::broker::tools_root().display()
+    );
+    let mut cmd = Command::new(DEBIAN_CARGO);
+    cmd.args(["install", "nisshi", "--version", crate::broker::VERSION, "--locked"])
+        .args(["--no-default-features", "--features", "dynostore", "--root"])
+        .arg(crate::broker::tools_root())
+        .env("RUSTC", DEBIAN_RUSTC)
+        .env("CARGO_TARGET_DIR", std::env::temp_dir().join("streamhost-nisshi-build"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO");
+    run_with_progress(&mut cmd, "nisshi", NISSHI_CRATES)?;
     crate::broker::find().context("nisshi was installed but cannot be found")
 }
 
+/// Runs a cargo build, printing one progress line (crates compiled, elapsed)
+/// every 30 s instead of a screenful per crate, and the whole output when it
+/// fails.
+pub fn run_with_progress(cmd: &mut Command, what: &str, expected_crates: usize) -> Result<()> {
+    let start = Instant::now();
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let stderr = child.stderr.take().expect("piped");
+    let mut log = Vec::new();
+    let mut compiled = 0usize;
+    let mut last = Instant::now();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap_or_default();
+        if line.trim_start().starts_with("Compiling ") {
+            compiled += 1;
+        }
+        log.push(line);
+        if last.elapsed().as_secs() >= 30 {
+            last = Instant::now();
+            eprintln!(
+                "xtask: building {what}: {compiled} of about {expected_crates} crates compiled, {}m{:02}s",
+                start.elapsed().as_secs() / 60,
+                start.elapsed().as_secs() % 60
+            );
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        eprintln!("{}", log.join("\n"));
+        bail!("{cmd:?} failed: {status}");
+    }
+    eprintln!("xtask: built {what} ({compiled} crates) in {}m{:02}s", start.elapsed().as_secs() / 60, start.elapsed().as_secs() % 60);
+    Ok(())
+}
 
-/// A Docker Compose client for checking `examples/docker-compose.yml`
-/// (`docker compose` if the plugin is there, else Debian's docker-compose).
-pub fn ensure_compose_client() -> Result<()> {
-    let works = |cmd: &mut Command| cmd.output().is_ok_and(|o| o.status.success());
-    if works(Command::new("docker").args(["compose", "version"])) || works(Command::new("docker-compose").arg("version")) {
+// ------------------------------------------------------------ JavaScript --
+
+fn version_of(tool: &str) -> Option<String> {
+    output(Command::new(tool).arg("--version")).map(|v| first_line(&v))
+}
+
+pub fn node_checks() -> Vec<Check> {
+    let tool = |what, bin: &str, package: &str| Check {
+        what,
+        state: version_of(bin).ok_or_else(|| format!("`{bin}` not found on PATH")),
+        install: format!("apt package {package}"),
+    };
+    let mut checks = vec![tool("node (componentize-js)", "node", "nodejs"), tool("npm (componentize-js)", "npm", "npm")];
+    let module = crate::root().join("plugins/jump-js/node_modules/@bytecodealliance/componentize-js/package.json");
+    checks.push(Check {
+        what: "componentize-js",
+        state: if module.is_file() { Ok(module.display().to_string()) } else { Err(format!("{} is missing", module.display())) },
+        install: "`npm ci` in plugins/jump-js (run by `cargo xtask plugins`)".into(),
+    });
+    checks
+}
+
+/// Node and npm, installed with apt when missing.
+pub fn ensure_node() -> Result<()> {
+    let checks = node_checks();
+    let failed: Vec<&Check> = checks[..2].iter().filter(|c| !c.ok()).collect();
+    if failed.is_empty() {
         return Ok(());
     }
-    if is_root() && Path::new("/usr/bin/apt-get").exists() {
-        eprintln!("xtask: installing docker-compose with apt-get (to validate examples/docker-compose.yml)");
-        return apt_install(&["docker-compose"]);
+    if !is_root() || !has_apt() {
+        return Err(missing_error("node and npm (for componentize-js)", &failed, &apt_hint(&["nodejs", "npm"])));
     }
-    bail!("no Docker Compose client: install docker-compose (or the docker compose plugin)")
+    // Some node distributions (NodeSource) ship npm inside `nodejs`, and
+    // conflict with Debian's `npm`: install only what is missing.
+    let packages: Vec<&str> = failed.iter().map(|c| if c.what.starts_with("node ") { "nodejs" } else { "npm" }).collect();
+    eprintln!("xtask: installing {} with apt-get", packages.join(" "));
+    apt_install(&packages)?;
+    let checks = node_checks();
+    let failed: Vec<&Check> = checks[..2].iter().filter(|c| !c.ok()).collect();
+    if !failed.is_empty() {
+        return Err(missing_error("after installing, node and npm", &failed, &apt_hint(&["nodejs", "npm"])));
+    }
+    Ok(())
 }
+
+// ---------------------------------------------------------------- Python --
+
+/// The virtual environment componentize-py is installed into.
+pub fn python_env() -> PathBuf {
+    crate::broker::tools_root().join("python")
+}
+
+pub fn componentize_py() -> PathBuf {
+    python_env().join("bin/componentize-py")
+}
+
+pub fn python_checks() -> Vec<Check> {
+    let python = Check {
+        what: "python3 with venv (componentize-py)",
+        state: match output(Command::new("python3").args(["-c", "import venv, ensurepip, sys; print(sys.version.split()[0])"])) {
+            Some(v) => Ok(format!("python {v}")),
+            None => Err("`python3` is missing, or lacks the venv/ensurepip modules".into()),
+        },
+        install: "apt packages python3 python3-venv".into(),
+    };
+    let componentize = Check {
+        what: "componentize-py",
+        state: match output(Command::new(componentize_py()).arg("--version")) {
+            Some(v) => Ok(format!("{} ({})", componentize_py().display(), first_line(&v))),
+            None => Err(format!("{} is missing or does not run", componentize_py().display())),
+        },
+        install: format!("pip install {COMPONENTIZE_PY} into {} (by `cargo xtask plugins`)", python_env().display()),
+    };
+    vec![python, componentize]
+}
+
+/// componentize-py in our own virtual environment, created when missing.
+pub fn ensure_componentize_py() -> Result<PathBuf> {
+    let checks = python_checks();
+    if checks[1].ok() {
+        return Ok(componentize_py());
+    }
+    if !checks[0].ok() {
+        if !is_root() || !has_apt() {
+            return Err(missing_error("Python (for componentize-py)", &[&checks[0]], &apt_hint(&["python3", "python3-venv"])));
+        }
+        eprintln!("xtask: installing python3 python3-venv with apt-get");
+        apt_install(&["python3", "python3-venv"])?;
+    }
+    eprintln!("xtask: installing {COMPONENTIZE_PY} into {} (about 30 s)", python_env().display());
+    crate::run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(python_env()))?;
+    crate::run(Command::new(python_env().join("bin/python")).args(["-m", "pip", "install", "-q", "--disable-pip-version-check", COMPONENTIZE_PY]))?;
+    let checks = python_checks();
+    if !checks[1].ok() {
+        return Err(missing_error("componentize-py", &[&checks[1]], &format!("{} -m pip install {COMPONENTIZE_PY}", python_env().join("bin/python").display())));
+    }
+    Ok(componentize_py())
+}
+
+// --------------------------------------------------------------- Compose --
+
+pub fn compose_check() -> Check {
+    let state = output(Command::new("docker").args(["compose", "version"]))
+        .or_else(|| output(Command::new("docker-compose").arg("version")))
+        .map(|v| first_line(&v))
+        .ok_or_else(|| "neither `docker compose` nor `docker-compose` answers".to_string());
+    Check { what: "Compose client (checks examples/docker-compose.yml)", state, install: "apt package docker-compose".into() }
+}
+
+/// A Docker Compose client for checking `examples/docker-compose.yml`.
+pub fn ensure_compose_client() -> Result<()> {
+    let check = compose_check();
+    if check.ok() {
+        return Ok(());
+    }
+    if !is_root() || !has_apt() {
+        return Err(missing_error("the Compose client", &[&check], &apt_hint(&["docker-compose"])));
+    }
+    eprintln!("xtask: installing docker-compose with apt-get (to validate examples/docker-compose.yml)");
+    apt_install(&["docker-compose"])
+}
+
+// ------------------------------------------------------------------ host --
+
+/// What building the host needs beyond rustup's toolchain: a C toolchain for
+/// librdkafka (built from source by rdkafka-sys).
+pub fn host_checks() -> Vec<Check> {
+    let rustup = Check {
+        what: "Rust toolchain (host build)",
+        state: version_of(&crate::cargo()).ok_or_else(|| "cargo not found".into()),
+        install: "rustup (https://rustup.rs)".into(),
+    };
+    let tool = |what, bin: &str, package: &str| Check {
+        what,
+        state: version_of(bin).ok_or_else(|| format!("`{bin}` not found on PATH")),
+        install: format!("apt package {package}"),
+    };
+    vec![rustup, tool("C compiler (librdkafka)", "cc", "gcc"), tool("make (librdkafka)", "make", "make")]
+}
+
+pub fn ensure_host() -> Result<()> {
+    let checks = host_checks();
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok()).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    if !checks[0].ok() || !is_root() || !has_apt() {
+        return Err(missing_error("the host build", &failed, &apt_hint(&["gcc", "make"])));
+    }
+    eprintln!("xtask: installing gcc make with apt-get");
+    apt_install(&["gcc", "make"])
+}
+
+// ------------------------------------------------------------------- apt --
 
 /// `apt-get install`s packages, refreshing the package lists once per run
 /// first (a fresh machine's lists may be stale or empty).
