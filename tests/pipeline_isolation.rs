@@ -6,14 +6,16 @@ mod support;
 
 use std::sync::Arc;
 
-use streamhost::decode::Schema;
-use streamhost::pipeline::{InRecord, Pipeline, PipelineConfig, RuleSet};
+use streamhost::decode::{EpochUnit, Schema};
+use streamhost::pipeline::{InRecord, OutputLimits, Pipeline, PipelineConfig, RuleSet};
 use streamhost::route::{Dest, headers};
 use streamhost::window::WindowConfig;
 
+const T0: i64 = 1_795_500_000_000;
+
 fn record(offset: i64, sensor: &str) -> InRecord {
-    let payload = format!(r#"{{"sensor_id":"{sensor}","timestamp":{},"temperature":20.5}}"#, 1_000 + offset);
-    InRecord { partition: 0, offset, key: Some(sensor.as_bytes().to_vec()), payload: payload.into_bytes() }
+    let payload = format!(r#"{{"sensor_id":"{sensor}","timestamp":{},"temperature":20.5}}"#, T0 + offset);
+    InRecord { partition: 0, offset, key: Some(sensor.as_bytes().to_vec()), payload: Some(payload.into_bytes()) }
 }
 
 #[test]
@@ -23,13 +25,21 @@ fn each_failure_is_dead_lettered_alone_with_its_reason() {
     rules.push(support::load(&rt, "enrich"));
     rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::pipeline::Rule>);
     let mut pipeline = Pipeline::new(PipelineConfig {
-        schema: Schema { key_field: "sensor_id".into(), time_field: "timestamp".into(), fields: vec!["temperature".into()] },
-        window: WindowConfig { length_ms: 300_000, lateness_ms: 0, k: 3, fields: 1 },
+        schema: Schema {
+            key_field: "sensor_id".into(),
+            time_field: "timestamp".into(),
+            fields: vec!["temperature".into()],
+            epoch_unit: EpochUnit::Millis,
+        },
+        window: WindowConfig { length_ms: 300_000, lateness_ms: 0, k: 3, fields: 1, idle_ms: 0 },
         source_topic: "in".into(),
+        max_future_ms: 3_600_000,
+        isolation_budget: std::time::Duration::from_secs(30),
+        limits: OutputLimits::default(),
     });
     let keys = ["a", "b", "panic", "c", "reject", "d", "bomb", "e", "spin", "f"];
     let input: Vec<InRecord> = keys.iter().enumerate().map(|(i, k)| record(i as i64, k)).collect();
-    let out = pipeline.process(&rules, input.clone(), 0);
+    let out = pipeline.process(&rules, input.clone(), T0);
 
     let mut enriched = Vec::new();
     let mut alerts = Vec::new();
@@ -61,7 +71,7 @@ fn each_failure_is_dead_lettered_alone_with_its_reason() {
         assert_eq!(header(r, headers::PLUGIN_VERSION), "0.0.1");
         // The original bytes, not the transformed record.
         let offset: usize = header(r, headers::OFFSET).parse().unwrap();
-        assert_eq!(r.payload, input[offset].payload);
+        assert_eq!(Some(&r.payload), input[offset].payload.as_ref());
     }
     assert_eq!(header(dead[1], headers::ERROR), "rejected by hostile");
     assert_eq!(out.tally.enriched, 6);

@@ -71,7 +71,8 @@ pub struct RunArgs {
     #[arg(long, env = "STREAMHOST_KEY_FIELD", value_name = "NAME")]
     pub key_field: Option<String>,
 
-    /// JSON member holding the event time, ISO-8601 text or epoch milliseconds. [default: timestamp]
+    /// JSON member holding the event time: RFC 3339 text (no offset means
+    /// UTC) or an epoch number in `--epoch-unit`. [default: timestamp]
     #[arg(long, env = "STREAMHOST_TIME_FIELD", value_name = "NAME")]
     pub time_field: Option<String>,
 
@@ -89,6 +90,21 @@ pub struct RunArgs {
     /// with reason `late`. [default: 30s]
     #[arg(long, env = "STREAMHOST_ALLOWED_LATENESS", value_name = "DURATION")]
     pub allowed_lateness: Option<String>,
+
+    /// Unit of event times written as numbers: `ms` or `s`. [default: ms]
+    #[arg(long, env = "STREAMHOST_EPOCH_UNIT", value_name = "UNIT")]
+    pub epoch_unit: Option<String>,
+
+    /// How far ahead of the processing time an event time may be; records
+    /// further ahead go to the dead-letter topic with reason `future`.
+    /// [default: 1h]
+    #[arg(long, env = "STREAMHOST_MAX_FUTURE", value_name = "DURATION")]
+    pub max_future: Option<String>,
+
+    /// How long a key may stay silent, beyond window + lateness and on its
+    /// partition's event-time clock, before its window is dropped. [default: 10m]
+    #[arg(long, env = "STREAMHOST_KEY_IDLE", value_name = "DURATION")]
+    pub key_idle: Option<String>,
 
     /// Oldest and newest values per field passed to rules that ask for them. [default: 3]
     #[arg(long, env = "STREAMHOST_WINDOW_VALUES", value_name = "K")]
@@ -154,6 +170,9 @@ struct FileConfig {
     window: Option<String>,
     allowed_lateness: Option<String>,
     window_values: Option<u32>,
+    epoch_unit: Option<String>,
+    max_future: Option<String>,
+    key_idle: Option<String>,
     batch_size: Option<usize>,
     batch_wait: Option<String>,
     plugin_deadline: Option<String>,
@@ -179,6 +198,9 @@ pub struct Settings {
     pub window: Duration,
     pub allowed_lateness: Duration,
     pub window_values: u32,
+    pub epoch_unit: crate::decode::EpochUnit,
+    pub max_future: Duration,
+    pub key_idle: Duration,
     pub batch_size: usize,
     pub batch_wait: Duration,
     pub plugin_deadline: Duration,
@@ -224,6 +246,13 @@ impl Settings {
             window: duration("window", args.window.or(file.window), "5m")?,
             allowed_lateness: duration("allowed-lateness", args.allowed_lateness.or(file.allowed_lateness), "30s")?,
             window_values: args.window_values.or(file.window_values).unwrap_or(3),
+            epoch_unit: match s(args.epoch_unit, file.epoch_unit, "ms").as_str() {
+                "ms" => crate::decode::EpochUnit::Millis,
+                "s" => crate::decode::EpochUnit::Seconds,
+                other => return Err(invalid("epoch-unit", format!("{other:?} is neither `ms` nor `s`"))),
+            },
+            max_future: duration("max-future", args.max_future.or(file.max_future), "1h")?,
+            key_idle: duration("key-idle", args.key_idle.or(file.key_idle), "10m")?,
             batch_size: args.batch_size.or(file.batch_size).unwrap_or(1000),
             batch_wait: duration("batch-wait", args.batch_wait.or(file.batch_wait), "20ms")?,
             plugin_deadline: duration("plugin-deadline", args.plugin_deadline.or(file.plugin_deadline), "100ms")?,
@@ -240,9 +269,26 @@ impl Settings {
         Ok(settings)
     }
 
+    /// The producer's `message.max.bytes` (librdkafka's default unless set
+    /// with `-X`): the largest output record streamhost will try to send.
+    pub fn max_message_bytes(&self) -> usize {
+        ["producer.message.max.bytes", "message.max.bytes"]
+            .iter()
+            .find_map(|k| self.librdkafka.get(*k))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1_000_000)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.window.is_zero() {
             return Err(invalid("window", "must be longer than zero"));
+        }
+        // A window's span (window + lateness) is held in i32 milliseconds.
+        if self.window + self.allowed_lateness > Duration::from_millis(i32::MAX as u64) {
+            return Err(invalid("window", "window + allowed-lateness must be under 24 days"));
+        }
+        if self.key_idle > Duration::from_secs(100 * 365 * 86_400) || self.max_future > Duration::from_secs(100 * 365 * 86_400) {
+            return Err(invalid("key-idle", "key-idle and max-future must be under 100 years"));
         }
         if self.batch_size == 0 {
             return Err(invalid("batch-size", "must be at least 1"));

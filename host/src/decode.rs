@@ -16,7 +16,22 @@ pub struct Schema {
     pub key_field: String,
     pub time_field: String,
     pub fields: Vec<String>,
+    /// The unit of a numeric event time.
+    pub epoch_unit: EpochUnit,
 }
+
+/// The unit of an event time written as a number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EpochUnit {
+    #[default]
+    Millis,
+    Seconds,
+}
+
+/// Epoch milliseconds below this (1973-03-03) are refused as probably epoch
+/// seconds: as seconds they would be year 5138, as milliseconds a date no
+/// sensor reports.
+const SMALLEST_EPOCH_MILLIS: f64 = 1e11;
 
 /// Why a record could not be decoded. The message goes into the
 /// dead-letter record's `streamhost.error` header.
@@ -32,6 +47,8 @@ pub enum DecodeError {
     MissingTime(String),
     #[error("{0}")]
     Field(String),
+    #[error("the record has no value (a tombstone)")]
+    Tombstone,
 }
 
 /// A decoded record. `values` has one entry per schema field; NaN when the
@@ -62,29 +79,18 @@ pub fn decode(schema: &Schema, bytes: &[u8]) -> Result<Decoded, DecodeError> {
     Ok(Decoded { key, time_ms, values: found.values })
 }
 
-/// Parses an event time: RFC 3339 / ISO-8601 text (a time without an offset
-/// is taken as UTC, as Python's `datetime.utcnow().isoformat()` writes it),
-/// or an integer number of milliseconds since the epoch.
+/// Parses an event time: RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.fraction]` then
+/// `Z` or `±HH:MM`), where the offset may also be left out (taken as UTC, as
+/// Python's `datetime.utcnow().isoformat()` writes it) and `T` may be a
+/// space. Strict: fields out of range (month 13, hour 24, offset `+24:00`)
+/// are refused, as is anything else. Fractions beyond milliseconds are
+/// truncated. Parsed by hand, without allocation: it runs once per record.
 pub fn parse_time(text: &str) -> Option<i64> {
-    if let Some(ms) = parse_iso_fast(text.as_bytes()) {
-        return Some(ms);
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
-        return Some(t.timestamp_millis());
-    }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, fmt) {
-            return Some(t.and_utc().timestamp_millis());
-        }
-    }
-    None
+    let ms = parse_rfc3339(text.as_bytes())?;
+    (crate::window::MIN_TIME_MS..=crate::window::MAX_TIME_MS).contains(&ms).then_some(ms)
 }
 
-/// The common shape, `YYYY-MM-DDTHH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]`,
-/// parsed without allocation; anything else (or anything out of range)
-/// returns `None` and goes to chrono. Fractions beyond milliseconds are
-/// truncated, as chrono's `timestamp_millis` does.
-fn parse_iso_fast(b: &[u8]) -> Option<i64> {
+fn parse_rfc3339(b: &[u8]) -> Option<i64> {
     fn num(b: &[u8]) -> Option<i64> {
         b.iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
     }
@@ -113,8 +119,11 @@ fn parse_iso_fast(b: &[u8]) -> Option<i64> {
     let offset_minutes = match &b[i..] {
         [] | [b'Z'] | [b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let m = num(&[*h1, *h2])? * 60 + num(&[*m1, *m2])?;
-            if *sign == b'-' { -m } else { m }
+            let (h, m) = (num(&[*h1, *h2])?, num(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'-' { -(h * 60 + m) } else { h * 60 + m }
         }
         _ => return None,
     };
@@ -127,6 +136,23 @@ fn parse_iso_fast(b: &[u8]) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some(((days * 24 + hour) * 60 + minute - offset_minutes) * 60_000 + second * 1000 + millis)
+}
+
+/// An event time written as a number, in `unit`, to epoch milliseconds.
+fn epoch_time(v: f64, unit: EpochUnit) -> Result<i64, String> {
+    let ms = match unit {
+        EpochUnit::Millis => v,
+        EpochUnit::Seconds => v * 1000.0,
+    };
+    if !ms.is_finite() || !(crate::window::MIN_TIME_MS as f64..=crate::window::MAX_TIME_MS as f64).contains(&ms) {
+        return Err(format!("event time {v} is out of range (years 0001 to 9999)"));
+    }
+    if unit == EpochUnit::Millis && ms.abs() < SMALLEST_EPOCH_MILLIS {
+        return Err(format!(
+            "event time {v} is before 1973 as epoch milliseconds; if it is epoch seconds, set `--epoch-unit s`"
+        ));
+    }
+    Ok(ms.floor() as i64)
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
@@ -142,6 +168,8 @@ struct Found {
     key: Option<String>,
     time: Option<i64>,
     values: Vec<f64>,
+    /// Which of the fields were seen, to refuse a member given twice.
+    seen: Vec<bool>,
 }
 
 struct RecordSeed<'s> {
@@ -164,13 +192,23 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
         let s = self.schema;
-        let mut found = Found { key: None, time: None, values: vec![f64::NAN; s.fields.len()] };
+        let mut found = Found { key: None, time: None, values: vec![f64::NAN; s.fields.len()], seen: vec![false; s.fields.len()] };
+        let twice = |name: &str| de::Error::custom(format!("member `{name}` appears twice"));
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if name == s.key_field {
+                if found.key.is_some() {
+                    return Err(twice(&name));
+                }
                 found.key = Some(map.next_value::<KeyValue>()?.0);
             } else if name == s.time_field {
-                found.time = Some(map.next_value::<TimeValue>()?.0);
+                if found.time.is_some() {
+                    return Err(twice(&name));
+                }
+                found.time = Some(map.next_value_seed(TimeSeed(s.epoch_unit))?);
             } else if let Some(f) = s.fields.iter().position(|n| *n == name) {
+                if std::mem::replace(&mut found.seen[f], true) {
+                    return Err(twice(&name));
+                }
                 let v = map.next_value::<Option<f64>>().map_err(|e| {
                     de::Error::custom(format!(
                         "field `{name}` is not a number: {}",
@@ -220,8 +258,8 @@ impl<'de> de::Deserialize<'de> for KeyValue {
                 f.write_str("the key as a string or an integer")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyValue, E> {
-                if v.is_empty() {
-                    return Err(E::custom("the key field is empty"));
+                if v.trim().is_empty() {
+                    return Err(E::custom(if v.is_empty() { "the key field is empty" } else { "the key field is blank" }));
                 }
                 Ok(KeyValue(v.to_string()))
             }
@@ -236,37 +274,32 @@ impl<'de> de::Deserialize<'de> for KeyValue {
     }
 }
 
-/// An event time: ISO-8601 text or epoch milliseconds.
-struct TimeValue(i64);
+/// An event time: RFC 3339 text, or a number in the configured unit.
+struct TimeSeed(EpochUnit);
 
-impl<'de> de::Deserialize<'de> for TimeValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = TimeValue;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("the event time as ISO-8601 text or epoch milliseconds")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<TimeValue, E> {
-                parse_time(v)
-                    .map(TimeValue)
-                    .ok_or_else(|| E::custom(format!("event time {v:?} is not ISO-8601")))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TimeValue, E> {
-                Ok(TimeValue(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TimeValue, E> {
-                i64::try_from(v).map(TimeValue).map_err(|_| E::custom("event time out of range"))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<TimeValue, E> {
-                if v.is_finite() && v.abs() < 9e15 {
-                    Ok(TimeValue(v as i64))
-                } else {
-                    Err(E::custom("event time out of range"))
-                }
-            }
-        }
-        d.deserialize_any(V)
+impl<'de> DeserializeSeed<'de> for TimeSeed {
+    type Value = i64;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<i64, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Visitor<'_> for TimeSeed {
+    type Value = i64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("the event time as RFC 3339 text or an epoch number")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
+        parse_time(v).ok_or_else(|| E::custom(format!("event time {v:?} is not an RFC 3339 time between years 0001 and 9999")))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+        epoch_time(v as f64, self.0).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+        epoch_time(v as f64, self.0).map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+        epoch_time(v, self.0).map_err(E::custom)
     }
 }
 
@@ -279,6 +312,7 @@ mod tests {
             key_field: "sensor_id".into(),
             time_field: "timestamp".into(),
             fields: vec!["temperature".into(), "humidity".into()],
+            epoch_unit: EpochUnit::Millis,
         }
     }
 
@@ -297,8 +331,8 @@ mod tests {
 
     #[test]
     fn accepts_epoch_millis_offsets_and_integer_keys() {
-        let d = decode(&schema(), br#"{"sensor_id":7,"timestamp":1000,"humidity":null}"#).unwrap();
-        assert_eq!((d.key.as_str(), d.time_ms), ("7", 1000));
+        let d = decode(&schema(), br#"{"sensor_id":7,"timestamp":1795500000000,"humidity":null}"#).unwrap();
+        assert_eq!((d.key.as_str(), d.time_ms), ("7", 1_795_500_000_000));
         let d = decode(&schema(), br#"{"sensor_id":"a","timestamp":"1970-01-01T01:00:00+01:00"}"#).unwrap();
         assert_eq!(d.time_ms, 0);
     }
@@ -321,10 +355,23 @@ mod tests {
                         .map(|t| t.and_utc().timestamp_millis())
                 })
                 .unwrap();
-            assert_eq!(parse_iso_fast(text.as_bytes()), Some(slow), "{text}");
+            assert_eq!(parse_time(text), Some(slow), "{text}");
         }
-        for bad in ["2026-02-30T00:00:00Z", "2026-11-24T24:00:00Z", "2026-11-24T17:30:05.Z", "2026-11-24T17:30:05+0100"] {
-            assert_eq!(parse_iso_fast(bad.as_bytes()), None, "{bad}");
+        for bad in [
+            "2026-02-30T00:00:00Z",
+            "2026-11-24T24:00:00Z",
+            "2026-11-24T17:30:05.Z",
+            "2026-11-24T17:30:05+0100",
+            "2026-11-24T17:30:05+99:99",
+            "2026-11-24T17:30:05+24:00",
+            "2026-11-24T17:30:05-12:60",
+            "2026-11-24T17:30:60Z",
+            "0000-12-31T23:59:59Z",
+            "2026-11-24T17:30:05Z ",
+            "2026-11-24",
+            "+12026-11-24T17:30:05Z",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
         }
         assert_eq!(parse_time("2026-11-24T17:30:05+01:00"), Some(1_795_537_805_000));
     }
@@ -334,16 +381,49 @@ mod tests {
         let s = schema();
         assert!(matches!(decode(&s, b"not json"), Err(DecodeError::Json(_))));
         assert_eq!(decode(&s, b"[1,2]"), Err(DecodeError::NotObject));
-        assert_eq!(decode(&s, br#"{"timestamp":1}"#), Err(DecodeError::MissingKey("sensor_id".into())));
+        assert_eq!(decode(&s, br#"{"timestamp":1795500000000}"#), Err(DecodeError::MissingKey("sensor_id".into())));
         assert_eq!(decode(&s, br#"{"sensor_id":"a"}"#), Err(DecodeError::MissingTime("timestamp".into())));
         assert_eq!(
-            decode(&s, br#"{"sensor_id":"a","timestamp":1,"temperature":"hot"}"#),
+            decode(&s, br#"{"sensor_id":"a","timestamp":1795500000000,"temperature":"hot"}"#),
             Err(DecodeError::Field(
                 "field `temperature` is not a number: invalid type: string \"hot\", expected f64".into()
             ))
         );
         let e = decode(&s, br#"{"sensor_id":"a","timestamp":"yesterday"}"#).unwrap_err();
-        assert_eq!(e.to_string(), "event time \"yesterday\" is not ISO-8601");
-        assert!(matches!(decode(&s, br#"{"sensor_id":"a","timestamp":1} x"#), Err(DecodeError::Json(_))));
+        assert_eq!(e.to_string(), "event time \"yesterday\" is not an RFC 3339 time between years 0001 and 9999");
+        assert!(matches!(decode(&s, br#"{"sensor_id":"a","timestamp":1795500000000} x"#), Err(DecodeError::Json(_))));
+    }
+
+    fn message(bytes: &[u8]) -> String {
+        decode(&schema(), bytes).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn members_given_twice_are_refused() {
+        for (record, member) in [
+            (r#"{"sensor_id":"a","sensor_id":"b","timestamp":1795500000000}"#, "sensor_id"),
+            (r#"{"sensor_id":"a","timestamp":1795500000000,"timestamp":1795500001000}"#, "timestamp"),
+            (r#"{"sensor_id":"a","timestamp":1795500000000,"temperature":1,"temperature":2}"#, "temperature"),
+        ] {
+            assert_eq!(message(record.as_bytes()), format!("member `{member}` appears twice"));
+        }
+        // Members streamhost does not read are left alone.
+        assert!(decode(&schema(), br#"{"sensor_id":"a","timestamp":1795500000000,"x":1,"x":2}"#).is_ok());
+    }
+
+    #[test]
+    fn blank_keys_and_implausible_or_extreme_times_are_refused() {
+        assert_eq!(message(br#"{"sensor_id":"   ","timestamp":1795500000000}"#), "the key field is blank");
+        assert_eq!(message(br#"{"sensor_id":"","timestamp":1795500000000}"#), "the key field is empty");
+        assert_eq!(
+            message(br#"{"sensor_id":"a","timestamp":1795500000}"#),
+            "event time 1795500000 is before 1973 as epoch milliseconds; if it is epoch seconds, set `--epoch-unit s`"
+        );
+        for t in ["-9223372036854775808", "9223372036854775807", "1e300", "253402300800000"] {
+            let m = message(format!(r#"{{"sensor_id":"a","timestamp":{t}}}"#).as_bytes());
+            assert!(m.contains("out of range"), "{t}: {m}");
+        }
+        let seconds = Schema { epoch_unit: EpochUnit::Seconds, ..schema() };
+        assert_eq!(decode(&seconds, br#"{"sensor_id":"a","timestamp":1795500000.5}"#).unwrap().time_ms, 1_795_500_000_500);
     }
 }

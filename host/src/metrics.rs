@@ -72,7 +72,7 @@ impl Metrics {
         }
         let mut d = self.dead.lock().unwrap();
         for (reason, n) in &tally.dead_by_reason {
-            *d.entry(reason).or_default() += n;
+            *d.entry(reason.as_str()).or_default() += n;
         }
         let mut a = self.alerts.lock().unwrap();
         for (kind, n) in &tally.alerts_by_kind {

@@ -6,20 +6,27 @@
 //! Failure isolation: a rule call that fails (trap, timeout, out of memory)
 //! is retried on halves of its batch, each on a fresh instance, until the
 //! records that cause it are found, so one poisoned record is dead-lettered
-//! alone while its batch-mates go on. The number of retries per call is
-//! bounded so that a rule that fails on everything cannot stall the stream.
+//! alone while its batch-mates go on, whatever the batch size. The search is
+//! bounded by time (`isolation_budget`), so that a rule that fails on
+//! everything cannot stall the stream.
+//!
+//! Every consumed record ends in exactly one of: its outputs (an enriched
+//! record and its alerts), nothing (a transform dropped it), or one dead
+//! letter with a `Reason`. A record's outputs are all or nothing: when one of
+//! them would be larger than the producer may send, the record is
+//! dead-lettered as `output-too-large` instead.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::decode::{Decoded, Schema, decode};
+use crate::decode::{DecodeError, Decoded, Schema, decode};
 use crate::plugin::types::{Alert, FieldWindow, Transformed, TrendResult};
 use crate::plugin::{
     AnomalyResults, Batch, CallError, Kind, Needs, Plugin, PluginInfo, TransformResults, TrendResults,
     WindowView,
 };
-use crate::route::{self, Dest, Failure, OutRecord, Source, WindowStats};
-use crate::window::{ViewBuilder, WindowConfig, Windows};
+use crate::route::{self, Dest, Failure, OutRecord, Reason, Source, WindowStats};
+use crate::window::{Refused, ViewBuilder, WindowConfig, Windows};
 
 /// A rule the pipeline can call: a WebAssembly plugin, or (in benchmarks) the
 /// same logic compiled natively.
@@ -84,7 +91,8 @@ pub struct InRecord {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    /// `None` for a tombstone (a record without a value).
+    pub payload: Option<Vec<u8>>,
 }
 
 /// Settings of a pipeline.
@@ -93,6 +101,28 @@ pub struct PipelineConfig {
     pub schema: Schema,
     pub window: WindowConfig,
     pub source_topic: String,
+    /// How far ahead of the processing time an event time may be.
+    pub max_future_ms: i64,
+    /// Longest time spent finding the records that make one rule call fail.
+    pub isolation_budget: std::time::Duration,
+    pub limits: OutputLimits,
+}
+
+/// Bounds on what a record may produce.
+#[derive(Clone, Debug)]
+pub struct OutputLimits {
+    /// The producer's `message.max.bytes`: no output record may be larger.
+    pub max_message_bytes: usize,
+    /// Alerts one anomaly rule may raise for one record.
+    pub max_alerts_per_record: usize,
+    /// Bytes of an alert's rule, kind and message together.
+    pub max_alert_bytes: usize,
+}
+
+impl Default for OutputLimits {
+    fn default() -> Self {
+        OutputLimits { max_message_bytes: 1_000_000, max_alerts_per_record: 64, max_alert_bytes: 8192 }
+    }
 }
 
 /// Counts of what one batch gave.
@@ -105,7 +135,7 @@ pub struct Tally {
     /// kinds counts under both).
     pub alerts_by_kind: BTreeMap<String, u64>,
     pub alert_records: u64,
-    pub dead_by_reason: BTreeMap<&'static str, u64>,
+    pub dead_by_reason: BTreeMap<Reason, u64>,
 }
 
 impl Tally {
@@ -118,7 +148,7 @@ impl Tally {
             *self.alerts_by_kind.entry(k.clone()).or_default() += v;
         }
         for (k, v) in &other.dead_by_reason {
-            *self.dead_by_reason.entry(k).or_default() += v;
+            *self.dead_by_reason.entry(*k).or_default() += v;
         }
     }
 
@@ -133,37 +163,80 @@ pub struct Output {
     pub tally: Tally,
 }
 
+/// Where a record is on its way through the batch.
 enum State {
-    Live,
+    /// Decoded, and (once in `slot`) in its window.
+    Live { decoded: Decoded, slot: Option<usize> },
+    /// A transform dropped it on purpose.
     Dropped,
     Failed(Failure),
 }
 
+/// A consumed payload: text once checked to be UTF-8 (checked once, here),
+/// else the raw bytes, kept for the dead letter.
+enum Payload {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
 /// A record on its way through the batch.
 struct Rec {
-    /// The consumed payload, moved out of its `InRecord`: its text once
-    /// checked to be UTF-8 (checked once, here), else the raw bytes.
-    original: Result<String, Vec<u8>>,
+    partition: i32,
+    original: Payload,
     /// The record's JSON text after transforms; `None` while it is still the
     /// consumed payload.
     text: Option<String>,
-    decoded: Option<Decoded>,
     state: State,
     trends: Vec<(usize, TrendResult)>,
     alerts: Vec<(usize, Vec<Alert>)>,
-    /// Position in the trend/anomaly batch, once in a window.
-    slot: Option<usize>,
 }
 
 impl Rec {
+    fn new(partition: i32, payload: Option<Vec<u8>>, schema: &Schema) -> Rec {
+        let fail = |e: String| State::Failed(Failure { reason: Reason::Decode, message: e, plugin: None });
+        let (original, state) = match payload.map(String::from_utf8) {
+            None => (Payload::Bytes(Vec::new()), fail(DecodeError::Tombstone.to_string())),
+            Some(Ok(text)) => {
+                let state = match decode(schema, text.as_bytes()) {
+                    Ok(decoded) => State::Live { decoded, slot: None },
+                    Err(e) => fail(e.to_string()),
+                };
+                (Payload::Text(text), state)
+            }
+            Some(Err(e)) => {
+                let state = fail(format!("not UTF-8: {}", e.utf8_error()));
+                (Payload::Bytes(e.into_bytes()), state)
+            }
+        };
+        Rec { partition, original, text: None, state, trends: Vec::new(), alerts: Vec::new() }
+    }
+
     /// The record's current JSON text.
     fn text(&self) -> &str {
-        self.text.as_deref().or(self.original.as_deref().ok()).unwrap_or("{}")
+        match (&self.text, &self.original) {
+            (Some(t), _) | (None, Payload::Text(t)) => t,
+            (None, Payload::Bytes(_)) => "{}",
+        }
+    }
+
+    fn decoded(&self) -> &Decoded {
+        match &self.state {
+            State::Live { decoded, .. } => decoded,
+            _ => unreachable!("only live records are batched"),
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        matches!(self.state, State::Live { .. })
+    }
+
+    fn into_original(self) -> Vec<u8> {
+        match self.original {
+            Payload::Text(t) => t.into_bytes(),
+            Payload::Bytes(b) => b,
+        }
     }
 }
-
-/// Most extra calls spent isolating the records that make one call fail.
-const ISOLATION_BUDGET: usize = 16;
 
 pub struct Pipeline {
     cfg: PipelineConfig,
@@ -188,25 +261,30 @@ impl Pipeline {
     /// rules in place of a clock.
     pub fn process(&mut self, rules: &RuleSet, mut input: Vec<InRecord>, now_ms: i64) -> Output {
         let schema = &self.cfg.schema;
-        let mut recs: Vec<Rec> = input
-            .iter_mut()
-            .map(|r| {
-                let original = String::from_utf8(std::mem::take(&mut r.payload));
-                let decoded = match &original {
-                    Ok(text) => decode(schema, text.as_bytes()).map_err(|e| e.to_string()),
-                    Err(e) => Err(format!("not UTF-8: {}", e.utf8_error())),
-                };
-                let (decoded, state) = match decoded {
-                    Ok(d) => (Some(d), State::Live),
-                    Err(message) => (None, State::Failed(Failure { reason: "decode", message, plugin: None })),
-                };
-                let original = original.map_err(|e| e.into_bytes());
-                Rec { original, text: None, decoded, state, trends: Vec::new(), alerts: Vec::new(), slot: None }
-            })
-            .collect();
+        let mut recs: Vec<Rec> = input.iter_mut().map(|r| Rec::new(r.partition, r.payload.take(), schema)).collect();
 
         for rule in &rules.transform {
             self.transform_stage(rule.as_ref(), &mut recs, now_ms);
+        }
+
+        // Event-time sanity, after transforms (which may rewrite the time).
+        let horizon = now_ms.saturating_add(self.cfg.max_future_ms);
+        for rec in &mut recs {
+            let t = match &rec.state {
+                State::Live { decoded, .. } if decoded.time_ms > horizon => decoded.time_ms,
+                _ => continue,
+            };
+            rec.state = State::Failed(Failure {
+                reason: Reason::Future,
+                message: format!(
+                    "event time {} is {} ms ahead of the processing time {}; at most {} ms ahead is accepted (--max-future)",
+                    route::iso8601(t),
+                    t - now_ms,
+                    route::iso8601(now_ms),
+                    self.cfg.max_future_ms
+                ),
+                plugin: None,
+            });
         }
 
         // Windows: every live record enters its key's window in batch order.
@@ -215,64 +293,63 @@ impl Pipeline {
         let mut view = ViewBuilder::new(fields, self.windows.config().k, wneeds.contains(Needs::WINDOW_VALUES), recs.len());
         let mut entered = Vec::with_capacity(recs.len());
         for (i, rec) in recs.iter_mut().enumerate() {
-            if !matches!(rec.state, State::Live) {
-                continue;
-            }
-            let d = rec.decoded.as_ref().expect("live records are decoded");
-            match self.windows.insert(&d.key, d.time_ms, &d.values, &mut view) {
+            let State::Live { decoded: d, slot } = &mut rec.state else { continue };
+            let refused = match self.windows.insert(rec.partition, &d.key, d.time_ms, &d.values, &mut view) {
                 Ok(()) => {
-                    rec.slot = Some(entered.len());
+                    *slot = Some(entered.len());
                     entered.push(i);
+                    continue;
                 }
-                Err(late) => {
-                    rec.state = State::Failed(Failure {
-                        reason: "late",
-                        message: format!(
-                            "event time {} is {} ms behind the newest event time {} of key {:?}; allowed lateness is {} ms",
-                            route::iso8601(d.time_ms),
-                            late.behind_ms,
-                            route::iso8601(late.newest_ms),
-                            d.key,
-                            self.windows.config().lateness_ms
-                        ),
-                        plugin: None,
-                    })
-                }
-            }
+                Err(Refused::Late { newest_ms, behind_ms }) => Failure {
+                    reason: Reason::Late,
+                    message: format!(
+                        "event time {} is {} ms behind the newest event time {} of key {:?}; allowed lateness is {} ms",
+                        route::iso8601(d.time_ms),
+                        behind_ms,
+                        route::iso8601(newest_ms),
+                        d.key,
+                        self.windows.config().lateness_ms
+                    ),
+                    plugin: None,
+                },
+                Err(Refused::OutOfRange) => Failure {
+                    reason: Reason::Decode,
+                    message: format!("event time {} ms is outside years 0001 to 9999", d.time_ms),
+                    plugin: None,
+                },
+            };
+            rec.state = State::Failed(refused);
         }
         let view = view.view;
 
         if !entered.is_empty() && !(rules.trend.is_empty() && rules.anomaly.is_empty()) {
             let batch = build_batch(schema, &recs, &entered, wneeds, now_ms);
+            let budget = self.cfg.isolation_budget;
             for (p, rule) in rules.trend.iter().enumerate() {
-                let results = isolate(entered.len(), |pos| match pos {
+                let results = isolate(entered.len(), budget, |pos| match pos {
                     None => rule.trend(&batch, &view),
                     Some(pos) => rule.trend(&select_batch(&batch, pos), &select_view(&view, pos)),
                 });
-                for (j, result) in results.into_iter().enumerate() {
-                    let rec = &mut recs[entered[j]];
-                    match result {
-                        Ok(Ok(Some(t))) => rec.trends.push((p, t)),
-                        Ok(Ok(None)) => {}
-                        Ok(Err(message)) => fail(rec, rule.info(), "plugin-error", message),
-                        Err(e) => fail(rec, rule.info(), e.reason(), e.to_string()),
+                settle(&mut recs, &entered, rule.info(), results, |rec, trend| {
+                    if let Some(t) = trend {
+                        rec.trends.push((p, t));
                     }
-                }
+                    Ok(())
+                });
             }
+            let limits = &self.cfg.limits;
             for (p, rule) in rules.anomaly.iter().enumerate() {
-                let results = isolate(entered.len(), |pos| match pos {
+                let results = isolate(entered.len(), budget, |pos| match pos {
                     None => rule.detect(&batch, &view),
                     Some(pos) => rule.detect(&select_batch(&batch, pos), &select_view(&view, pos)),
                 });
-                for (j, result) in results.into_iter().enumerate() {
-                    let rec = &mut recs[entered[j]];
-                    match result {
-                        Ok(Ok(alerts)) if alerts.is_empty() => {}
-                        Ok(Ok(alerts)) => rec.alerts.push((p, alerts)),
-                        Ok(Err(message)) => fail(rec, rule.info(), "plugin-error", message),
-                        Err(e) => fail(rec, rule.info(), e.reason(), e.to_string()),
+                settle(&mut recs, &entered, rule.info(), results, |rec, alerts| {
+                    check_alerts(&alerts, limits)?;
+                    if !alerts.is_empty() {
+                        rec.alerts.push((p, alerts));
                     }
-                }
+                    Ok(())
+                });
             }
         }
 
@@ -280,13 +357,13 @@ impl Pipeline {
     }
 
     fn transform_stage(&self, rule: &dyn Rule, recs: &mut [Rec], now_ms: i64) {
-        let live: Vec<usize> = (0..recs.len()).filter(|&i| matches!(recs[i].state, State::Live)).collect();
+        let live: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].is_live()).collect();
         if live.is_empty() {
             return;
         }
         let schema = &self.cfg.schema;
         let batch = build_batch(schema, recs, &live, rule.info().needs, now_ms);
-        let results = isolate(live.len(), |pos| match pos {
+        let results = isolate(live.len(), self.cfg.isolation_budget, |pos| match pos {
             None => rule.transform(&batch),
             Some(pos) => rule.transform(&select_batch(&batch, pos)),
         });
@@ -311,24 +388,30 @@ impl Pipeline {
                         merge = match route::Merge::parse(&members) {
                             Ok(m) => Some(m),
                             Err(message) => {
-                                fail(rec, rule.info(), "plugin-error", message);
+                                fail(rec, rule.info(), Reason::PluginError, message);
                                 continue;
                             }
                         };
                     }
                     let m = merge.as_ref().expect("set above");
-                    (m.apply(rec.text()).map_err(|message| ("plugin-error", message)), m.touches(&typed))
+                    (m.apply(rec.text()).map_err(|message| (Reason::PluginError, message)), m.touches(&typed))
                 }
-                Ok(Err(message)) => (Err(("plugin-error", message)), false),
+                Ok(Err(message)) => (Err((Reason::PluginError, message)), false),
                 Err(e) => (Err((e.reason(), e.to_string())), false),
             };
             match text {
+                Ok(text) if text.len() > self.cfg.limits.max_message_bytes => fail(
+                    rec,
+                    rule.info(),
+                    Reason::PluginOutputLimit,
+                    format!("the transformed record is {} bytes; the limit is {} (the producer's message.max.bytes)", text.len(), self.cfg.limits.max_message_bytes),
+                ),
                 Ok(text) if decode_again => match decode(schema, text.as_bytes()) {
                     Ok(d) => {
-                        rec.decoded = Some(d);
+                        rec.state = State::Live { decoded: d, slot: None };
                         rec.text = Some(text);
                     }
-                    Err(e) => fail(rec, rule.info(), "plugin-error", format!("transformed record is invalid: {e}")),
+                    Err(e) => fail(rec, rule.info(), Reason::PluginError, format!("transformed record is invalid: {e}")),
                 },
                 Ok(text) => rec.text = Some(text),
                 Err((reason, message)) => fail(rec, rule.info(), reason, message),
@@ -339,6 +422,7 @@ impl Pipeline {
     fn outputs(&self, rules: &RuleSet, input: Vec<InRecord>, recs: Vec<Rec>, view: &WindowView, now_ms: i64) -> Output {
         let schema = &self.cfg.schema;
         let topic = self.cfg.source_topic.as_str();
+        let max_bytes = self.cfg.limits.max_message_bytes;
         let versions: Vec<(&str, &str)> =
             rules.all().map(|r| (r.info().name.as_str(), r.info().version.as_str())).collect();
         let mut tally = Tally { input: input.len() as u64, ..Tally::default() };
@@ -346,19 +430,14 @@ impl Pipeline {
         let mut fields = Vec::with_capacity(schema.fields.len());
         for (rec, inp) in recs.into_iter().zip(input) {
             let source = Source { topic, partition: inp.partition, offset: inp.offset };
-            match rec.state {
-                State::Dropped => tally.dropped += 1,
-                State::Failed(failure) => {
-                    *tally.dead_by_reason.entry(failure.reason).or_default() += 1;
-                    let bytes = match rec.original {
-                        Ok(text) => text.into_bytes(),
-                        Err(bytes) => bytes,
-                    };
-                    out.push(route::dead_letter(source, inp.key, bytes, &failure));
+            let failure = match &rec.state {
+                State::Dropped => {
+                    tally.dropped += 1;
+                    continue;
                 }
-                State::Live => {
-                    let d = rec.decoded.as_ref().expect("live records are decoded");
-                    let slot = rec.slot.expect("live records entered a window");
+                State::Failed(failure) => failure.clone(),
+                State::Live { decoded: d, slot } => {
+                    let slot = slot.expect("live records entered a window");
                     let text = rec.text();
                     fields.clear();
                     fields.extend(schema.fields.iter().zip(&view.fields).map(|(name, fw): (_, &FieldWindow)| {
@@ -376,8 +455,8 @@ impl Pipeline {
                         rec.alerts.iter().flat_map(|(_, a)| a.iter().map(|a| a.kind.as_str())).collect();
                     let key = inp.key.clone().unwrap_or_else(|| d.key.clone().into_bytes());
                     let enriched = route::enriched(text, &window, &trends, &kinds, &versions, source);
+                    let first = out.len();
                     out.push(OutRecord { dest: Dest::Enriched, key: Some(key.clone()), payload: enriched.into_bytes(), headers: Vec::new() });
-                    tally.enriched += 1;
                     for (p, alerts) in &rec.alerts {
                         let info = rules.anomaly[*p].info();
                         let payload = route::alert(
@@ -390,20 +469,88 @@ impl Pipeline {
                             alerts,
                             source,
                         );
-                        tally.alert_records += 1;
-                        for a in alerts {
-                            *tally.alerts_by_kind.entry(a.kind.clone()).or_default() += 1;
-                        }
                         out.push(OutRecord { dest: Dest::Alerts, key: Some(key.clone()), payload: payload.into_bytes(), headers: Vec::new() });
                     }
+                    match out[first..].iter().find(|r| r.size() > max_bytes) {
+                        None => {
+                            tally.enriched += 1;
+                            for (_, alerts) in &rec.alerts {
+                                tally.alert_records += 1;
+                                for a in alerts {
+                                    *tally.alerts_by_kind.entry(a.kind.clone()).or_default() += 1;
+                                }
+                            }
+                            continue;
+                        }
+                        Some(big) => {
+                            let failure = Failure {
+                                reason: Reason::OutputTooLarge,
+                                message: format!(
+                                    "its {} record would be {} bytes; the producer's message.max.bytes is {max_bytes}",
+                                    match big.dest {
+                                        Dest::Enriched => "enriched",
+                                        Dest::Alerts => "alert",
+                                        Dest::DeadLetter => "dead-letter",
+                                    },
+                                    big.size()
+                                ),
+                                plugin: None,
+                            };
+                            out.truncate(first);
+                            failure
+                        }
+                    }
                 }
-            }
+            };
+            *tally.dead_by_reason.entry(failure.reason).or_default() += 1;
+            out.push(route::dead_letter(source, inp.key, rec.into_original(), &failure).fit_dead_letter(max_bytes));
         }
         Output { records: out, tally }
     }
 }
 
-fn fail(rec: &mut Rec, info: &PluginInfo, reason: &'static str, message: String) {
+/// Applies one rule's per-record results to the records at `entered`: a
+/// value goes through `accept` (which may refuse it), an error fails the
+/// record, blamed on the rule.
+fn settle<T>(
+    recs: &mut [Rec],
+    entered: &[usize],
+    info: &PluginInfo,
+    results: Vec<Result<Result<T, String>, CallError>>,
+    mut accept: impl FnMut(&mut Rec, T) -> Result<(), String>,
+) {
+    for (j, result) in results.into_iter().enumerate() {
+        let rec = &mut recs[entered[j]];
+        if !rec.is_live() {
+            continue;
+        }
+        match result {
+            Ok(Ok(value)) => {
+                if let Err(message) = accept(rec, value) {
+                    fail(rec, info, Reason::PluginOutputLimit, message);
+                }
+            }
+            Ok(Err(message)) => fail(rec, info, Reason::PluginError, message),
+            Err(e) => fail(rec, info, e.reason(), e.to_string()),
+        }
+    }
+}
+
+/// Checks one record's alerts against the output limits.
+fn check_alerts(alerts: &[Alert], limits: &OutputLimits) -> Result<(), String> {
+    if alerts.len() > limits.max_alerts_per_record {
+        return Err(format!("returned {} alerts for one record; the limit is {}", alerts.len(), limits.max_alerts_per_record));
+    }
+    for a in alerts {
+        let bytes = a.rule.len() + a.kind.len() + a.message.len();
+        if bytes > limits.max_alert_bytes {
+            return Err(format!("returned an alert of {bytes} bytes (rule, kind and message); the limit is {}", limits.max_alert_bytes));
+        }
+    }
+    Ok(())
+}
+
+fn fail(rec: &mut Rec, info: &PluginInfo, reason: Reason, message: String) {
     if matches!(rec.state, State::Failed(_)) {
         return;
     }
@@ -413,7 +560,7 @@ fn fail(rec: &mut Rec, info: &PluginInfo, reason: &'static str, message: String)
 /// The WIT batch of records `idx`, with the optional columns in `needs`.
 fn build_batch(schema: &Schema, recs: &[Rec], idx: &[usize], needs: Needs, now_ms: i64) -> Batch {
     let n = idx.len();
-    let decoded = |i: usize| recs[i].decoded.as_ref().expect("batched records are decoded");
+    let decoded = |i: usize| recs[i].decoded();
     let values = (0..schema.fields.len())
         .map(|f| idx.iter().map(|&i| decoded(i).values[f]).collect())
         .collect();
@@ -477,24 +624,32 @@ fn select_view(view: &WindowView, pos: &[usize]) -> WindowView {
 }
 
 /// Calls `call` on the whole batch (`None`); if that fails, bisects: calls
-/// it on halves (`Some(positions)`), and so on, so that only the records
-/// whose sub-batch keeps failing get the error. At most `ISOLATION_BUDGET`
-/// extra calls are spent; records still unresolved then share the error of
-/// the last failing call that covered them.
+/// it on halves (`Some(positions)`), and so on, so that exactly the records
+/// whose own sub-batch fails get the error, for any batch size. The search
+/// stops when `budget` has passed since the first call: records still
+/// unresolved then get the last error that covered them, saying so.
 fn isolate<T>(
     n: usize,
+    budget: std::time::Duration,
     mut call: impl FnMut(Option<&[usize]>) -> Result<Vec<T>, CallError>,
 ) -> Vec<Result<T, CallError>> {
+    let started = std::time::Instant::now();
     let first = match call(None) {
         Ok(v) => return v.into_iter().map(Ok).collect(),
         Err(e) => e,
     };
     let mut out: Vec<Option<Result<T, CallError>>> = (0..n).map(|_| None).collect();
-    let mut budget = ISOLATION_BUDGET;
-    // Work list of (positions, error that covered them).
+    // Work list of (positions, error that covered them), smallest first out.
     let mut work: Vec<(Vec<usize>, CallError)> = vec![((0..n).collect(), first)];
+    let mut unresolved = 0;
     while let Some((pos, err)) = work.pop() {
-        if pos.len() == 1 || budget == 0 {
+        if pos.len() == 1 {
+            out[pos[0]] = Some(Err(err));
+            continue;
+        }
+        if started.elapsed() > budget {
+            unresolved += pos.len();
+            let err = err.unresolved(budget);
             for p in pos {
                 out[p] = Some(Err(err.clone()));
             }
@@ -502,11 +657,6 @@ fn isolate<T>(
         }
         let (a, b) = pos.split_at(pos.len() / 2);
         for half in [b, a] {
-            if budget == 0 {
-                work.push((half.to_vec(), err.clone()));
-                continue;
-            }
-            budget -= 1;
             match call(Some(half)) {
                 Ok(v) => {
                     for (p, r) in half.iter().zip(v) {
@@ -516,6 +666,9 @@ fn isolate<T>(
                 Err(e) => work.push((half.to_vec(), e)),
             }
         }
+    }
+    if unresolved > 0 {
+        tracing::warn!(unresolved, ?budget, "Isolation ran out of time; records not proven faulty were dead-lettered with the error that covered them.");
     }
     out.into_iter().map(|r| r.expect("every position resolved")).collect()
 }
@@ -528,7 +681,7 @@ mod tests {
     fn isolation_finds_the_poisoned_record() {
         let poison = 37;
         let mut calls = 0;
-        let results = isolate(100, |pos| {
+        let results = isolate(100, std::time::Duration::from_secs(60), |pos| {
             calls += 1;
             let pos: Vec<usize> = pos.map(<[usize]>::to_vec).unwrap_or_else(|| (0..100).collect());
             if pos.contains(&poison) {
@@ -550,13 +703,32 @@ mod tests {
     }
 
     #[test]
-    fn isolation_budget_bounds_calls_when_everything_fails() {
+    fn isolation_finds_exactly_the_poisoned_records_in_large_batches() {
+        for (n, poisoned) in [(1000, vec![0, 1, 499, 500, 999]), (5000, vec![17, 4242]), (300, (0..300).step_by(7).collect())] {
+            let results = isolate(n, std::time::Duration::from_secs(60), |pos| {
+                let pos: Vec<usize> = pos.map(<[usize]>::to_vec).unwrap_or_else(|| (0..n).collect());
+                if pos.iter().any(|p| poisoned.contains(p)) { Err(CallError::Trap("boom".into())) } else { Ok(pos) }
+            });
+            for (i, r) in results.iter().enumerate() {
+                assert_eq!(r.is_err(), poisoned.contains(&i), "batch of {n}, record {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn isolation_is_bounded_by_time_when_everything_fails() {
         let mut calls = 0;
-        let results: Vec<Result<u8, _>> = isolate(1000, |_| {
+        let budget = std::time::Duration::from_millis(50);
+        let started = std::time::Instant::now();
+        let results: Vec<Result<u8, _>> = isolate(100_000, budget, |_| {
             calls += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
             Err(CallError::Timeout(std::time::Duration::from_millis(1)))
         });
-        assert_eq!(calls, 1 + ISOLATION_BUDGET);
+        // Stopped within the budget plus the calls of one level.
+        assert!(started.elapsed() < budget * 4, "{:?}", started.elapsed());
+        assert!(calls < 200, "{calls}");
         assert!(results.iter().all(|r| r.is_err()));
+        assert!(results.iter().any(|r| r.as_ref().unwrap_err().to_string().contains("not isolated")));
     }
 }

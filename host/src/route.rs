@@ -34,14 +34,80 @@ pub mod headers {
     pub const OFFSET: &str = "streamhost.source.offset";
     pub const PLUGIN: &str = "streamhost.plugin";
     pub const PLUGIN_VERSION: &str = "streamhost.plugin.version";
+    /// On a reference dead letter (the original was too large to copy):
+    /// the original's length in bytes; the payload holds its first bytes.
+    pub const ORIGINAL_BYTES: &str = "streamhost.original.bytes";
+}
+
+/// The class of a dead letter, sent as the `streamhost.reason` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Not a record streamhost can read: not UTF-8 or JSON, no key or event
+    /// time, a non-numeric field, a member given twice, no value at all.
+    Decode,
+    /// Older than its key's newest event time minus the allowed lateness.
+    Late,
+    /// Further ahead of the processing time than `--max-future`.
+    Future,
+    /// A plugin call ran past its deadline.
+    PluginTimeout,
+    /// A plugin ran out of its memory cap.
+    PluginOom,
+    /// A plugin trapped (panicked).
+    PluginTrap,
+    /// A plugin answered `err` for the record, or broke the contract.
+    PluginError,
+    /// A plugin returned more than the output limits allow for one record.
+    PluginOutputLimit,
+    /// An output of the record is larger than the producer may send.
+    OutputTooLarge,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 9] = [
+        Reason::Decode,
+        Reason::Late,
+        Reason::Future,
+        Reason::PluginTimeout,
+        Reason::PluginOom,
+        Reason::PluginTrap,
+        Reason::PluginError,
+        Reason::PluginOutputLimit,
+        Reason::OutputTooLarge,
+    ];
+
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Decode => "decode",
+            Reason::Late => "late",
+            Reason::Future => "future",
+            Reason::PluginTimeout => "plugin-timeout",
+            Reason::PluginOom => "plugin-oom",
+            Reason::PluginTrap => "plugin-trap",
+            Reason::PluginError => "plugin-error",
+            Reason::PluginOutputLimit => "plugin-output-limit",
+            Reason::OutputTooLarge => "output-too-large",
+        }
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why a record went to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
-    /// Reason class: `decode`, `late`, `plugin-timeout`, `plugin-oom`,
-    /// `plugin-trap` or `plugin-error`.
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     /// The plugin that failed, with its version, if one did.
     pub plugin: Option<(String, String)>,
@@ -57,7 +123,7 @@ pub struct Source<'a> {
 
 pub fn dead_letter(source: Source, key: Option<Vec<u8>>, payload: Vec<u8>, failure: &Failure) -> OutRecord {
     let mut headers = vec![
-        (headers::REASON, failure.reason.to_string()),
+        (headers::REASON, failure.reason.as_str().to_string()),
         (headers::ERROR, failure.message.clone()),
         (headers::TOPIC, source.topic.to_string()),
         (headers::PARTITION, source.partition.to_string()),
@@ -68,6 +134,47 @@ pub fn dead_letter(source: Source, key: Option<Vec<u8>>, payload: Vec<u8>, failu
         headers.push((headers::PLUGIN_VERSION, version.clone()));
     }
     OutRecord { dest: Dest::DeadLetter, key, payload, headers }
+}
+
+impl OutRecord {
+    /// Bytes the producer counts against its `message.max.bytes`: key,
+    /// value and headers, plus a bound on the record's framing.
+    pub fn size(&self) -> usize {
+        const FRAMING: usize = 64;
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.payload.len()
+            + self.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+            + FRAMING
+    }
+
+    /// A dead letter that fits in `max` bytes: this one, or, when it is too
+    /// large, a reference to the original (its headers, source position and
+    /// first bytes, with `streamhost.original.bytes` giving its length).
+    pub fn fit_dead_letter(mut self, max: usize) -> OutRecord {
+        debug_assert_eq!(self.dest, Dest::DeadLetter);
+        if self.size() <= max {
+            return self;
+        }
+        const ERROR_BYTES: usize = 4096;
+        for (name, value) in &mut self.headers {
+            if *name == headers::ERROR && value.len() > ERROR_BYTES {
+                let mut end = ERROR_BYTES;
+                while !value.is_char_boundary(end) {
+                    end -= 1;
+                }
+                value.truncate(end);
+                value.push_str("...");
+            }
+        }
+        if let Some(key) = &mut self.key {
+            key.truncate(1024);
+        }
+        let mut payload = std::mem::take(&mut self.payload);
+        self.headers.push((headers::ORIGINAL_BYTES, payload.len().to_string()));
+        payload.truncate(max.saturating_sub(self.size()).min(1024));
+        self.payload = payload;
+        self
+    }
 }
 
 /// ISO-8601 UTC with milliseconds, e.g. `2026-11-24T17:30:05.123Z`.
@@ -370,31 +477,61 @@ pub fn alert(
 /// (a rule usually merges the same members into every record of a batch).
 pub struct Merge {
     source: String,
-    map: serde_json::Map<String, serde_json::Value>,
+    /// Member names, unquoted.
+    names: Vec<String>,
+    /// Each member as `"name":value` text, the value exactly as the plugin
+    /// wrote it.
+    members: Vec<String>,
     /// The members as `"name":value,...` text, ready to splice.
     text: String,
     /// Each member name as a quoted JSON string, to look for collisions.
     quoted: Vec<String>,
 }
 
+/// A JSON object's members in order, each value as its exact text. Reading
+/// values as raw text keeps numbers as written (no float rounding) and
+/// walks nesting without recursion, so depth is no limit.
+fn raw_members(text: &str) -> Result<Vec<(String, &serde_json::value::RawValue)>, serde_json::Error> {
+    struct Members<'a>(std::marker::PhantomData<&'a ()>);
+    impl<'de> serde::de::Visitor<'de> for Members<'de> {
+        type Value = Vec<(String, &'de serde_json::value::RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(k) = map.next_key::<String>()? {
+                out.push((k, map.next_value::<&'de serde_json::value::RawValue>()?));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let members = serde::Deserializer::deserialize_map(&mut de, Members(std::marker::PhantomData))?;
+    de.end()?;
+    Ok(members)
+}
+
 impl Merge {
     pub fn parse(members: &str) -> Result<Merge, String> {
-        let map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(members).map_err(|e| format!("merge is not a JSON object: {e}"))?;
-        let mut text = String::with_capacity(members.len());
-        let mut quoted = Vec::with_capacity(map.len());
-        for (i, (k, v)) in map.iter().enumerate() {
-            if i > 0 {
-                text.push(',');
-            }
+        let parsed = raw_members(members).map_err(|e| format!("merge is not a JSON object: {e}"))?;
+        let mut merge = Merge { source: members.to_string(), names: Vec::new(), members: Vec::new(), text: String::new(), quoted: Vec::new() };
+        for (k, v) in parsed {
             let mut q = String::new();
-            push_str(&mut q, k);
-            text.push_str(&q);
-            text.push(':');
-            text.push_str(&v.to_string());
-            quoted.push(q);
+            push_str(&mut q, &k);
+            let member = format!("{q}:{}", v.get());
+            match merge.names.iter().position(|n| *n == k) {
+                // The last of two equal names wins, as in a JSON object.
+                Some(i) => merge.members[i] = member,
+                None => {
+                    merge.names.push(k);
+                    merge.members.push(member);
+                    merge.quoted.push(q);
+                }
+            }
         }
-        Ok(Merge { source: members.to_string(), map, text, quoted })
+        merge.text = merge.members.join(",");
+        Ok(merge)
     }
 
     /// Whether this merge came from exactly `members`.
@@ -404,24 +541,55 @@ impl Merge {
 
     /// Whether any merged member is called one of `names`.
     pub fn touches(&self, names: &[&str]) -> bool {
-        self.map.keys().any(|k| names.contains(&k.as_str()))
+        self.names.iter().any(|k| names.contains(&k.as_str()))
     }
 
     /// `record` (a JSON object) with the members added, members of the same
-    /// name replaced. Splices text when no name can collide, and goes
-    /// through a parsed map otherwise.
+    /// name replaced in place. Splices text when no name can collide;
+    /// otherwise rewrites only the top level, every other value kept as its
+    /// exact text.
     pub fn apply(&self, record: &str) -> Result<String, String> {
-        if self.map.is_empty() {
+        if self.names.is_empty() {
             return Ok(record.to_string());
         }
         let collides = self.quoted.iter().any(|q| memchr::memmem::find(record.as_bytes(), q.as_bytes()).is_some());
         if !collides {
             return Ok(splice(record, &self.text));
         }
-        let mut map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(record).map_err(|e| format!("record is not a JSON object: {e}"))?;
-        map.extend(self.map.clone());
-        Ok(serde_json::Value::Object(map).to_string())
+        let existing = raw_members(record).map_err(|e| format!("record is not a JSON object: {e}"))?;
+        let mut out = String::with_capacity(record.len() + self.text.len());
+        let mut written = vec![false; self.names.len()];
+        out.push('{');
+        for (k, v) in &existing {
+            let replaced = self.names.iter().position(|n| n == k);
+            if replaced.is_some_and(|i| written[i]) {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(',');
+            }
+            match replaced {
+                Some(i) => {
+                    out.push_str(&self.members[i]);
+                    written[i] = true;
+                }
+                None => {
+                    push_str(&mut out, k);
+                    out.push(':');
+                    out.push_str(v.get());
+                }
+            }
+        }
+        for (i, member) in self.members.iter().enumerate() {
+            if !written[i] {
+                if out.len() > 1 {
+                    out.push(',');
+                }
+                out.push_str(member);
+            }
+        }
+        out.push('}');
+        Ok(out)
     }
 }
 
@@ -474,6 +642,40 @@ mod tests {
         assert_eq!(merge(r#"{"a":1}"#, r#"{"b":true}"#).unwrap(), r#"{"a":1,"b":true}"#);
         assert_eq!(merge(r#"{"a":1,"b":2}"#, r#"{"b":3}"#).unwrap(), r#"{"a":1,"b":3}"#);
         assert!(merge(r#"{"a":1}"#, "[1]").is_err());
+    }
+
+    #[test]
+    fn merge_keeps_every_other_value_as_written() {
+        let record = r#"{"big":123456789012345678901234567890,"d":1.10,"enriched":false,"n":{"x":[1.0,2e3]},"z":"processed_at"}"#;
+        let merged = merge(record, r#"{"processed_at":"2026-11-24T17:30:05.123Z","enriched":true}"#).unwrap();
+        assert_eq!(
+            merged,
+            r#"{"big":123456789012345678901234567890,"d":1.10,"enriched":true,"n":{"x":[1.0,2e3]},"z":"processed_at","processed_at":"2026-11-24T17:30:05.123Z"}"#
+        );
+        // The plugin's own numbers are kept as written too.
+        assert_eq!(merge(r#"{"enriched":1}"#, r#"{"enriched":1.10}"#).unwrap(), r#"{"enriched":1.10}"#);
+    }
+
+    #[test]
+    fn merge_handles_deep_nesting() {
+        let deep = format!(r#"{{"enriched":0,"deep":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        let merged = merge(&deep, r#"{"enriched":true}"#).unwrap();
+        assert_eq!(merged, format!(r#"{{"enriched":true,"deep":{}1{}}}"#, "[".repeat(200), "]".repeat(200)));
+    }
+
+    #[test]
+    fn oversized_dead_letters_become_references() {
+        let failure = Failure { reason: Reason::OutputTooLarge, message: "x".repeat(10_000), plugin: None };
+        let source = Source { topic: "t", partition: 1, offset: 2 };
+        let small = dead_letter(source, Some(b"k".to_vec()), b"{}".to_vec(), &failure).fit_dead_letter(100_000);
+        assert_eq!(small.payload, b"{}");
+        let big = dead_letter(source, Some(b"k".to_vec()), vec![b'a'; 2_000_000], &failure).fit_dead_letter(1_000_000);
+        assert!(big.size() <= 1_000_000);
+        assert_eq!(big.payload, vec![b'a'; 1024]);
+        let header = |name: &str| big.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        assert_eq!(header(headers::ORIGINAL_BYTES).as_deref(), Some("2000000"));
+        assert_eq!(header(headers::OFFSET).as_deref(), Some("2"));
+        assert_eq!(header(headers::ERROR).unwrap().len(), 4099);
     }
 
     #[test]

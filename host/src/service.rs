@@ -12,7 +12,7 @@ use crate::admin::{self, Admin};
 use crate::config::Settings;
 use crate::decode::Schema;
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, PipelineConfig, Tally};
+use crate::pipeline::{OutputLimits, Pipeline, PipelineConfig, Tally};
 use crate::plugin::{Limits, Runtime};
 use crate::registry::Registry;
 use crate::sink::{Committer, Pending, Sink, flush};
@@ -30,14 +30,21 @@ pub fn pipeline_config(settings: &Settings) -> PipelineConfig {
             key_field: settings.key_field.clone(),
             time_field: settings.time_field.clone(),
             fields: settings.fields.clone(),
+            epoch_unit: settings.epoch_unit,
         },
         window: WindowConfig {
             length_ms: settings.window.as_millis() as i64,
             lateness_ms: settings.allowed_lateness.as_millis() as i64,
             k: settings.window_values as usize,
             fields: settings.fields.len(),
+            idle_ms: settings.key_idle.as_millis() as i64,
         },
         source_topic: settings.input_topic.clone(),
+        max_future_ms: settings.max_future.as_millis() as i64,
+        // Long enough to isolate a few poisoned records in a batch that
+        // times out on each of them, short enough not to stall the stream.
+        isolation_budget: (settings.plugin_deadline * 50).max(Duration::from_secs(1)),
+        limits: OutputLimits { max_message_bytes: settings.max_message_bytes(), ..OutputLimits::default() },
     }
 }
 

@@ -136,7 +136,7 @@ impl Source {
                         partition: m.partition(),
                         offset: m.offset(),
                         key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        payload: m.payload().map(<[u8]>::to_vec),
                     });
                 }
                 // Transient conditions librdkafka reports and recovers from.

@@ -7,13 +7,36 @@
 //! with event timestamps, which empties every window during a replay or after
 //! a pause).
 //!
+//! Time is the key's own. Lateness is judged against the key's newest event
+//! time, so no other key's clock can make a record late. Windows are grouped
+//! by the input partition their key arrives on (the unit Kafka moves between
+//! consumers), and each partition forgets idle keys on its own clock.
+//!
+//! Forgetting idle keys: a key must not hold memory forever once its sensor
+//! stops. Every `max(keys, 1024)` inserts into a partition, the partition is
+//! swept. A key is dropped only when both hold:
+//! - it received no record since the previous sweep, and
+//! - its newest event time is more than `length + lateness + idle` behind
+//!   the partition's *median* key time (the lower median of its keys' newest
+//!   event times).
+//!
+//! The median, not the maximum, so that one far-ahead record (a broken clock)
+//! cannot make the partition's other keys look idle; "no record since the
+//! previous sweep", so that a key being read right now is never dropped,
+//! whatever order a backlog arrives in. A sweep depends only on the
+//! partition's own record sequence: not on batch sizes, nor on how partitions
+//! interleave. A dropped key that sends again starts a fresh window, which is
+//! the same window it would have had unless its new record is within
+//! `length` of its old newest event time.
+//!
 //! Layout, per key, for memory and speed:
 //! - readings are stored column-wise in two ring buffers, event times as
 //!   `i32` milliseconds from a per-key base and values as `f64` interleaved
 //!   `fields` at a time, so a reading of four fields costs 36 bytes, grown
-//!   by a quarter at a time rather than doubled;
+//!   by an eighth at a time rather than doubled;
 //! - sums per field are updated on insert and evict (recomputed exactly once
-//!   per window's worth of evictions, so rounding cannot drift);
+//!   per window's worth of evictions, so rounding cannot drift, and at once
+//!   when a sum overflows; a mean is then computed without overflow);
 //! - minimums and maximums come from monotonic deques of reading sequence
 //!   numbers, so every insert and evict is amortised O(1).
 //!
@@ -21,8 +44,16 @@
 //! inserted at its place by event time (this costs O(window) for that key,
 //! as the deques are rebuilt, which is fine for the rare late record); one
 //! older is refused as `Late` and never silently dropped by the caller.
+//!
+//! Event times must lie in `MIN_TIME_MS..=MAX_TIME_MS` (years 0001 to 9999);
+//! the decoder refuses others, and `insert` refuses them too.
 
 use std::collections::{HashMap, VecDeque};
+
+/// 0001-01-01T00:00:00Z in epoch milliseconds.
+pub const MIN_TIME_MS: i64 = -62_135_596_800_000;
+/// 9999-12-31T23:59:59.999Z in epoch milliseconds.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 /// Window settings.
 #[derive(Clone, Debug)]
@@ -35,15 +66,23 @@ pub struct WindowConfig {
     pub k: usize,
     /// Number of numeric fields per reading.
     pub fields: usize,
+    /// How much longer than `length + lateness` a key may stay silent, on
+    /// its partition's clock, before its window is dropped.
+    pub idle_ms: i64,
 }
 
-/// A record too late to enter its window.
+/// Why a record could not enter its window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Late {
-    /// The key's newest event time when the record arrived.
-    pub newest_ms: i64,
-    /// How far behind it the record was.
-    pub behind_ms: i64,
+pub enum Refused {
+    /// Older than its key's newest event time minus the allowed lateness.
+    Late {
+        /// The key's newest event time when the record arrived.
+        newest_ms: i64,
+        /// How far behind it the record was.
+        behind_ms: i64,
+    },
+    /// Outside `MIN_TIME_MS..=MAX_TIME_MS`.
+    OutOfRange,
 }
 
 /// Column-wise window views for a batch, in the WIT's layout (`window-view`).
@@ -81,19 +120,24 @@ impl ViewBuilder {
     }
 }
 
-/// All windows of one pipeline.
+/// All windows of one pipeline, by input partition.
 pub struct Windows {
     cfg: WindowConfig,
-    keys: HashMap<Box<str>, KeyWindow>,
+    partitions: HashMap<i32, PartitionWindows>,
+    keys: usize,
     readings: usize,
-    /// Largest event time seen on any key, for dropping idle keys.
-    newest_ms: i64,
+}
+
+/// The windows of the keys arriving on one input partition.
+#[derive(Default)]
+struct PartitionWindows {
+    keys: HashMap<Box<str>, KeyWindow>,
     inserts_since_sweep: usize,
 }
 
 impl Windows {
     pub fn new(cfg: WindowConfig) -> Self {
-        Self { cfg, keys: HashMap::new(), readings: 0, newest_ms: i64::MIN, inserts_since_sweep: 0 }
+        Self { cfg, partitions: HashMap::new(), keys: 0, readings: 0 }
     }
 
     pub fn config(&self) -> &WindowConfig {
@@ -102,7 +146,7 @@ impl Windows {
 
     /// Number of keys holding a window.
     pub fn keys(&self) -> usize {
-        self.keys.len()
+        self.keys
     }
 
     /// Number of readings held across all windows.
@@ -110,49 +154,93 @@ impl Windows {
         self.readings
     }
 
-    /// Adds a reading to `key`'s window and appends the window as it now is
-    /// to `out`. `values` has one entry per field, NaN for absent.
-    pub fn insert(&mut self, key: &str, time_ms: i64, values: &[f64], out: &mut ViewBuilder) -> Result<(), Late> {
-        debug_assert_eq!(values.len(), self.cfg.fields);
-        let cfg = &self.cfg;
-        if !self.keys.contains_key(key) {
-            self.keys.insert(key.into(), KeyWindow::new(cfg.fields, time_ms));
+    /// Number of keys holding a window on `partition`.
+    pub fn partition_keys(&self, partition: i32) -> usize {
+        self.partitions.get(&partition).map_or(0, |p| p.keys.len())
+    }
+
+    /// Forgets every window of `partition` (it was revoked).
+    pub fn drop_partition(&mut self, partition: i32) {
+        if let Some(p) = self.partitions.remove(&partition) {
+            self.keys -= p.keys.len();
+            self.readings -= p.keys.values().map(KeyWindow::len).sum::<usize>();
         }
-        let window = self.keys.get_mut(key).expect("inserted above");
+    }
+
+    /// Adds a reading to `key`'s window on `partition` and appends the
+    /// window as it now is to `out`. `values` has one entry per field, NaN
+    /// for absent.
+    pub fn insert(&mut self, partition: i32, key: &str, time_ms: i64, values: &[f64], out: &mut ViewBuilder) -> Result<(), Refused> {
+        debug_assert_eq!(values.len(), self.cfg.fields);
+        if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&time_ms) {
+            return Err(Refused::OutOfRange);
+        }
+        let cfg = &self.cfg;
+        let part = self.partitions.entry(partition).or_default();
+        let window = match part.keys.get_mut(key) {
+            Some(w) => w,
+            None => {
+                self.keys += 1;
+                part.keys.entry(key.into()).or_insert_with(|| KeyWindow::new(cfg.fields, time_ms))
+            }
+        };
         if window.len() > 0 && time_ms < window.newest - cfg.lateness_ms {
-            return Err(Late { newest_ms: window.newest, behind_ms: window.newest - time_ms });
+            return Err(Refused::Late { newest_ms: window.newest, behind_ms: window.newest - time_ms });
         }
         let before = window.len();
         window.insert(time_ms, values);
         window.evict(cfg.length_ms);
         window.snapshot(cfg.k, out);
+        window.active = true;
         self.readings = self.readings + window.len() - before;
-        self.newest_ms = self.newest_ms.max(time_ms);
-        self.inserts_since_sweep += 1;
-        if self.inserts_since_sweep > self.keys.len().max(1024) {
-            self.sweep();
+        part.inserts_since_sweep += 1;
+        if part.inserts_since_sweep > part.keys.len().max(1024) {
+            let (keys, readings) = part.sweep(cfg.length_ms + cfg.lateness_ms + cfg.idle_ms);
+            self.keys -= keys;
+            self.readings -= readings;
         }
         Ok(())
     }
 
-    /// Drops keys whose every reading is older than the newest event time
-    /// seen anywhere minus the window length and the lateness: their window
-    /// would be emptied by their next record anyway, and a key that stops
-    /// sending must not hold memory forever.
+    /// Sweeps every partition now (see the module's documentation).
     pub fn sweep(&mut self) {
+        let horizon = self.cfg.length_ms + self.cfg.lateness_ms + self.cfg.idle_ms;
+        for part in self.partitions.values_mut() {
+            let (keys, readings) = part.sweep(horizon);
+            self.keys -= keys;
+            self.readings -= readings;
+        }
+    }
+}
+
+impl PartitionWindows {
+    /// Drops the keys that are idle (see the module's documentation) and
+    /// returns how many keys and readings went.
+    fn sweep(&mut self, horizon_ms: i64) -> (usize, usize) {
         self.inserts_since_sweep = 0;
-        let horizon = self.newest_ms.saturating_sub(self.cfg.length_ms + self.cfg.lateness_ms);
-        let mut dropped = 0;
+        let mut newest: Vec<i64> = self.keys.values().map(|w| w.newest).collect();
+        if newest.is_empty() {
+            return (0, 0);
+        }
+        let mid = (newest.len() - 1) / 2;
+        let median = *newest.select_nth_unstable(mid).1;
+        let cutoff = median.saturating_sub(horizon_ms);
+        let (mut keys, mut readings) = (0, 0);
         self.keys.retain(|_, w| {
-            let keep = w.newest > horizon;
+            let keep = std::mem::replace(&mut w.active, false) || w.newest >= cutoff;
             if !keep {
-                dropped += w.len();
+                keys += 1;
+                readings += w.len();
             }
             keep
         });
-        self.readings -= dropped;
+        (keys, readings)
     }
 }
+
+/// Evicting a value more than this many times the remaining sum triggers an
+/// exact recomputation (2^26: half of an f64's 53 bits of precision).
+const CANCELLATION: f64 = 67_108_864.0;
 
 /// One key's window.
 struct KeyWindow {
@@ -173,6 +261,8 @@ struct KeyWindow {
     mins: Vec<VecDeque<u32>>,
     maxs: Vec<VecDeque<u32>>,
     evicted_since_resum: usize,
+    /// Whether a record arrived since its partition's last sweep.
+    active: bool,
 }
 
 impl KeyWindow {
@@ -189,6 +279,7 @@ impl KeyWindow {
             mins: vec![VecDeque::new(); fields],
             maxs: vec![VecDeque::new(); fields],
             evicted_since_resum: 0,
+            active: false,
         }
     }
 
@@ -234,6 +325,7 @@ impl KeyWindow {
     }
 
     fn clear(&mut self, base: i64) {
+        self.newest = i64::MIN;
         self.front_seq = self.front_seq.wrapping_add(self.times.len() as u32);
         self.times.clear();
         self.values.clear();
@@ -317,12 +409,16 @@ impl KeyWindow {
     /// Drops readings at or before `newest - length`.
     fn evict(&mut self, length_ms: i64) {
         let cutoff = self.newest - length_ms;
+        let mut cancelled = false;
         while self.times.front().is_some_and(|&t| self.base + i64::from(t) <= cutoff) {
             for f in 0..self.fields {
                 let v = self.values[f];
                 if !v.is_nan() {
                     self.sums[f] -= v;
                     self.present[f] -= 1;
+                    // Removing a value far larger than what remains loses
+                    // the remainder's digits to rounding: recompute.
+                    cancelled |= v != 0.0 && v.abs() > CANCELLATION * self.sums[f].abs();
                 }
                 if self.mins[f].front() == Some(&self.front_seq) {
                     self.mins[f].pop_front();
@@ -336,7 +432,9 @@ impl KeyWindow {
             self.front_seq = self.front_seq.wrapping_add(1);
             self.evicted_since_resum += 1;
         }
-        if self.evicted_since_resum > self.len() + 64 {
+        // A sum that overflowed (or became inf - inf) is recomputed from
+        // what is left rather than carried forward.
+        if cancelled || self.evicted_since_resum > self.len() + 64 || self.sums.iter().any(|s| !s.is_finite()) {
             self.resum();
         }
         // Give memory back when a window shrank a lot (a burst passed).
@@ -363,6 +461,21 @@ impl KeyWindow {
         }
     }
 
+    /// The mean of field `f`. From the running sum, unless that overflowed
+    /// (readings near `f64::MAX`): then from the readings, each divided
+    /// first, which cannot overflow.
+    fn mean(&self, f: usize, present: u32) -> f64 {
+        if present == 0 {
+            return f64::NAN;
+        }
+        let sum = self.sums[f];
+        if sum.is_finite() {
+            return sum / f64::from(present);
+        }
+        let n = f64::from(present);
+        (0..self.len()).map(|i| self.value(i, f)).filter(|v| !v.is_nan()).map(|v| v / n).sum()
+    }
+
     fn snapshot(&self, k: usize, out: &mut ViewBuilder) {
         let n = self.len();
         let view = &mut out.view;
@@ -371,7 +484,7 @@ impl KeyWindow {
         view.counts.push(n as u32);
         for (f, fw) in view.fields.iter_mut().enumerate() {
             let present = self.present[f];
-            fw.mean.push(if present == 0 { f64::NAN } else { self.sums[f] / f64::from(present) });
+            fw.mean.push(self.mean(f, present));
             fw.min.push(self.mins[f].front().map_or(f64::NAN, |&s| self.value_at_seq(s, f)));
             fw.max.push(self.maxs[f].front().map_or(f64::NAN, |&s| self.value_at_seq(s, f)));
             fw.first.push(self.value(0, f));
@@ -394,12 +507,12 @@ mod tests {
     const MIN: i64 = 60_000;
 
     fn windows(lateness_ms: i64) -> Windows {
-        Windows::new(WindowConfig { length_ms: 5 * MIN, lateness_ms, k: 3, fields: 2 })
+        Windows::new(WindowConfig { length_ms: 5 * MIN, lateness_ms, k: 3, fields: 2, idle_ms: 0 })
     }
 
-    fn push(w: &mut Windows, key: &str, t: i64, a: f64, b: f64) -> Result<ViewBuilder, Late> {
+    fn push(w: &mut Windows, key: &str, t: i64, a: f64, b: f64) -> Result<ViewBuilder, Refused> {
         let mut out = ViewBuilder::new(2, 3, true, 1);
-        w.insert(key, t, &[a, b], &mut out).map(|_| out)
+        w.insert(0, key, t, &[a, b], &mut out).map(|_| out)
     }
 
     /// Naive reference: the stats of `readings` within the window ending at
@@ -476,20 +589,78 @@ mod tests {
         assert_eq!(v.ends, [200_000]);
         // 40 s behind: late.
         let late = push(&mut w, "s", 160_000, 1.0, 0.0).err().unwrap();
-        assert_eq!(late, Late { newest_ms: 200_000, behind_ms: 40_000 });
+        assert_eq!(late, Refused::Late { newest_ms: 200_000, behind_ms: 40_000 });
         assert_eq!(w.readings(), 3);
         // Another key is unaffected by this key's time.
         assert!(push(&mut w, "t", 0, 1.0, 0.0).is_ok());
     }
 
     #[test]
-    fn idle_keys_are_swept_on_event_time() {
+    fn idle_keys_are_swept_on_their_partitions_median_time() {
         let mut w = windows(0);
         push(&mut w, "old", 0, 1.0, 1.0).unwrap();
-        push(&mut w, "new", 10 * MIN, 1.0, 1.0).unwrap();
+        for k in ["a", "b"] {
+            push(&mut w, k, 10 * MIN, 1.0, 1.0).unwrap();
+        }
+        // Every key was active since the last sweep: none goes.
         w.sweep();
-        assert_eq!(w.keys(), 1);
-        assert_eq!(w.readings(), 1);
+        assert_eq!(w.keys(), 3);
+        push(&mut w, "a", 10 * MIN + 1, 1.0, 1.0).unwrap();
+        w.sweep();
+        // "old" is silent and 10 minutes behind the median: dropped.
+        assert_eq!((w.keys(), w.readings()), (2, 3));
+    }
+
+    #[test]
+    fn one_far_ahead_key_cannot_sweep_the_others() {
+        let mut w = windows(0);
+        for k in ["a", "b", "c"] {
+            push(&mut w, k, 0, 1.0, 1.0).unwrap();
+        }
+        push(&mut w, "broken-clock", 10 * 365 * 24 * 60 * MIN, 1.0, 1.0).unwrap();
+        w.sweep();
+        w.sweep();
+        assert_eq!(w.keys(), 4);
+    }
+
+    #[test]
+    fn partitions_keep_separate_clocks_and_can_be_dropped() {
+        let mut w = windows(0);
+        let mut out = ViewBuilder::new(2, 3, false, 4);
+        // Partition 1 runs an hour ahead of partition 0: it must not make
+        // partition 0's keys idle.
+        for k in ["a", "b", "c"] {
+            w.insert(0, k, 0, &[1.0, 1.0], &mut out).unwrap();
+            w.insert(1, k, 60 * MIN, &[1.0, 1.0], &mut out).unwrap();
+        }
+        w.sweep();
+        w.sweep();
+        assert_eq!((w.partition_keys(0), w.partition_keys(1)), (3, 3));
+        w.drop_partition(1);
+        assert_eq!((w.keys(), w.readings()), (3, 3));
+    }
+
+    #[test]
+    fn a_sum_that_overflows_gives_the_right_mean_and_recovers() {
+        let mut w = windows(0);
+        push(&mut w, "s", 0, 1.7e308, 0.0).unwrap();
+        let v = push(&mut w, "s", 1000, 1.7e308, 0.0).unwrap().view;
+        assert_eq!(v.fields[0].mean, [1.7e308]);
+        let v = push(&mut w, "s", 6 * MIN, 2.0, 0.0).unwrap().view;
+        assert_eq!((v.counts[0], v.fields[0].mean[0]), (1, 2.0));
+        let v = push(&mut w, "s", 6 * MIN + 1, 4.0, 0.0).unwrap().view;
+        assert_eq!(v.fields[0].mean, [3.0]);
+    }
+
+    #[test]
+    fn extreme_event_times_are_refused_not_panicked_on() {
+        let mut w = windows(0);
+        for t in [i64::MIN, i64::MIN + 1, MIN_TIME_MS - 1, MAX_TIME_MS + 1, i64::MAX] {
+            assert_eq!(push(&mut w, "s", t, 1.0, 1.0).err(), Some(Refused::OutOfRange), "{t}");
+        }
+        push(&mut w, "s", MIN_TIME_MS, 1.0, 1.0).unwrap();
+        let v = push(&mut w, "s", MAX_TIME_MS, 2.0, 1.0).unwrap().view;
+        assert_eq!((v.counts[0], v.starts[0]), (1, MAX_TIME_MS));
     }
 
     #[test]
@@ -501,5 +672,84 @@ mod tests {
         assert_eq!((v.counts[0], v.starts[0]), (1, 30 * day));
         let v = push(&mut w, "s", 30 * day + 1, 3.0, 1.0).unwrap().view;
         assert_eq!(v.fields[0].mean, [2.5]);
+    }
+
+    mod model {
+        //! The windows against a naive model: every accepted reading kept,
+        //! stats recomputed from scratch for each record.
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        struct Step {
+            partition: i32,
+            key: u8,
+            /// Milliseconds after the key's previous time (may be negative:
+            /// out of order, late or not).
+            dt: i64,
+            value: f64,
+        }
+
+        fn value() -> impl Strategy<Value = f64> {
+            prop_oneof![
+                8 => -100.0..100.0f64,
+                1 => Just(f64::NAN),
+                1 => prop_oneof![Just(1.7e308), Just(-1.7e308), Just(f64::MAX), Just(f64::MIN_POSITIVE), Just(0.0), Just(-0.0)],
+                1 => prop_oneof![Just(f64::INFINITY), Just(f64::NEG_INFINITY)],
+            ]
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            (0..3i32, 0..4u8, prop_oneof![6 => 0..20_000i64, 2 => -40_000..0i64, 1 => 0..400_000i64], value())
+                .prop_map(|(partition, key, dt, value)| Step { partition, key, dt, value })
+        }
+
+        fn close(a: f64, b: f64, scale: f64) -> bool {
+            (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * scale.max(1.0)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            #[test]
+            fn windows_equal_a_naive_recomputation(steps in prop::collection::vec(step(), 1..400), lateness in 0..60_000i64) {
+                let length = 60_000;
+                let mut w = Windows::new(WindowConfig { length_ms: length, lateness_ms: lateness, k: 2, fields: 1, idle_ms: 0 });
+                // Per (partition, key): last time stepped from, newest, accepted readings.
+                let mut model: HashMap<(i32, u8), (i64, i64, Vec<(i64, f64)>)> = HashMap::new();
+                for s in &steps {
+                    let entry = model.entry((s.partition, s.key)).or_insert((1_800_000_000_000, i64::MIN, Vec::new()));
+                    let t = entry.0 + s.dt;
+                    entry.0 = t;
+                    let mut out = ViewBuilder::new(1, 2, true, 1);
+                    let got = w.insert(s.partition, &format!("k{}", s.key), t, &[s.value], &mut out);
+                    if !entry.2.is_empty() && t < entry.1 - lateness {
+                        prop_assert_eq!(got, Err(Refused::Late { newest_ms: entry.1, behind_ms: entry.1 - t }));
+                        continue;
+                    }
+                    prop_assert!(got.is_ok());
+                    entry.1 = entry.1.max(t);
+                    let newest = entry.1;
+                    entry.2.push((t, s.value));
+                    entry.2.retain(|r| r.0 > newest - length);
+                    entry.2.sort_by_key(|r| r.0);
+                    let inside = &entry.2;
+                    let v = out.view;
+                    prop_assert_eq!(v.counts[0] as usize, inside.len());
+                    prop_assert_eq!((v.starts[0], v.ends[0]), (inside[0].0, inside[inside.len() - 1].0));
+                    let present: Vec<f64> = inside.iter().map(|r| r.1).filter(|v| !v.is_nan()).collect();
+                    let n = present.len() as f64;
+                    let mean = if present.is_empty() { f64::NAN } else { present.iter().map(|v| v / n).sum::<f64>() };
+                    let scale = present.iter().fold(0.0f64, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+                    prop_assert!(close(v.fields[0].mean[0], mean, scale), "mean {} against {} over {:?}", v.fields[0].mean[0], mean, present);
+                    let min = present.iter().copied().fold(f64::NAN, f64::min);
+                    let max = present.iter().copied().fold(f64::NAN, f64::max);
+                    prop_assert!(close(v.fields[0].min[0], min, 0.0) && close(v.fields[0].max[0], max, 0.0));
+                    prop_assert!(close(v.fields[0].first[0], inside[0].1, 0.0) && close(v.fields[0].last[0], inside[inside.len() - 1].1, 0.0));
+                }
+                // Dropping keys may never break the counts.
+                w.sweep();
+                prop_assert!(w.keys() <= model.len());
+            }
+        }
     }
 }

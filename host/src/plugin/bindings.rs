@@ -22,6 +22,8 @@ pub use streamhost::plugin::types;
 /// environment), the memory limiter, and the name used in logs.
 pub struct StoreState {
     pub plugin: String,
+    /// The processing time of the call in progress (WASI clocks and random).
+    pub time: super::determinism::CallTime,
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limits: super::limits::MemoryCap,

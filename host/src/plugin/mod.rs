@@ -12,6 +12,7 @@
 //!   classified (`CallError`) so the caller can route records by cause.
 
 mod bindings;
+mod determinism;
 mod limits;
 mod stdio;
 
@@ -148,16 +149,30 @@ pub enum CallError {
     /// results, a string that is not UTF-8...).
     #[error("plugin broke the contract: {0}")]
     Contract(String),
+    /// A failure of a sub-batch holding this record, when the search for
+    /// the faulty records ran out of time before reaching it.
+    #[error("{cause} (not isolated: the search for the faulty records of the batch stopped after {budget:?})")]
+    Unisolated { cause: Box<CallError>, budget: Duration },
 }
 
 impl CallError {
     /// The dead-letter reason class of this failure.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::route::Reason {
+        use crate::route::Reason;
         match self {
-            CallError::Timeout(_) => "plugin-timeout",
-            CallError::OutOfMemory(_) => "plugin-oom",
-            CallError::Trap(_) => "plugin-trap",
-            CallError::Contract(_) => "plugin-error",
+            CallError::Timeout(_) => Reason::PluginTimeout,
+            CallError::OutOfMemory(_) => Reason::PluginOom,
+            CallError::Trap(_) => Reason::PluginTrap,
+            CallError::Contract(_) => Reason::PluginError,
+            CallError::Unisolated { cause, .. } => cause.reason(),
+        }
+    }
+
+    /// This error, for a record the search did not reach within `budget`.
+    pub fn unresolved(self, budget: Duration) -> CallError {
+        match self {
+            e @ CallError::Unisolated { .. } => e,
+            cause => CallError::Unisolated { cause: Box::new(cause), budget },
         }
     }
 }
@@ -182,13 +197,15 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<StoreState>,
     limits: Limits,
-    /// Recently compiled components by SHA-256, so that swapping back to a
-    /// version seen before (a rollback) costs no compilation.
+    /// Recently compiled components by SHA-256, least recently used first,
+    /// bounded by their compiled size, so that swapping back to a version
+    /// seen before (a rollback) costs no compilation.
     compiled: Mutex<Vec<(String, Component)>>,
 }
 
-/// Compiled components kept for reuse.
-const COMPILED_CACHE: usize = 16;
+/// Bytes of compiled code kept for reuse (components in use are kept
+/// alive by their plugins whatever this says).
+const COMPILED_CACHE_BYTES: usize = 64 << 20;
 
 impl Runtime {
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
@@ -256,16 +273,23 @@ impl Runtime {
     }
 
     fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component, LoadError> {
-        let cached = self.compiled.lock().unwrap().iter().find(|(h, _)| h == sha256).map(|(_, c)| c.clone());
-        if let Some(component) = cached {
-            return Ok(component);
+        {
+            // Least recently used first: a hit moves to the back.
+            let mut cache = self.compiled.lock().unwrap();
+            if let Some(i) = cache.iter().position(|(h, _)| h == sha256) {
+                let entry = cache.remove(i);
+                let component = entry.1.clone();
+                cache.push(entry);
+                return Ok(component);
+            }
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let mut cache = self.compiled.lock().unwrap();
-        if cache.len() >= COMPILED_CACHE {
-            cache.remove(0);
-        }
         cache.push((sha256.to_string(), component.clone()));
+        let mut total: usize = cache.iter().map(|(_, c)| compiled_size(c)).sum();
+        while total > COMPILED_CACHE_BYTES && cache.len() > 1 {
+            total -= compiled_size(&cache.remove(0).1);
+        }
         Ok(component)
     }
 
@@ -295,16 +319,36 @@ impl Runtime {
     }
 }
 
+/// Bytes of a compiled component's code image.
+fn compiled_size(c: &Component) -> usize {
+    let r = c.image_range();
+    r.end as usize - r.start as usize
+}
+
+/// Compiled bytes held by the cache of compiled components.
+impl Runtime {
+    pub fn cached_bytes(&self) -> usize {
+        self.compiled.lock().unwrap().iter().map(|(_, c)| compiled_size(c)).sum()
+    }
+}
+
 fn new_store(engine: &Engine, plugin: &str, memory_bytes: usize) -> Store<StoreState> {
+    let time = determinism::CallTime::default();
     let wasi = WasiCtxBuilder::new()
         .stdout(stdio::LogStream::new(plugin, stdio::Which::Stdout))
         .stderr(stdio::LogStream::new(plugin, stdio::Which::Stderr))
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
+        .wall_clock(time.wall_clock())
+        .monotonic_clock(time.monotonic_clock())
+        .secure_random(time.random(1))
+        .insecure_random(time.random(2))
+        .insecure_random_seed(0x5eed_5eed_5eed_5eed)
         .build();
     let state = StoreState {
         plugin: plugin.to_string(),
+        time,
         wasi,
         table: ResourceTable::new(),
         limits: limits::MemoryCap::new(memory_bytes),
@@ -491,9 +535,11 @@ impl Plugin {
     fn call_batch<T>(
         &self,
         len: u32,
+        processing_time: i64,
         f: impl FnOnce(&mut Store<StoreState>, &Guest) -> wasmtime::Result<Vec<T>>,
     ) -> Result<Vec<T>, CallError> {
         self.call(|store, guest| {
+            store.data().time.begin(processing_time);
             let out = f(store, guest)?;
             if out.len() != len as usize {
                 wasmtime::bail!("returned {} results for a batch of {len} records", out.len());
@@ -504,7 +550,7 @@ impl Plugin {
 
     /// Calls a transform plugin.
     pub fn transform(&self, batch: &Batch) -> Result<TransformResults, CallError> {
-        self.call_batch(batch.len, |store, guest| match guest {
+        self.call_batch(batch.len, batch.processing_time, |store, guest| match guest {
             Guest::Transform(g) => g.call_transform(store, batch),
             _ => unreachable!("kind checked at load"),
         })
@@ -512,7 +558,7 @@ impl Plugin {
 
     /// Calls a trend plugin.
     pub fn trend(&self, batch: &Batch, windows: &WindowView) -> Result<TrendResults, CallError> {
-        self.call_batch(batch.len, |store, guest| match guest {
+        self.call_batch(batch.len, batch.processing_time, |store, guest| match guest {
             Guest::Trend(g) => g.call_trend(store, batch, windows),
             _ => unreachable!("kind checked at load"),
         })
@@ -520,7 +566,7 @@ impl Plugin {
 
     /// Calls an anomaly plugin.
     pub fn detect(&self, batch: &Batch, windows: &WindowView) -> Result<AnomalyResults, CallError> {
-        self.call_batch(batch.len, |store, guest| match guest {
+        self.call_batch(batch.len, batch.processing_time, |store, guest| match guest {
             Guest::Anomaly(g) => g.call_detect(store, batch, windows),
             _ => unreachable!("kind checked at load"),
         })
