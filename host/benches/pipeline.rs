@@ -364,8 +364,8 @@ async fn pass_through(settings: Settings, fanout: f64, out_bytes: usize) -> f64 
     use streamhost::source::Source;
     let metrics = Arc::new(streamhost::metrics::Metrics::default());
     let source = Source::new(&settings, metrics).unwrap();
-    let sink = Sink::new(&settings).unwrap();
-    let committer = Committer::start(&source, 8);
+    let sink = Arc::new(Sink::new(&settings).unwrap());
+    let committer = Committer::start(&source, sink.clone(), 8);
     let limit = settings.max_records.unwrap();
     let mut done = 0u64;
     let mut owed = 0.0;
@@ -384,7 +384,7 @@ async fn pass_through(settings: Settings, fanout: f64, out_bytes: usize) -> f64 
                 // A copy of the input, padded to streamhost's average output size.
                 let mut payload = r.payload.clone().unwrap_or_default();
                 payload.resize(out_bytes.max(payload.len()), b' ');
-                out.push(OutRecord { dest: Dest::Enriched, key: r.key.clone(), payload, headers: Vec::new() });
+                out.push(OutRecord { dest: Dest::Enriched, source: (r.partition, r.offset), key: r.key.clone(), payload, headers: Vec::new() });
             }
         }
         done += batch.len() as u64;

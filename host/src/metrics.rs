@@ -85,11 +85,15 @@ impl Metrics {
         self.window_readings.store(readings as u64, Ordering::Relaxed);
     }
 
-    pub fn set_lag(&self, topic: &str, lag: &[(i32, i64)]) {
+    /// Sets the lag of the assigned partitions: partitions no longer
+    /// assigned go, a partition whose lag is unknown now keeps its last value.
+    pub fn set_lag(&self, topic: &str, lag: &[(i32, Option<i64>)]) {
         let mut l = self.lag.lock().unwrap();
-        l.retain(|(t, _), _| t != topic);
+        l.retain(|(t, p), _| t != topic || lag.iter().any(|(q, _)| q == p));
         for &(p, v) in lag {
-            l.insert((topic.to_string(), p), v);
+            if let Some(v) = v {
+                l.insert((topic.to_string(), p), v);
+            }
         }
     }
 

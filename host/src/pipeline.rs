@@ -456,7 +456,7 @@ impl Pipeline {
                     let key = inp.key.clone().unwrap_or_else(|| d.key.clone().into_bytes());
                     let enriched = route::enriched(text, &window, &trends, &kinds, &versions, source);
                     let first = out.len();
-                    out.push(OutRecord { dest: Dest::Enriched, key: Some(key.clone()), payload: enriched.into_bytes(), headers: Vec::new() });
+                    out.push(OutRecord { dest: Dest::Enriched, source: (inp.partition, inp.offset), key: Some(key.clone()), payload: enriched.into_bytes(), headers: Vec::new() });
                     for (p, alerts) in &rec.alerts {
                         let info = rules.anomaly[*p].info();
                         let payload = route::alert(
@@ -469,7 +469,7 @@ impl Pipeline {
                             alerts,
                             source,
                         );
-                        out.push(OutRecord { dest: Dest::Alerts, key: Some(key.clone()), payload: payload.into_bytes(), headers: Vec::new() });
+                        out.push(OutRecord { dest: Dest::Alerts, source: (inp.partition, inp.offset), key: Some(key.clone()), payload: payload.into_bytes(), headers: Vec::new() });
                     }
                     match out[first..].iter().find(|r| r.size() > max_bytes) {
                         None => {

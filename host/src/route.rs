@@ -20,6 +20,8 @@ pub enum Dest {
 #[derive(Debug, Clone)]
 pub struct OutRecord {
     pub dest: Dest,
+    /// The input record it comes from: partition and offset.
+    pub source: (i32, i64),
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
@@ -59,12 +61,15 @@ pub enum Reason {
     PluginError,
     /// A plugin returned more than the output limits allow for one record.
     PluginOutputLimit,
-    /// An output of the record is larger than the producer may send.
+    /// An output of the record is larger than the producer may send, or
+    /// than the broker accepts for its topic.
     OutputTooLarge,
+    /// The broker refused an output of the record as invalid.
+    OutputRefused,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Decode,
         Reason::Late,
         Reason::Future,
@@ -74,6 +79,7 @@ impl Reason {
         Reason::PluginError,
         Reason::PluginOutputLimit,
         Reason::OutputTooLarge,
+        Reason::OutputRefused,
     ];
 
     /// The header value.
@@ -88,6 +94,7 @@ impl Reason {
             Reason::PluginError => "plugin-error",
             Reason::PluginOutputLimit => "plugin-output-limit",
             Reason::OutputTooLarge => "output-too-large",
+            Reason::OutputRefused => "output-refused",
         }
     }
 }
@@ -133,7 +140,7 @@ pub fn dead_letter(source: Source, key: Option<Vec<u8>>, payload: Vec<u8>, failu
         headers.push((headers::PLUGIN, name.clone()));
         headers.push((headers::PLUGIN_VERSION, version.clone()));
     }
-    OutRecord { dest: Dest::DeadLetter, key, payload, headers }
+    OutRecord { dest: Dest::DeadLetter, source: (source.partition, source.offset), key, payload, headers }
 }
 
 impl OutRecord {

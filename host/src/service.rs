@@ -72,6 +72,7 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     let runtime = Arc::new(Runtime::new(Limits {
         deadline: settings.plugin_deadline,
         memory_bytes: settings.plugin_memory_bytes,
+        ..Limits::default()
     })?);
     let registry = Arc::new(Registry::from_files(runtime, &settings.plugins)?);
     metrics.plugins_loaded.store(true, Ordering::Relaxed);
@@ -84,8 +85,12 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     tokio::spawn(reload_on_sighup(registry.clone()));
 
     let source = Arc::new(Source::new(&settings, metrics.clone()).context("creating the Kafka consumer")?);
-    let sink = Sink::new(&settings).context("creating the Kafka producer")?;
-    let committer = Committer::start(&source, IN_FLIGHT_BATCHES);
+    let sink = Arc::new(Sink::new(&settings).context("creating the Kafka producer")?);
+    {
+        let sink = sink.clone();
+        tokio::task::spawn_blocking(move || sink.check_topics(Duration::from_secs(10))).await??;
+    }
+    let committer = Committer::start(&source, sink.clone(), IN_FLIGHT_BATCHES);
     {
         let producer = sink.producer().clone();
         let settled = committer.waiter();
@@ -112,6 +117,9 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
             let batch = tokio::select! {
                 batch = source.next_batch(max, settings.batch_wait) => batch.context("consuming")?,
                 _ = &mut shutdown => break,
+                // An output failed while no input arrives: stop now, not at
+                // the next record.
+                _ = committer.failed() => continue,
             };
             let started = Instant::now();
             first_batch.get_or_insert(started);
@@ -175,13 +183,29 @@ async fn reload_on_sighup(registry: Arc<Registry>) {
     }
 }
 
-/// Refreshes the consumer-lag gauges every second.
+/// Refreshes the consumer-lag gauges every second, and warns when the input
+/// topic's partition count changes (a topic recreated, or grown).
 async fn watch_lag(source: Arc<Source>, metrics: Arc<Metrics>) {
-    loop {
+    let mut partitions: Option<usize> = None;
+    for tick in 0u64.. {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let s = source.clone();
         if let Ok(lag) = tokio::task::spawn_blocking(move || s.lag()).await {
             metrics.set_lag(source.topic(), &lag);
+        }
+        if tick % 10 == 0 {
+            let s = source.clone();
+            if let Ok(Some(now)) = tokio::task::spawn_blocking(move || s.partition_count()).await {
+                match partitions.replace(now) {
+                    Some(before) if before != now => tracing::warn!(
+                        topic = source.topic(),
+                        before,
+                        now,
+                        "The input topic's partition count changed (recreated or grown); keys may now map to other partitions, so their windows start over."
+                    ),
+                    _ => {}
+                }
+            }
         }
     }
 }

@@ -94,6 +94,9 @@ impl Source {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("fetch.wait.max.ms", "50")
+            // A topic created (or grown) after start is noticed within 10 s,
+            // not librdkafka's default 5 minutes.
+            .set("topic.metadata.refresh.interval.ms", "10000")
             .set("queued.max.messages.kbytes", "65536")
             .set("client.id", "streamhost");
         apply_properties(&mut config, settings, "consumer");
@@ -174,19 +177,28 @@ impl Source {
         }
     }
 
-    /// Consumer lag per assigned partition: high watermark minus position.
+    /// Consumer lag per assigned partition: high watermark minus position,
+    /// `None` where the broker could not be asked (the gauge then keeps its
+    /// last value: lag matters most while the broker is unreachable).
     /// Blocking (asks the broker for watermarks).
-    pub fn lag(&self) -> Vec<(i32, i64)> {
+    pub fn lag(&self) -> Vec<(i32, Option<i64>)> {
         let Ok(position) = self.consumer.position() else { return Vec::new() };
         let mut out = Vec::new();
         for e in position.elements_for_topic(&self.topic) {
-            let Ok((_, high)) = self.consumer.fetch_watermarks(&self.topic, e.partition(), Duration::from_secs(1)) else {
-                continue;
+            let high = self.consumer.fetch_watermarks(&self.topic, e.partition(), Duration::from_secs(1)).ok().map(|w| w.1);
+            let lag = match (e.offset(), high) {
+                (Offset::Offset(pos), Some(high)) => Some((high - pos).max(0)),
+                _ => None,
             };
-            if let Offset::Offset(pos) = e.offset() {
-                out.push((e.partition(), (high - pos).max(0)));
-            }
+            out.push((e.partition(), lag));
         }
         out
+    }
+
+    /// The number of partitions of the input topic, if the broker answers.
+    pub fn partition_count(&self) -> Option<usize> {
+        let md = self.consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(2)).ok()?;
+        let topic = md.topics().iter().find(|t| t.name() == self.topic)?;
+        topic.error().is_none().then(|| topic.partitions().len())
     }
 }

@@ -1,5 +1,5 @@
-// Builds rule.js into a streamhost `anomaly` component:
-//   node build.mjs OUT.wasm
+// Builds rule.js (or SOURCE.js) into a streamhost `anomaly` component:
+//   node build.mjs OUT.wasm [SOURCE.js]
 import { componentize } from '@bytecodealliance/componentize-js';
 import { writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 const here = dirname(fileURLToPath(import.meta.url));
 const out = process.argv[2] ?? join(here, 'jump-js.wasm');
 const { component } = await componentize({
-  sourcePath: join(here, 'rule.js'),
+  sourcePath: process.argv[3] ? join(here, process.argv[3]) : join(here, 'rule.js'),
   witPath: join(here, '../../wit'),
   worldName: 'anomaly',
   // Without these, the component would import wasi:http.

@@ -142,6 +142,32 @@ pub mod kafka {
             out
         }
 
+        /// Produces records as they are: to a partition (or by key), with or
+        /// without key and value. Returns (partition, offset) of each.
+        pub async fn produce_raw(&self, records: &[(Option<i32>, Option<Vec<u8>>, Option<Vec<u8>>)]) -> Vec<(i32, i64)> {
+            let producer = self.producer();
+            let mut futures = Vec::with_capacity(records.len());
+            for (partition, key, payload) in records {
+                let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.input);
+                if let Some(p) = partition {
+                    r = r.partition(*p);
+                }
+                if let Some(k) = key {
+                    r = r.key(&k[..]);
+                }
+                if let Some(v) = payload {
+                    r = r.payload(&v[..]);
+                }
+                futures.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
+            }
+            let mut out = Vec::with_capacity(futures.len());
+            for f in futures {
+                let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
+                out.push((d.partition, d.offset));
+            }
+            out
+        }
+
         /// Reads `topic` from the beginning until `stop` says enough or
         /// `timeout` passes (then returns what it has).
         pub fn read(&self, topic: &str, timeout: Duration, mut stop: impl FnMut(&[Read]) -> bool) -> Vec<Read> {

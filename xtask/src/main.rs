@@ -80,6 +80,7 @@ const PLUGINS: &[Plugin] = &[
     Plugin { package: "enrich", features: "", output: "enrich" },
     Plugin { package: "hostile", features: "", output: "hostile" },
     Plugin { package: "hostile", features: "describe-traps", output: "hostile-describe-traps" },
+    Plugin { package: "hostile", features: "transform", output: "hostile-transform" },
 ];
 
 /// Builds every plugin and returns the folder holding the components.
@@ -131,6 +132,11 @@ fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
     }
     let dest = out_dir.join("jump-js.wasm");
     run(Command::new("node").current_dir(&dir).arg("build.mjs").arg(&dest)).context("building plugins/jump-js")?;
+    // A fixture: reads WASI's clocks and random source, which must answer
+    // deterministically.
+    let dest = out_dir.join("clock-js.wasm");
+    run(Command::new("node").current_dir(&dir).arg("build.mjs").arg(&dest).arg("../hostile/clock.js"))
+        .context("building plugins/hostile/clock.js")?;
     Ok(())
 }
 

@@ -244,7 +244,7 @@ pub fn wasm32() -> Result<Wasm32> {
 
 /// About how many crates `cargo install nisshi` compiles, and how long it
 /// takes on two cores; shown as progress while it builds.
-const NISSHI_CRATES: usize = 420;
+const NISSHI_CRATES: usize = 430;
 const NISSHI_MINUTES: &str = "about 20 minutes on two cores";
 
 pub fn broker_check() -> Check {
@@ -284,37 +284,48 @@ pub fn ensure_broker() -> Result<PathBuf> {
     crate::broker::find().context("nisshi was installed but cannot be found")
 }
 
-/// Runs a cargo build, printing one progress line (crates compiled, elapsed)
-/// every 30 s instead of a screenful per crate, and the whole output when it
-/// fails.
+/// Runs a cargo build, printing one progress line (crates compiled, the
+/// crate being compiled, elapsed) every 30 s instead of a screenful per
+/// crate, and the whole output when it fails.
 pub fn run_with_progress(cmd: &mut Command, what: &str, expected_crates: usize) -> Result<()> {
+    use std::sync::{Arc, Mutex};
     let start = Instant::now();
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {cmd:?}"))?;
     let stderr = child.stderr.take().expect("piped");
-    let mut log = Vec::new();
-    let mut compiled = 0usize;
-    let mut last = Instant::now();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap_or_default();
-        if line.trim_start().starts_with("Compiling ") {
-            compiled += 1;
+    // (log lines, crates compiled, last crate started)
+    let state = Arc::new(Mutex::new((Vec::<String>::new(), 0usize, String::new())));
+    let reader = {
+        let state = state.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let line = line.unwrap_or_default();
+                let mut s = state.lock().unwrap();
+                if let Some(rest) = line.trim_start().strip_prefix("Compiling ") {
+                    s.1 += 1;
+                    s.2 = rest.split_whitespace().next().unwrap_or("").to_string();
+                }
+                s.0.push(line);
+            }
+        })
+    };
+    let elapsed = |start: Instant| format!("{}m{:02}s", start.elapsed().as_secs() / 60, start.elapsed().as_secs() % 60);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
         }
-        log.push(line);
-        if last.elapsed().as_secs() >= 30 {
-            last = Instant::now();
-            eprintln!(
-                "xtask: building {what}: {compiled} of about {expected_crates} crates compiled, {}m{:02}s",
-                start.elapsed().as_secs() / 60,
-                start.elapsed().as_secs() % 60
-            );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if start.elapsed().as_secs() % 30 == 0 && start.elapsed().subsec_millis() < 200 && start.elapsed().as_secs() > 0 {
+            let s = state.lock().unwrap();
+            eprintln!("xtask: building {what}: {} of about {expected_crates} crates compiled (now {}), {}", s.1, s.2, elapsed(start));
         }
-    }
-    let status = child.wait()?;
+    };
+    let _ = reader.join();
+    let s = state.lock().unwrap();
     if !status.success() {
-        eprintln!("{}", log.join("\n"));
+        eprintln!("{}", s.0.join("\n"));
         bail!("{cmd:?} failed: {status}");
     }
-    eprintln!("xtask: built {what} ({compiled} crates) in {}m{:02}s", start.elapsed().as_secs() / 60, start.elapsed().as_secs() % 60);
+    eprintln!("xtask: built {what} ({} crates) in {}", s.1, elapsed(start));
     Ok(())
 }
 

@@ -43,11 +43,14 @@ pub struct Limits {
     pub deadline: Duration,
     /// Largest linear memory an instance may have, in bytes.
     pub memory_bytes: usize,
+    /// Compiled code kept for reuse after its plugin is swapped out, in
+    /// bytes (components in use are kept alive by their plugins regardless).
+    pub cache_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { deadline: Duration::from_millis(100), memory_bytes: 64 << 20 }
+        Self { deadline: Duration::from_millis(100), memory_bytes: 64 << 20, cache_bytes: 64 << 20 }
     }
 }
 
@@ -203,9 +206,6 @@ pub struct Runtime {
     compiled: Mutex<Vec<(String, Component)>>,
 }
 
-/// Bytes of compiled code kept for reuse (components in use are kept
-/// alive by their plugins whatever this says).
-const COMPILED_CACHE_BYTES: usize = 64 << 20;
 
 impl Runtime {
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
@@ -287,7 +287,7 @@ impl Runtime {
         let mut cache = self.compiled.lock().unwrap();
         cache.push((sha256.to_string(), component.clone()));
         let mut total: usize = cache.iter().map(|(_, c)| compiled_size(c)).sum();
-        while total > COMPILED_CACHE_BYTES && cache.len() > 1 {
+        while total > self.limits.cache_bytes && cache.len() > 1 {
             total -= compiled_size(&cache.remove(0).1);
         }
         Ok(component)
