@@ -77,3 +77,34 @@ fn each_failure_is_dead_lettered_alone_with_its_reason() {
     assert_eq!(out.tally.enriched, 6);
     assert_eq!(out.tally.dead_letters(), 4);
 }
+
+/// In a batch of 1,000 with one poisoned record, bisection finds exactly
+/// that record, however deep it has to go: no innocent neighbour goes with
+/// it (the old fixed retry budget of 16 calls stopped at batches over 256).
+#[test]
+fn one_poisoned_record_in_a_thousand_is_found_alone() {
+    let rt = support::runtime();
+    let mut rules = RuleSet::default();
+    rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::pipeline::Rule>);
+    for poison in ["panic", "spin"] {
+        let mut pipeline = Pipeline::new(PipelineConfig {
+            schema: Schema {
+                key_field: "sensor_id".into(),
+                time_field: "timestamp".into(),
+                fields: vec!["temperature".into()],
+                epoch_unit: EpochUnit::Millis,
+            },
+            window: WindowConfig { length_ms: 300_000, lateness_ms: 0, k: 3, fields: 1, idle_ms: 0 },
+            source_topic: "in".into(),
+            max_future_ms: 3_600_000,
+            isolation_budget: std::time::Duration::from_secs(60),
+            limits: OutputLimits::default(),
+        });
+        let input: Vec<InRecord> =
+            (0..1000).map(|i| record(i, if i == 613 { poison } else { "fine" })).collect();
+        let out = pipeline.process(&rules, input, T0 + 1000);
+        let dead: Vec<i64> = out.records.iter().filter(|r| r.dest == Dest::DeadLetter).map(|r| r.source.1).collect();
+        assert_eq!(dead, [613], "{poison}");
+        assert_eq!(out.tally.enriched, 999, "{poison}");
+    }
+}

@@ -426,4 +426,50 @@ mod tests {
         let seconds = Schema { epoch_unit: EpochUnit::Seconds, ..schema() };
         assert_eq!(decode(&seconds, br#"{"sensor_id":"a","timestamp":1795500000.5}"#).unwrap().time_ms, 1_795_500_000_500);
     }
+
+    mod fuzz {
+        //! Decoding never panics, whatever the bytes: arbitrary ones, and
+        //! valid records with bytes flipped, cut or spliced in.
+        use super::*;
+        use proptest::prelude::*;
+
+        const VALID: &str = r#"{"sensor_id":"sensor_001","timestamp":"2026-11-24T17:30:05.123+01:00","temperature":21.5,"humidity":null,"x":[1,{"y":"z"}]}"#;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+                let _ = decode(&schema(), &bytes);
+            }
+
+            #[test]
+            fn mutated_records(edits in prop::collection::vec((0..VALID.len(), any::<u8>(), 0..3u8), 1..6)) {
+                let mut bytes = VALID.as_bytes().to_vec();
+                for (at, b, op) in edits {
+                    let at = at.min(bytes.len());
+                    match op {
+                        0 if at < bytes.len() => bytes[at] = b,
+                        1 => bytes.insert(at, b),
+                        _ => bytes.truncate(at.max(1)),
+                    }
+                }
+                let _ = decode(&schema(), &bytes);
+            }
+
+            #[test]
+            fn time_text(text in "[0-9tTzZ:. +-]{0,40}") {
+                if let Some(ms) = parse_time(&text) {
+                    prop_assert!((crate::window::MIN_TIME_MS..=crate::window::MAX_TIME_MS).contains(&ms));
+                }
+            }
+
+            #[test]
+            fn epoch_numbers(v in any::<f64>(), seconds in any::<bool>()) {
+                let unit = if seconds { EpochUnit::Seconds } else { EpochUnit::Millis };
+                if let Ok(ms) = epoch_time(v, unit) {
+                    prop_assert!((crate::window::MIN_TIME_MS..=crate::window::MAX_TIME_MS).contains(&ms));
+                }
+            }
+        }
+    }
 }

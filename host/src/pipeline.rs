@@ -487,11 +487,7 @@ impl Pipeline {
                                 reason: Reason::OutputTooLarge,
                                 message: format!(
                                     "its {} record would be {} bytes; the producer's message.max.bytes is {max_bytes}",
-                                    match big.dest {
-                                        Dest::Enriched => "enriched",
-                                        Dest::Alerts => "alert",
-                                        Dest::DeadLetter => "dead-letter",
-                                    },
+                                    big.dest.name(),
                                     big.size()
                                 ),
                                 plugin: None,

@@ -16,6 +16,17 @@ pub enum Dest {
     DeadLetter,
 }
 
+impl Dest {
+    /// What the destination's records are called in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dest::Enriched => "enriched",
+            Dest::Alerts => "alert",
+            Dest::DeadLetter => "dead-letter",
+        }
+    }
+}
+
 /// One record to produce.
 #[derive(Debug, Clone)]
 pub struct OutRecord {
@@ -150,7 +161,7 @@ impl OutRecord {
         const FRAMING: usize = 64;
         self.key.as_ref().map_or(0, Vec::len)
             + self.payload.len()
-            + self.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+            + self.headers.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>()
             + FRAMING
     }
 

@@ -33,6 +33,8 @@ use crate::source::{Source, SourceContext};
 
 pub struct Sink {
     producer: FutureProducer,
+    /// The input topic, named in dead letters.
+    input: String,
     enriched: String,
     alerts: String,
     dead_letter: String,
@@ -53,6 +55,7 @@ impl Sink {
         crate::source::apply_properties(&mut config, settings, "producer");
         Ok(Sink {
             producer: config.create()?,
+            input: settings.input_topic.clone(),
             enriched: settings.enriched_topic.clone(),
             alerts: settings.alerts_topic.clone(),
             dead_letter: settings.dlq_topic.clone(),
@@ -99,7 +102,23 @@ impl Sink {
         let mut deliveries = Vec::with_capacity(records.len());
         for r in records {
             let origin = Origin { partition: r.source.0, offset: r.source.1, dest: r.dest };
-            deliveries.push((self.send_one(r).await?, origin));
+            let delivery = match self.send_one(r).await {
+                // The pipeline sizes outputs against message.max.bytes, but
+                // should the producer still refuse one as too large, a
+                // reference dead letter takes its place.
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                    tracing::warn!(partition = origin.partition, offset = origin.offset, "The producer refused an output as too large; dead-lettering a reference.");
+                    let failure = Failure {
+                        reason: Reason::OutputTooLarge,
+                        message: format!("the producer refused its {} record as larger than its message.max.bytes", r.dest.name()),
+                        plugin: None,
+                    };
+                    let source = route::Source { topic: &self.input, partition: origin.partition, offset: origin.offset };
+                    self.send_one(&route::dead_letter(source, None, Vec::new(), &failure)).await?
+                }
+                other => other?,
+            };
+            deliveries.push((delivery, origin));
         }
         Ok(deliveries)
     }
@@ -313,7 +332,7 @@ fn commit_loop(rx: Receiver<Pending>, consumer: &StreamConsumer<SourceContext>, 
             if let Some(reason) = record_error(&error).filter(|_| origin.dest != Dest::DeadLetter) {
                 let failure = Failure {
                     reason,
-                    message: format!("the broker refused its {} record: {error}", dest_name(origin.dest)),
+                    message: format!("the broker refused its {} record: {error}", origin.dest.name()),
                     plugin: None,
                 };
                 let source = route::Source { topic, partition: origin.partition, offset: origin.offset };
@@ -336,14 +355,6 @@ fn commit_loop(rx: Receiver<Pending>, consumer: &StreamConsumer<SourceContext>, 
             shared.committed_records.fetch_add(pending.records, Ordering::SeqCst);
         }
         shared.settle();
-    }
-}
-
-fn dest_name(dest: Dest) -> &'static str {
-    match dest {
-        Dest::Enriched => "enriched",
-        Dest::Alerts => "alert",
-        Dest::DeadLetter => "dead-letter",
     }
 }
 
