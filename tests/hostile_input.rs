@@ -27,11 +27,20 @@ fn reading(key: &str, t: i64, temperature: f64) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The `streamhost` member of an enriched record: the record's last member.
+/// (Parsed on its own: some records nest deeper than serde_json's default
+/// recursion limit, which streamhost itself does not have.)
+fn streamhost_member(r: &Read) -> serde_json::Value {
+    let text = std::str::from_utf8(&r.payload).unwrap();
+    let at = text.rfind(r#","streamhost":"#).expect("an enriched record has a streamhost member");
+    serde_json::from_str(&text[at + r#","streamhost":"#.len()..text.len() - 1]).unwrap()
+}
+
 /// What must become of one input record.
 #[derive(Clone, Debug)]
 enum Want {
     /// An enriched record (and whatever alerts its rules raise); the check,
-    /// if any, looks at the enriched record.
+    /// if any, looks at its `streamhost` member and at its whole text.
     Enriched(Option<fn(&serde_json::Value, &str)>),
     /// A dead letter with this reason whose error contains this text.
     Dead(&'static str, &'static str),
@@ -70,7 +79,9 @@ fn corpus() -> Vec<Case> {
     let deep = format!(r#"{{"sensor_id":"deep","timestamp":"{}","enriched":0,"deep":{}1{}}}"#, t(1), "[".repeat(200), "]".repeat(200));
     let big_enriched = format!(r#"{{"sensor_id":"big-enriched","timestamp":"{}","pad":"{}"}}"#, t(1), "p".repeat(MAX_MESSAGE - 500));
     let big_dead = format!(r#"{{"sensor_id":"big-dead","timestamp":"{}","pad":"{}"}}"#, t(1), "p".repeat(300_000));
-    let long_key = "k".repeat(100_000);
+    // Long, but not so long that the hostile fixture's echo of it passes the
+    // 8 KiB alert limit.
+    let long_key = "k".repeat(5_000);
     vec![
         // Not a record at all.
         dead("empty", "", "decode", "not valid JSON"),
@@ -122,20 +133,20 @@ fn corpus() -> Vec<Case> {
             "future-key",
             reading("future-key", T0, 20.0),
             // The far-future record never entered the window: this one starts it.
-            Want::Enriched(Some(|v, _| assert_eq!(v["streamhost"]["window"]["count"], 1, "{v}"))),
+            Want::Enriched(Some(|v, _| assert_eq!(v["window"]["count"], 1, "{v}"))),
         ),
         ok("huge-values", reading("huge-values", T0, 1.7e308)),
         case(
             "huge-values",
             reading("huge-values", T0 + 1000, 1.7e308),
-            Want::Enriched(Some(|v, _| assert_eq!(v["streamhost"]["window"]["fields"]["temperature"]["mean"], 1.7e308, "{v}"))),
+            Want::Enriched(Some(|v, _| assert_eq!(v["window"]["fields"]["temperature"]["mean"], 1.7e308, "{v}"))),
         ),
         // Awkward but valid: kept exactly.
         case(
             "deep",
             deep,
-            Want::Enriched(Some(|v, text| {
-                assert_eq!(v["enriched"], true);
+            Want::Enriched(Some(|_, text| {
+                assert!(text.contains(r#""enriched":true"#), "{text}");
                 assert!(text.contains(&format!(r#""deep":{}1{}"#, "[".repeat(200), "]".repeat(200))));
             })),
         ),
@@ -220,7 +231,7 @@ async fn every_bad_record_and_hostile_plugin_gets_its_outcome() {
     // Every input accounted for exactly once, by its source offset.
     let mut outcome: BTreeMap<i64, (&str, &Read)> = BTreeMap::new();
     for r in &enriched {
-        let offset = r.json()["streamhost"]["source"]["offset"].as_i64().unwrap();
+        let offset = streamhost_member(r)["source"]["offset"].as_i64().unwrap();
         assert!(outcome.insert(offset, ("enriched", r)).is_none(), "offset {offset} has two outcomes");
     }
     for r in &dlq {
@@ -233,7 +244,7 @@ async fn every_bad_record_and_hostile_plugin_gets_its_outcome() {
         match (&c.want, got) {
             (Want::Enriched(check), Some(("enriched", r))) => {
                 if let Some(check) = check {
-                    check(&r.json(), std::str::from_utf8(&r.payload).unwrap());
+                    check(&streamhost_member(r), std::str::from_utf8(&r.payload).unwrap());
                 }
             }
             (Want::Dead(reason, error), Some(("dead", r))) => {

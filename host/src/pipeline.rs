@@ -400,7 +400,8 @@ impl Pipeline {
                 Err(e) => (Err((e.reason(), e.to_string())), false),
             };
             match text {
-                Ok(text) if text.len() > self.cfg.limits.max_message_bytes => fail(
+                // Blamed on the rule only if the rule made it too large.
+                Ok(text) if text.len() > self.cfg.limits.max_message_bytes && rec.text().len() <= self.cfg.limits.max_message_bytes => fail(
                     rec,
                     rule.info(),
                     Reason::PluginOutputLimit,

@@ -90,6 +90,11 @@ impl Broker {
         Ok(broker)
     }
 
+    /// The broker's process id (to pause it with SIGSTOP in fault tests).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `host:port` for Kafka clients.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)

@@ -224,7 +224,7 @@ fn doctor() -> Result<()> {
             }
         }
     }
-    let can_install = toolchain::is_root() && toolchain::has_apt();
+    let can_install = toolchain::can_install();
     match (missing, can_install) {
         (0, _) => println!("
 everything is in place."),

@@ -70,6 +70,13 @@ pub fn has_apt() -> bool {
     Path::new("/usr/bin/apt-get").exists()
 }
 
+/// Whether missing packages may be installed here: as root, with apt, and
+/// unless `STREAMHOST_NO_INSTALL=1` asks for a report instead (for machines
+/// whose packages are managed elsewhere).
+pub fn can_install() -> bool {
+    is_root() && has_apt() && std::env::var_os("STREAMHOST_NO_INSTALL").is_none_or(|v| v.is_empty() || v == "0")
+}
+
 fn apt_command(packages: &[&str]) -> String {
     format!("apt-get update && apt-get install -y --no-install-recommends {}", packages.join(" "))
 }
@@ -184,16 +191,21 @@ pub fn ensure_debian() -> Result<()> {
         return Ok(());
     }
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok()).collect();
-    if !is_root() || !has_apt() {
+    if !can_install() {
         let fix = format!(
             "{} (or, with rustup able to download, `rustup target add wasm32-unknown-unknown`)",
             apt_hint(DEBIAN_PACKAGES)
         );
         return Err(missing_error("the wasm32 toolchain", &failed, &fix));
     }
-    eprintln!("xtask: the wasm32 toolchain is incomplete ({}); installing {} with apt-get (about 1 minute)",
-        failed.iter().map(|c| c.what).collect::<Vec<_>>().join(", "), DEBIAN_PACKAGES.join(" "));
-    apt_install(DEBIAN_PACKAGES)?;
+    eprintln!(
+        "xtask: the wasm32 toolchain is incomplete ({}); installing {} with apt-get (about 1 minute)",
+        failed.iter().map(|c| c.what).collect::<Vec<_>>().join(", "),
+        DEBIAN_PACKAGES.join(" ")
+    );
+    // --reinstall: a package that is installed but lost a file (a removed
+    // /usr/bin/rust-lld, say) is repaired, not reported as installed.
+    apt_install_with(DEBIAN_PACKAGES, &["--reinstall"])?;
     let checks = debian_checks();
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok()).collect();
     if !failed.is_empty() {
@@ -358,7 +370,7 @@ pub fn ensure_node() -> Result<()> {
     if failed.is_empty() {
         return Ok(());
     }
-    if !is_root() || !has_apt() {
+    if !can_install() {
         return Err(missing_error("node and npm (for componentize-js)", &failed, &apt_hint(&["nodejs", "npm"])));
     }
     // Some node distributions (NodeSource) ship npm inside `nodejs`, and
@@ -412,7 +424,7 @@ pub fn ensure_componentize_py() -> Result<PathBuf> {
         return Ok(componentize_py());
     }
     if !checks[0].ok() {
-        if !is_root() || !has_apt() {
+        if !can_install() {
             return Err(missing_error("Python (for componentize-py)", &[&checks[0]], &apt_hint(&["python3", "python3-venv"])));
         }
         eprintln!("xtask: installing python3 python3-venv with apt-get");
@@ -444,7 +456,7 @@ pub fn ensure_compose_client() -> Result<()> {
     if check.ok() {
         return Ok(());
     }
-    if !is_root() || !has_apt() {
+    if !can_install() {
         return Err(missing_error("the Compose client", &[&check], &apt_hint(&["docker-compose"])));
     }
     eprintln!("xtask: installing docker-compose with apt-get (to validate examples/docker-compose.yml)");
@@ -475,7 +487,7 @@ pub fn ensure_host() -> Result<()> {
     if failed.is_empty() {
         return Ok(());
     }
-    if !checks[0].ok() || !is_root() || !has_apt() {
+    if !checks[0].ok() || !can_install() {
         return Err(missing_error("the host build", &failed, &apt_hint(&["gcc", "make"])));
     }
     eprintln!("xtask: installing gcc make with apt-get");
@@ -487,6 +499,10 @@ pub fn ensure_host() -> Result<()> {
 /// `apt-get install`s packages, refreshing the package lists once per run
 /// first (a fresh machine's lists may be stale or empty).
 pub fn apt_install(packages: &[&str]) -> Result<()> {
+    apt_install_with(packages, &[])
+}
+
+fn apt_install_with(packages: &[&str], flags: &[&str]) -> Result<()> {
     static UPDATED: std::sync::Once = std::sync::Once::new();
     let mut update = Ok(());
     UPDATED.call_once(|| update = crate::run(Command::new("apt-get").args(["update", "-q"])));
@@ -494,6 +510,7 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     crate::run(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(flags)
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )

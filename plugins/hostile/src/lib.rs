@@ -45,6 +45,7 @@ mod component {
     }
 
     #[inline(never)]
+    #[allow(unconditional_recursion)]
     fn recurse(depth: u64) -> u64 {
         core::hint::black_box(recurse(core::hint::black_box(depth + 1)) + 1)
     }
