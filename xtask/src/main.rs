@@ -130,14 +130,34 @@ fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
         eprintln!("xtask: installing componentize-js with npm ci (about 30 s)");
         run(Command::new("npm").current_dir(&dir).args(["ci", "--no-audit", "--no-fund"]))?;
     }
+    let wit = root().join("wit/streamhost.wit");
+    let inputs = |source: &str| [dir.join(source), dir.join("build.mjs"), dir.join("package-lock.json"), wit.clone()];
     let dest = out_dir.join("jump-js.wasm");
-    run(Command::new("node").current_dir(&dir).arg("build.mjs").arg(&dest)).context("building plugins/jump-js")?;
+    if !up_to_date(&dest, &inputs("rule.js")) {
+        run(Command::new("node").current_dir(&dir).arg("build.mjs").arg(&dest)).context("building plugins/jump-js")?;
+    }
     // A fixture: reads WASI's clocks and random source, which must answer
     // deterministically.
     let dest = out_dir.join("clock-js.wasm");
-    run(Command::new("node").current_dir(&dir).arg("build.mjs").arg(&dest).arg("../hostile/clock.js"))
-        .context("building plugins/hostile/clock.js")?;
+    if !up_to_date(&dest, &inputs("../hostile/clock.js")) {
+        run(Command::new("node").current_dir(&dir).arg("build.mjs").arg(&dest).arg("../hostile/clock.js"))
+            .context("building plugins/hostile/clock.js")?;
+    }
     Ok(())
+}
+
+/// Whether `output` exists and is newer than every one of `inputs` (a
+/// missing input counts as newer). componentize-js and componentize-py
+/// always rebuild, and take seconds: this keeps `cargo xtask demo` after
+/// `cargo xtask test` from building them again.
+fn up_to_date(output: &Path, inputs: &[PathBuf]) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(output) else { return false };
+    let fresh = inputs.iter().all(|i| modified(i).is_some_and(|t| t < built));
+    if fresh {
+        println!("up to date: {}", output.display());
+    }
+    fresh
 }
 
 /// Python plugins are built by componentize-py (PyPI), installed into a
@@ -145,6 +165,10 @@ fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
 fn build_python_plugins(out_dir: &Path) -> Result<()> {
     let componentize_py = toolchain::ensure_componentize_py()?;
     let dir = root().join("plugins/humidity-py");
+    let dest = out_dir.join("humidity-py.wasm");
+    if up_to_date(&dest, &[dir.join("app.py"), root().join("wit/streamhost.wit"), componentize_py.clone()]) {
+        return Ok(());
+    }
     run(Command::new(componentize_py)
         .current_dir(&dir)
         .env("PYTHONDONTWRITEBYTECODE", "1")
