@@ -138,5 +138,5 @@ async fn a_failed_delivery_stops_streamhost_while_idle() {
 fn http_get(url: &str) -> String {
     let addr = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
     let path = format!("/{}", url.trim_start_matches("http://").splitn(2, '/').nth(1).unwrap_or(""));
-    streamhost::admin::request(&addr, "GET", &path, None, b"").map(|(_, body)| body).unwrap_or_default()
+    streamhost::ops::admin::request(&addr, "GET", &path, None, b"").map(|(_, body)| body).unwrap_or_default()
 }

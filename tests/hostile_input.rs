@@ -408,7 +408,7 @@ async fn windows_on_a_backlog_match_a_model_at_any_batch_size() {
 /// same answer, another processing time another.
 #[test]
 fn wasi_time_and_randomness_are_the_batchs() {
-    use streamhost::plugin::types::{Batch, FieldWindow, WindowView};
+    use streamhost::contract::{Batch, FieldWindow, WindowView};
     let rt = support::runtime();
     let p = support::load(&rt, "clock-js");
     let batch = |now: i64| Batch {
@@ -438,7 +438,7 @@ fn wasi_time_and_randomness_are_the_batchs() {
 /// first.
 #[test]
 fn the_component_cache_is_bounded_by_bytes() {
-    use streamhost::plugin::{Limits, Runtime};
+    use streamhost::rules::runtime::{Limits, Runtime};
     let load = |rt: &Runtime, name: &str| rt.load(&std::fs::read(support::plugin_path(name)).unwrap(), name).unwrap();
     let unbounded = Runtime::new(Limits::default()).unwrap();
     let sizes: Vec<usize> = ["anomaly", "trend", "enrich"]

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use streamhost::admin::request;
+use streamhost::ops::admin::request;
 use support::kafka::{Cluster, terminate};
 
 /// The value of one sample line (`name{labels} value`) of a scrape.

@@ -7,8 +7,10 @@ mod support;
 use std::sync::Arc;
 
 use streamhost::decode::{EpochUnit, Schema};
-use streamhost::pipeline::{InRecord, OutputLimits, Pipeline, PipelineConfig, RuleSet};
-use streamhost::route::{Dest, headers};
+use streamhost::pipeline::{OutputLimits, Pipeline, PipelineConfig};
+use streamhost::record::InRecord;
+use streamhost::rules::RuleSet;
+use streamhost::record::{Dest, headers};
 use streamhost::window::WindowConfig;
 
 const T0: i64 = 1_795_500_000_000;
@@ -23,7 +25,7 @@ fn each_failure_is_dead_lettered_alone_with_its_reason() {
     let rt = support::runtime();
     let mut rules = RuleSet::default();
     rules.push(support::load(&rt, "enrich"));
-    rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::pipeline::Rule>);
+    rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::rules::Rule>);
     let mut pipeline = Pipeline::new(PipelineConfig {
         schema: Schema {
             key_field: "sensor_id".into(),
@@ -57,7 +59,7 @@ fn each_failure_is_dead_lettered_alone_with_its_reason() {
     let echoed: Vec<&str> = alerts.iter().map(|v| v["alerts"][0]["message"].as_str().unwrap()).collect();
     assert_eq!(echoed, ["a", "b", "c", "d", "e", "f"]);
 
-    let header = |r: &streamhost::route::OutRecord, name: &str| {
+    let header = |r: &streamhost::record::OutRecord, name: &str| {
         r.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()).unwrap_or_default()
     };
     let got: Vec<(String, String)> = dead
@@ -85,7 +87,7 @@ fn each_failure_is_dead_lettered_alone_with_its_reason() {
 fn one_poisoned_record_in_a_thousand_is_found_alone() {
     let rt = support::runtime();
     let mut rules = RuleSet::default();
-    rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::pipeline::Rule>);
+    rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::rules::Rule>);
     for poison in ["panic", "spin"] {
         let mut pipeline = Pipeline::new(PipelineConfig {
             schema: Schema {

@@ -4,8 +4,9 @@
 
 mod support;
 
-use streamhost::plugin::types::{Direction, FieldWindow, Severity, Transformed};
-use streamhost::plugin::{Batch, CallError, Kind, LoadError, Needs, WindowView};
+use streamhost::contract::{Direction, FieldWindow, Severity, Transformed};
+use streamhost::contract::{Batch, Needs, WindowView};
+use streamhost::rules::runtime::{CallError, Kind, LoadError};
 use support::{load, runtime};
 
 const FIELDS: [&str; 4] = ["temperature", "humidity", "pressure", "battery_level"];
@@ -149,7 +150,7 @@ fn enrich_merges_processing_time_and_flag() {
     }
 }
 
-fn hostile_call(p: &streamhost::plugin::Plugin, keys: &[&str]) -> Result<Vec<Result<Vec<String>, String>>, CallError> {
+fn hostile_call(p: &streamhost::rules::runtime::Plugin, keys: &[&str]) -> Result<Vec<Result<Vec<String>, String>>, CallError> {
     let b = batch(keys, &vec![(20.0, 50.0, 1.0); keys.len()]);
     let w = windows(&vec![(1, [0.0; 3], [0.0; 3]); keys.len()]);
     p.detect(&b, &w).map(|v| {

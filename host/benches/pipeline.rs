@@ -19,12 +19,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use streamhost::config::{RunArgs, Settings};
-use streamhost::pipeline::{InRecord, Pipeline, Rule, RuleSet};
-use streamhost::plugin::types::{Alert, Severity, Transformed, TrendResult};
-use streamhost::plugin::{
-    AnomalyResults, Batch, CallError, Kind, Limits, Needs, PluginInfo, Runtime, TransformResults, TrendResults,
-    WindowView,
+use streamhost::pipeline::Pipeline;
+use streamhost::record::InRecord;
+use streamhost::rules::{Rule, RuleSet};
+use streamhost::contract::{
+    Alert, AnomalyResults, Batch, Needs, Severity, TransformResults, Transformed, TrendResult, TrendResults, WindowView,
 };
+use streamhost::rules::runtime::{CallError, Kind, Limits, PluginInfo, Runtime};
 use streamhost::window::{ViewBuilder, WindowConfig, Windows};
 
 /// Counts live heap bytes, for the window-memory figures.
@@ -87,9 +88,9 @@ impl Rule for NativeTrend {
                 Ok(Some(TrendResult {
                     field: "temperature".into(),
                     direction: match d {
-                        trend::Direction::Increasing => streamhost::plugin::types::Direction::Increasing,
-                        trend::Direction::Decreasing => streamhost::plugin::types::Direction::Decreasing,
-                        trend::Direction::Stable => streamhost::plugin::types::Direction::Stable,
+                        trend::Direction::Increasing => streamhost::contract::Direction::Increasing,
+                        trend::Direction::Decreasing => streamhost::contract::Direction::Decreasing,
+                        trend::Direction::Stable => streamhost::contract::Direction::Stable,
                     },
                     change,
                 }))
@@ -359,11 +360,11 @@ async fn preload(brokers: &str, topic: &str, input: &[InRecord]) {
 /// The pass-through: streamhost's own source, sink and committer, with the
 /// pipeline replaced by copying each input to `fanout` outputs.
 async fn pass_through(settings: Settings, fanout: f64, out_bytes: usize) -> f64 {
-    use streamhost::route::{Dest, OutRecord};
-    use streamhost::sink::{Committer, Pending, Sink};
-    use streamhost::source::Source;
-    let metrics = Arc::new(streamhost::metrics::Metrics::default());
-    let source = Source::new(&settings, metrics).unwrap();
+    use streamhost::record::{Dest, OutRecord};
+    use streamhost::kafka::committer::{Committer, Pending};
+    use streamhost::kafka::producer::KafkaSink as Sink;
+    use streamhost::kafka::consumer::KafkaSource as Source;
+    let source = Source::new(&settings, Arc::default()).unwrap();
     let sink = Arc::new(Sink::new(&settings).unwrap());
     let committer = Committer::start(&source, sink.clone(), 8);
     let limit = settings.max_records.unwrap();
@@ -373,11 +374,9 @@ async fn pass_through(settings: Settings, fanout: f64, out_bytes: usize) -> f64 
     while done < limit {
         let batch = source.next_batch(settings.batch_size.min((limit - done) as usize), settings.batch_wait).await.unwrap();
         started.get_or_insert_with(Instant::now);
-        let mut next = std::collections::BTreeMap::new();
+        let next = streamhost::kafka::batch_offsets(&batch);
         let mut out = Vec::with_capacity(batch.len() * 2);
         for r in &batch {
-            let e = next.entry(r.partition).or_insert(0);
-            *e = (*e).max(r.offset + 1);
             owed += fanout;
             while owed >= 1.0 {
                 owed -= 1.0;
@@ -389,9 +388,9 @@ async fn pass_through(settings: Settings, fanout: f64, out_bytes: usize) -> f64 
         }
         done += batch.len() as u64;
         let deliveries = sink.send(&out).await.unwrap();
-        tokio::task::block_in_place(|| committer.submit(Pending { deliveries, next_offsets: next.into_iter().collect(), records: batch.len() as u64 }));
+        tokio::task::block_in_place(|| committer.submit(Pending { deliveries, next_offsets: next.iter().map(|(p, (o, _))| (*p, *o)).collect(), records: batch.len() as u64 }));
     }
-    streamhost::sink::flush(sink.producer(), Duration::from_secs(30));
+    streamhost::kafka::producer::flush(sink.producer(), Duration::from_secs(30));
     committer.finish();
     source.commit();
     started.unwrap().elapsed().as_secs_f64()
@@ -537,7 +536,7 @@ async fn latency(b: &broker::Broker, rate: f64, seconds: f64) -> (i64, i64, usiz
 /// rules at each batch start as the service does, while the anomaly plugin's
 /// file is replaced 20 times (v1 and v2 alternately).
 fn hot_swap(report: &mut Report, phase: Duration) {
-    use streamhost::registry::Registry;
+    use streamhost::rules::registry::Registry;
     let dir = root().join("target/bench/swap");
     std::fs::create_dir_all(&dir).unwrap();
     let plugin = |name: &str| root().join("target/plugins").join(format!("{name}.wasm"));

@@ -137,6 +137,11 @@ pub struct RunArgs {
     #[arg(long, env = "STREAMHOST_ADMIN", value_name = "ADDR")]
     pub admin: Option<String>,
 
+    /// Write the admin API's bound address (HOST:PORT) to this file once it
+    /// listens: useful with `--admin 127.0.0.1:0`.
+    #[arg(long, env = "STREAMHOST_ADMIN_ADDRESS_FILE", value_name = "FILE")]
+    pub admin_address_file: Option<PathBuf>,
+
     /// Bearer token required by the admin API's changing calls (PUT and
     /// DELETE /plugins/NAME); without one they are refused.
     #[arg(long, env = "STREAMHOST_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
@@ -198,7 +203,7 @@ pub struct Settings {
     pub window: Duration,
     pub allowed_lateness: Duration,
     pub window_values: u32,
-    pub epoch_unit: crate::decode::EpochUnit,
+    pub epoch_unit: crate::text::time::EpochUnit,
     pub max_future: Duration,
     pub key_idle: Duration,
     pub batch_size: usize,
@@ -208,6 +213,7 @@ pub struct Settings {
     pub librdkafka: BTreeMap<String, String>,
     pub admin: std::net::SocketAddr,
     pub admin_token: Option<String>,
+    pub admin_address_file: Option<PathBuf>,
     pub max_records: Option<u64>,
 }
 
@@ -247,8 +253,8 @@ impl Settings {
             allowed_lateness: duration("allowed-lateness", args.allowed_lateness.or(file.allowed_lateness), "30s")?,
             window_values: args.window_values.or(file.window_values).unwrap_or(3),
             epoch_unit: match s(args.epoch_unit, file.epoch_unit, "ms").as_str() {
-                "ms" => crate::decode::EpochUnit::Millis,
-                "s" => crate::decode::EpochUnit::Seconds,
+                "ms" => crate::text::time::EpochUnit::Millis,
+                "s" => crate::text::time::EpochUnit::Seconds,
                 other => return Err(invalid("epoch-unit", format!("{other:?} is neither `ms` nor `s`"))),
             },
             max_future: duration("max-future", args.max_future.or(file.max_future), "1h")?,
@@ -263,6 +269,7 @@ impl Settings {
                 text.parse().map_err(|e| invalid("admin", format!("{text:?} is not HOST:PORT: {e}")))?
             },
             admin_token: args.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
+            admin_address_file: args.admin_address_file,
             max_records: args.max_records,
         };
         settings.validate()?;

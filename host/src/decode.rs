@@ -10,6 +10,9 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+pub use crate::text::time::EpochUnit;
+use crate::text::time::{MAX_TIME_MS, MIN_TIME_MS, parse_rfc3339};
+
 /// Which members to read.
 #[derive(Clone, Debug)]
 pub struct Schema {
@@ -18,14 +21,6 @@ pub struct Schema {
     pub fields: Vec<String>,
     /// The unit of a numeric event time.
     pub epoch_unit: EpochUnit,
-}
-
-/// The unit of an event time written as a number.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum EpochUnit {
-    #[default]
-    Millis,
-    Seconds,
 }
 
 /// Epoch milliseconds below this (1973-03-03) are refused as probably epoch
@@ -87,55 +82,7 @@ pub fn decode(schema: &Schema, bytes: &[u8]) -> Result<Decoded, DecodeError> {
 /// truncated. Parsed by hand, without allocation: it runs once per record.
 pub fn parse_time(text: &str) -> Option<i64> {
     let ms = parse_rfc3339(text.as_bytes())?;
-    (crate::window::MIN_TIME_MS..=crate::window::MAX_TIME_MS).contains(&ms).then_some(ms)
-}
-
-fn parse_rfc3339(b: &[u8]) -> Option<i64> {
-    fn num(b: &[u8]) -> Option<i64> {
-        b.iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
-    }
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (year, month, day) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
-    let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let mut i = 19;
-    let mut millis = 0;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        let digits = &b[start..i.min(start + 3)];
-        millis = num(digits)? * 10i64.pow(3 - digits.len() as u32);
-    }
-    let offset_minutes = match &b[i..] {
-        [] | [b'Z'] | [b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let (h, m) = (num(&[*h1, *h2])?, num(&[*m1, *m2])?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            if *sign == b'-' { -(h * 60 + m) } else { h * 60 + m }
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + hour) * 60 + minute - offset_minutes) * 60_000 + second * 1000 + millis)
+    (MIN_TIME_MS..=MAX_TIME_MS).contains(&ms).then_some(ms)
 }
 
 /// An event time written as a number, in `unit`, to epoch milliseconds.
@@ -144,7 +91,7 @@ fn epoch_time(v: f64, unit: EpochUnit) -> Result<i64, String> {
         EpochUnit::Millis => v,
         EpochUnit::Seconds => v * 1000.0,
     };
-    if !ms.is_finite() || !(crate::window::MIN_TIME_MS as f64..=crate::window::MAX_TIME_MS as f64).contains(&ms) {
+    if !ms.is_finite() || !(MIN_TIME_MS as f64..=MAX_TIME_MS as f64).contains(&ms) {
         return Err(format!("event time {v} is out of range (years 0001 to 9999)"));
     }
     if unit == EpochUnit::Millis && ms.abs() < SMALLEST_EPOCH_MILLIS {
@@ -155,14 +102,6 @@ fn epoch_time(v: f64, unit: EpochUnit) -> Result<i64, String> {
     Ok(ms.floor() as i64)
 }
 
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
 
 struct Found {
     key: Option<String>,
@@ -459,7 +398,7 @@ mod tests {
             #[test]
             fn time_text(text in "[0-9tTzZ:. +-]{0,40}") {
                 if let Some(ms) = parse_time(&text) {
-                    prop_assert!((crate::window::MIN_TIME_MS..=crate::window::MAX_TIME_MS).contains(&ms));
+                    prop_assert!((MIN_TIME_MS..=MAX_TIME_MS).contains(&ms));
                 }
             }
 
@@ -467,7 +406,7 @@ mod tests {
             fn epoch_numbers(v in any::<f64>(), seconds in any::<bool>()) {
                 let unit = if seconds { EpochUnit::Seconds } else { EpochUnit::Millis };
                 if let Ok(ms) = epoch_time(v, unit) {
-                    prop_assert!((crate::window::MIN_TIME_MS..=crate::window::MAX_TIME_MS).contains(&ms));
+                    prop_assert!((MIN_TIME_MS..=MAX_TIME_MS).contains(&ms));
                 }
             }
         }

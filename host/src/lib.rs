@@ -1,20 +1,37 @@
 //! streamhost: runs WebAssembly rules over Kafka streams.
 //!
-//! The modules follow the data: `source` (Kafka in) → `decode` → `window` →
-//! `plugin` (transform, trend and anomaly rules) → `route` (output shapes) →
-//! `sink` (Kafka out, and offset commits). `pipeline` runs one batch through
-//! the steps between source and sink; `service` is the long-running job;
-//! `config` resolves flags, environment and file.
+//! The modules, in the order the data flows through them:
+//!
+//! - `record`: the records that move between stages (in, out, dead-letter
+//!   reasons); `contract`: the WIT contract's types; `text`: hand-written
+//!   JSON and time text for the hot path. These three are leaves, used by all.
+//! - `kafka::consumer`: Kafka in, batches of records.
+//! - `decode`: each record's JSON read once into key, event time and fields.
+//! - `transform`: what transform rules return, applied to the record's text.
+//! - `window`: sliding windows per key, per input partition.
+//! - `rules`: the `Rule` trait, the WebAssembly runtime and the registry
+//!   that swaps rules while streamhost runs.
+//! - `output`: the shapes of enriched records, alerts and dead letters.
+//! - `pipeline`: one batch through all of the above.
+//! - `kafka::producer` and `kafka::committer`: Kafka out, and input offsets
+//!   stored once their outputs are durable.
+//! - `ops`: the admin API, metrics and health, beside the data path.
+//! - `service`: the long-running job, wiring everything; `config`: flags,
+//!   environment and file.
+//!
+//! No module imports one that comes later on this path, except `service`.
 
-pub mod admin;
+pub mod record;
+pub mod contract;
+pub mod text;
+
 pub mod config;
+pub mod kafka;
 pub mod decode;
-pub mod metrics;
-pub mod pipeline;
-pub mod plugin;
-pub mod route;
-pub mod service;
-pub mod sink;
-pub mod source;
+pub mod transform;
 pub mod window;
-pub mod registry;
+pub mod rules;
+pub mod output;
+pub mod pipeline;
+pub mod ops;
+pub mod service;

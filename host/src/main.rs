@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use streamhost::config::{RunArgs, Settings};
-use streamhost::plugin::{Limits, Needs, Runtime, WIT_VERSION};
+use streamhost::contract::{Needs, WIT_VERSION};
+use streamhost::rules::runtime::{Limits, Runtime};
 
 /// Runs WebAssembly rules (transform, trend, anomaly) over a Kafka topic,
 /// keeping sliding windows per key, and routes what they return to an
@@ -69,12 +70,12 @@ enum PluginAction {
 
 fn plugins(admin: &str, token: Option<&str>, action: PluginAction) -> anyhow::Result<()> {
     let (status, body) = match action {
-        PluginAction::List => streamhost::admin::request(admin, "GET", "/plugins", None, b"")?,
+        PluginAction::List => streamhost::ops::admin::request(admin, "GET", "/plugins", None, b"")?,
         PluginAction::Put { name, file } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            streamhost::admin::request(admin, "PUT", &format!("/plugins/{name}"), token, &bytes)?
+            streamhost::ops::admin::request(admin, "PUT", &format!("/plugins/{name}"), token, &bytes)?
         }
-        PluginAction::Rm { name } => streamhost::admin::request(admin, "DELETE", &format!("/plugins/{name}"), token, b"")?,
+        PluginAction::Rm { name } => streamhost::ops::admin::request(admin, "DELETE", &format!("/plugins/{name}"), token, b"")?,
     };
     let value: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
     if status != 200 {

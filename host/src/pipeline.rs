@@ -17,83 +17,16 @@
 //! dead-lettered as `output-too-large` instead.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
+use crate::contract::{Alert, Batch, FieldWindow, Needs, Transformed, TrendResult, WindowView};
 use crate::decode::{DecodeError, Decoded, Schema, decode};
-use crate::plugin::types::{Alert, FieldWindow, Transformed, TrendResult};
-use crate::plugin::{
-    AnomalyResults, Batch, CallError, Kind, Needs, Plugin, PluginInfo, TransformResults, TrendResults,
-    WindowView,
-};
-use crate::route::{self, Dest, Failure, OutRecord, Reason, Source, WindowStats};
+use crate::output::{self, WindowStats};
+use crate::record::{Dest, Failure, InRecord, OutRecord, Reason, SourcePos};
+use crate::rules::runtime::{CallError, PluginInfo};
+use crate::rules::{Rule, RuleSet, union_needs};
+use crate::text::time::iso8601;
+use crate::transform::Merge;
 use crate::window::{Refused, ViewBuilder, WindowConfig, Windows};
-
-/// A rule the pipeline can call: a WebAssembly plugin, or (in benchmarks) the
-/// same logic compiled natively.
-pub trait Rule: Send + Sync {
-    fn info(&self) -> &PluginInfo;
-    fn transform(&self, _batch: &Batch) -> Result<TransformResults, CallError> {
-        Err(CallError::Contract(format!("{} is not a transform rule", self.info().name)))
-    }
-    fn trend(&self, _batch: &Batch, _windows: &WindowView) -> Result<TrendResults, CallError> {
-        Err(CallError::Contract(format!("{} is not a trend rule", self.info().name)))
-    }
-    fn detect(&self, _batch: &Batch, _windows: &WindowView) -> Result<AnomalyResults, CallError> {
-        Err(CallError::Contract(format!("{} is not an anomaly rule", self.info().name)))
-    }
-}
-
-impl Rule for Plugin {
-    fn info(&self) -> &PluginInfo {
-        Plugin::info(self)
-    }
-    fn transform(&self, batch: &Batch) -> Result<TransformResults, CallError> {
-        Plugin::transform(self, batch)
-    }
-    fn trend(&self, batch: &Batch, windows: &WindowView) -> Result<TrendResults, CallError> {
-        Plugin::trend(self, batch, windows)
-    }
-    fn detect(&self, batch: &Batch, windows: &WindowView) -> Result<AnomalyResults, CallError> {
-        Plugin::detect(self, batch, windows)
-    }
-}
-
-/// The rules of a pipeline, by kind, each kind in the order given.
-#[derive(Clone, Default)]
-pub struct RuleSet {
-    pub transform: Vec<Arc<dyn Rule>>,
-    pub trend: Vec<Arc<dyn Rule>>,
-    pub anomaly: Vec<Arc<dyn Rule>>,
-}
-
-impl RuleSet {
-    /// Adds a rule under its own kind.
-    pub fn push(&mut self, rule: Arc<dyn Rule>) {
-        match rule.info().kind {
-            Kind::Transform => self.transform.push(rule),
-            Kind::Trend => self.trend.push(rule),
-            Kind::Anomaly => self.anomaly.push(rule),
-        }
-    }
-
-    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Rule>> {
-        self.transform.iter().chain(&self.trend).chain(&self.anomaly)
-    }
-}
-
-fn union_needs<'a>(rules: impl Iterator<Item = &'a Arc<dyn Rule>>) -> Needs {
-    rules.fold(Needs::empty(), |n, r| n | r.info().needs)
-}
-
-/// A consumed record.
-#[derive(Debug, Clone)]
-pub struct InRecord {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    /// `None` for a tombstone (a record without a value).
-    pub payload: Option<Vec<u8>>,
-}
 
 /// Settings of a pipeline.
 #[derive(Clone, Debug)]
@@ -278,9 +211,9 @@ impl Pipeline {
                 reason: Reason::Future,
                 message: format!(
                     "event time {} is {} ms ahead of the processing time {}; at most {} ms ahead is accepted (--max-future)",
-                    route::iso8601(t),
+                    iso8601(t),
                     t - now_ms,
-                    route::iso8601(now_ms),
+                    iso8601(now_ms),
                     self.cfg.max_future_ms
                 ),
                 plugin: None,
@@ -304,9 +237,9 @@ impl Pipeline {
                     reason: Reason::Late,
                     message: format!(
                         "event time {} is {} ms behind the newest event time {} of key {:?}; allowed lateness is {} ms",
-                        route::iso8601(d.time_ms),
+                        iso8601(d.time_ms),
                         behind_ms,
-                        route::iso8601(newest_ms),
+                        iso8601(newest_ms),
                         d.key,
                         self.windows.config().lateness_ms
                     ),
@@ -372,7 +305,7 @@ impl Pipeline {
             .into_iter()
             .chain(schema.fields.iter().map(String::as_str))
             .collect();
-        let mut merge: Option<route::Merge> = None;
+        let mut merge: Option<Merge> = None;
         for (j, result) in results.into_iter().enumerate() {
             let i = live[j];
             let rec = &mut recs[i];
@@ -385,7 +318,7 @@ impl Pipeline {
                 Ok(Ok(Transformed::Replace(text))) => (Ok(text), true),
                 Ok(Ok(Transformed::Merge(members))) => {
                     if !merge.as_ref().is_some_and(|m| m.is(&members)) {
-                        merge = match route::Merge::parse(&members) {
+                        merge = match Merge::parse(&members) {
                             Ok(m) => Some(m),
                             Err(message) => {
                                 fail(rec, rule.info(), Reason::PluginError, message);
@@ -430,7 +363,7 @@ impl Pipeline {
         let mut out = Vec::with_capacity(input.len() * 2);
         let mut fields = Vec::with_capacity(schema.fields.len());
         for (rec, inp) in recs.into_iter().zip(input) {
-            let source = Source { topic, partition: inp.partition, offset: inp.offset };
+            let source = SourcePos { topic, partition: inp.partition, offset: inp.offset };
             let failure = match &rec.state {
                 State::Dropped => {
                     tally.dropped += 1;
@@ -455,12 +388,12 @@ impl Pipeline {
                     let kinds: Vec<&str> =
                         rec.alerts.iter().flat_map(|(_, a)| a.iter().map(|a| a.kind.as_str())).collect();
                     let key = inp.key.clone().unwrap_or_else(|| d.key.clone().into_bytes());
-                    let enriched = route::enriched(text, &window, &trends, &kinds, &versions, source);
+                    let enriched = output::enriched(text, &window, &trends, &kinds, &versions, source);
                     let first = out.len();
                     out.push(OutRecord { dest: Dest::Enriched, source: (inp.partition, inp.offset), key: Some(key.clone()), payload: enriched.into_bytes(), headers: Vec::new() });
                     for (p, alerts) in &rec.alerts {
                         let info = rules.anomaly[*p].info();
-                        let payload = route::alert(
+                        let payload = output::alert(
                             now_ms,
                             &schema.key_field,
                             &d.key,
@@ -500,7 +433,7 @@ impl Pipeline {
                 }
             };
             *tally.dead_by_reason.entry(failure.reason).or_default() += 1;
-            out.push(route::dead_letter(source, inp.key, rec.into_original(), &failure).fit_dead_letter(max_bytes));
+            out.push(output::dead_letter(source, inp.key, rec.into_original(), &failure).fit_dead_letter(max_bytes));
         }
         Output { records: out, tally }
     }

@@ -1,22 +1,25 @@
 //! The main job: consume, run the pipeline, produce, commit; until a signal
 //! (or `--max-records`) says stop, then drain and commit before returning.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::admin::{self, Admin};
 use crate::config::Settings;
 use crate::decode::Schema;
-use crate::metrics::Metrics;
+use crate::kafka::{
+    self,
+    committer::{Committer, Pending},
+    consumer::KafkaSource,
+    producer::{KafkaSink, flush},
+};
+use crate::ops::admin::{self, Admin};
+use crate::ops::metrics::Metrics;
 use crate::pipeline::{OutputLimits, Pipeline, PipelineConfig, Tally};
-use crate::plugin::{Limits, Runtime};
-use crate::registry::Registry;
-use crate::sink::{Committer, Pending, Sink, flush};
-use crate::source::Source;
+use crate::rules::registry::Registry;
+use crate::rules::runtime::{Limits, Runtime};
 use crate::window::WindowConfig;
 
 /// Batches whose outputs may await acknowledgement at once.
@@ -66,8 +69,30 @@ pub struct Summary {
     pub first_batch: Option<Instant>,
 }
 
+/// Everything a run holds: the rules, Kafka in and out, the committer.
+struct Job {
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    source: Arc<KafkaSource>,
+    sink: Arc<KafkaSink>,
+    committer: Committer,
+}
+
 /// Runs the main job until `shutdown` resolves (or `max_records` are done).
 pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<Summary> {
+    let job = start(settings).await?;
+    let lag_task = tokio::spawn(watch_lag(job.source.clone(), job.metrics.clone()));
+    let mut summary = Summary::default();
+    let result = consume(&job, &mut summary, shutdown).await;
+    lag_task.abort();
+    drain(job, &summary.tally)?;
+    result?;
+    Ok(summary)
+}
+
+/// Loads the plugins, serves the admin API, and connects to Kafka.
+async fn start(settings: Settings) -> anyhow::Result<Job> {
     let metrics = Arc::new(Metrics::default());
     let runtime = Arc::new(Runtime::new(Limits {
         deadline: settings.plugin_deadline,
@@ -81,11 +106,14 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
     }
     registry.watch();
     let admin = Arc::new(Admin { registry: registry.clone(), metrics: metrics.clone(), token: settings.admin_token.clone() });
-    admin::serve(admin, settings.admin).await.with_context(|| format!("binding the admin API to {}", settings.admin))?;
+    let bound = admin::serve(admin, settings.admin).await.with_context(|| format!("binding the admin API to {}", settings.admin))?;
+    if let Some(file) = &settings.admin_address_file {
+        std::fs::write(file, bound.to_string()).with_context(|| format!("writing the admin address to {}", file.display()))?;
+    }
     tokio::spawn(reload_on_sighup(registry.clone()));
 
-    let source = Arc::new(Source::new(&settings, metrics.clone()).context("creating the Kafka consumer")?);
-    let sink = Arc::new(Sink::new(&settings).context("creating the Kafka producer")?);
+    let source = Arc::new(KafkaSource::new(&settings, metrics.assigned.clone()).context("creating the Kafka consumer")?);
+    let sink = Arc::new(KafkaSink::new(&settings).context("creating the Kafka producer")?);
     {
         let sink = sink.clone();
         tokio::task::spawn_blocking(move || sink.check_topics(Duration::from_secs(10))).await??;
@@ -101,67 +129,62 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
             }
         }));
     }
-    let lag_task = tokio::spawn(watch_lag(source.clone(), metrics.clone()));
-    let mut pipeline = Pipeline::new(pipeline_config(&settings));
-    let mut total = Tally::default();
-    let mut first_batch = None;
+    Ok(Job { settings, metrics, registry, source, sink, committer })
+}
+
+/// The batch loop: consume, process, produce, hand to the committer.
+async fn consume(job: &Job, summary: &mut Summary, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let settings = &job.settings;
+    let mut pipeline = Pipeline::new(pipeline_config(settings));
     let limit = settings.max_records.unwrap_or(u64::MAX);
     tracing::info!(topic = %settings.input_topic, group = %settings.group, brokers = %settings.brokers, "Consuming.");
     let mut shutdown = std::pin::pin!(shutdown);
-    let result: anyhow::Result<()> = async {
-        while total.input < limit {
-            if let Some(error) = committer.failure() {
-                bail!("stopping: an output could not be delivered: {error}");
-            }
-            let max = settings.batch_size.min((limit - total.input).try_into().unwrap_or(usize::MAX));
-            let batch = tokio::select! {
-                batch = source.next_batch(max, settings.batch_wait) => batch.context("consuming")?,
-                _ = &mut shutdown => break,
-                // An output failed while no input arrives: stop now, not at
-                // the next record.
-                _ = committer.failed() => continue,
-            };
-            let started = Instant::now();
-            first_batch.get_or_insert(started);
-            let mut per_partition: BTreeMap<i32, (i64, u64)> = BTreeMap::new();
-            for r in &batch {
-                let e = per_partition.entry(r.partition).or_insert((0, 0));
-                e.0 = e.0.max(r.offset + 1);
-                e.1 += 1;
-            }
-            let records = batch.len() as u64;
-            let now_ms = chrono::Utc::now().timestamp_millis();
-            // The rules as of this batch's start: a swap lands at a batch boundary.
-            let rules = registry.current();
-            let output = tokio::task::block_in_place(|| pipeline.process(&rules, batch, now_ms));
-            let deliveries = sink.send(&output.records).await.context("producing outputs")?;
-            let next_offsets = per_partition.iter().map(|(p, (next, _))| (*p, *next)).collect();
-            tokio::task::block_in_place(|| committer.submit(Pending { deliveries, next_offsets, records }));
-
-            let consumed: Vec<_> = per_partition.iter().map(|(p, (_, n))| (settings.input_topic.clone(), *p, *n)).collect();
-            let mut produced: BTreeMap<&str, u64> = BTreeMap::new();
-            for r in &output.records {
-                *produced.entry(sink.topic(r.dest)).or_default() += 1;
-            }
-            let produced: Vec<_> = produced.into_iter().map(|(t, n)| (t.to_string(), n)).collect();
-            metrics.record_batch(&output.tally, &consumed, &produced, started.elapsed().as_secs_f64());
-            metrics.set_windows(pipeline.windows().keys(), pipeline.windows().readings());
-            total.add(&output.tally);
+    while summary.tally.input < limit {
+        if let Some(error) = job.committer.failure() {
+            bail!("stopping: an output could not be delivered: {error}");
         }
-        Ok(())
+        let max = settings.batch_size.min((limit - summary.tally.input).try_into().unwrap_or(usize::MAX));
+        let batch = tokio::select! {
+            batch = job.source.next_batch(max, settings.batch_wait) => batch.context("consuming")?,
+            _ = &mut shutdown => break,
+            // An output failed while no input arrives: stop now, not at
+            // the next record.
+            _ = job.committer.failed() => continue,
+        };
+        let started = Instant::now();
+        summary.first_batch.get_or_insert(started);
+        let offsets = kafka::batch_offsets(&batch);
+        let records = batch.len() as u64;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        // The rules as of this batch's start: a swap lands at a batch boundary.
+        let rules = job.registry.current();
+        let output = tokio::task::block_in_place(|| pipeline.process(&rules, batch, now_ms));
+        let deliveries = job.sink.send(&output.records).await.context("producing outputs")?;
+        let next_offsets = offsets.iter().map(|(p, (next, _))| (*p, *next)).collect();
+        tokio::task::block_in_place(|| job.committer.submit(Pending { deliveries, next_offsets, records }));
+
+        let consumed: Vec<(i32, u64)> = offsets.iter().map(|(p, (_, n))| (*p, *n)).collect();
+        let produced = output.records.iter().map(|r| job.sink.topic(r.dest));
+        job.metrics.record_batch(&output.tally, &settings.input_topic, &consumed, produced, started.elapsed().as_secs_f64());
+        job.metrics.set_windows(pipeline.windows().keys(), pipeline.windows().readings());
+        summary.tally.add(&output.tally);
     }
-    .await;
-    lag_task.abort();
+    Ok(())
+}
+
+/// Waits for every output to be acknowledged and commits what they cover.
+fn drain(job: Job, total: &Tally) -> anyhow::Result<()> {
     tracing::info!(records = total.input, "Draining: waiting for outputs to be acknowledged.");
-    tokio::task::block_in_place(|| {
-        flush(sink.producer(), DRAIN_TIMEOUT);
-        let failure = committer.failure();
-        committer.finish();
-        source.commit();
+    let failure = tokio::task::block_in_place(|| {
+        flush(job.sink.producer(), DRAIN_TIMEOUT);
+        let failure = job.committer.failure();
+        job.committer.finish();
+        job.source.commit();
         failure
-    })
-    .map_or(Ok(()), |e| Err(anyhow::anyhow!("an output could not be delivered: {e}")))?;
-    result?;
+    });
+    if let Some(e) = failure {
+        bail!("an output could not be delivered: {e}");
+    }
     tracing::info!(
         records = total.input,
         enriched = total.enriched,
@@ -169,7 +192,7 @@ pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output =
         dead_letters = total.dead_letters(),
         "Stopped after committing."
     );
-    Ok(Summary { tally: total, first_batch })
+    Ok(())
 }
 
 /// Reloads every plugin file on SIGHUP.
@@ -185,13 +208,14 @@ async fn reload_on_sighup(registry: Arc<Registry>) {
 
 /// Refreshes the consumer-lag gauges every second, and warns when the input
 /// topic's partition count changes (a topic recreated, or grown).
-async fn watch_lag(source: Arc<Source>, metrics: Arc<Metrics>) {
+async fn watch_lag(source: Arc<KafkaSource>, metrics: Arc<Metrics>) {
     let mut partitions: Option<usize> = None;
+    let mut assigned: Vec<i32> = Vec::new();
     for tick in 0u64.. {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let s = source.clone();
         if let Ok(lag) = tokio::task::spawn_blocking(move || s.lag()).await {
-            metrics.set_lag(source.topic(), &lag);
+            metrics.set_lag(source.topic(), &lag, &mut assigned);
         }
         if tick % 10 == 0 {
             let s = source.clone();

@@ -50,10 +50,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-/// 0001-01-01T00:00:00Z in epoch milliseconds.
-pub const MIN_TIME_MS: i64 = -62_135_596_800_000;
-/// 9999-12-31T23:59:59.999Z in epoch milliseconds.
-pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+pub use crate::text::time::{MAX_TIME_MS, MIN_TIME_MS};
 
 /// Window settings.
 #[derive(Clone, Debug)]
@@ -88,14 +85,14 @@ pub enum Refused {
 /// Column-wise window views for a batch, in the WIT's layout (`window-view`).
 /// Each `push` appends one record's view.
 pub struct ViewBuilder {
-    pub view: crate::plugin::WindowView,
+    pub view: crate::contract::WindowView,
     /// Whether `head`/`tail` are filled (a rule asked for window values).
     pub with_values: bool,
 }
 
 impl ViewBuilder {
     pub fn new(fields: usize, k: usize, with_values: bool, capacity: usize) -> Self {
-        use crate::plugin::types::FieldWindow;
+        use crate::contract::FieldWindow;
         let col = || Vec::with_capacity(capacity);
         let kcol = || if with_values { Vec::with_capacity(capacity * k) } else { Vec::new() };
         let fields = (0..fields)
@@ -109,7 +106,7 @@ impl ViewBuilder {
                 tail: kcol(),
             })
             .collect();
-        let view = crate::plugin::WindowView {
+        let view = crate::contract::WindowView {
             starts: Vec::with_capacity(capacity),
             ends: Vec::with_capacity(capacity),
             counts: Vec::with_capacity(capacity),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use streamhost::plugin::{Limits, Plugin, Runtime};
+use streamhost::rules::runtime::{Limits, Plugin, Runtime};
 
 #[path = "../../xtask/src/broker.rs"]
 pub mod broker;

@@ -9,34 +9,38 @@
 //! stored is committed synchronously, so the next owner starts where this
 //! one finished rather than at the last periodic commit.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::Settings;
-use crate::pipeline::InRecord;
+use crate::record::InRecord;
+
+use super::apply_properties;
 
 /// Called on a revoke, before partitions are given up.
 pub type Drain = Box<dyn Fn() + Send + Sync>;
 
-pub struct SourceContext {
+pub struct ConsumerContext {
     drain: OnceLock<Drain>,
-    metrics: Arc<crate::metrics::Metrics>,
+    /// Set while partitions are assigned (read by `/readyz`).
+    assigned: Arc<AtomicBool>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for ConsumerContext {}
 
-impl ConsumerContext for SourceContext {
+impl rdkafka::consumer::ConsumerContext for ConsumerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Partitions revoked; draining in-flight outputs.");
-                self.metrics.assigned.store(false, std::sync::atomic::Ordering::Relaxed);
+                self.assigned.store(false, std::sync::atomic::Ordering::Relaxed);
                 if let Some(drain) = self.drain.get() {
                     drain();
                 }
@@ -47,7 +51,7 @@ impl ConsumerContext for SourceContext {
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Partitions assigned.");
-                self.metrics.assigned.store(tpl.count() > 0, std::sync::atomic::Ordering::Relaxed);
+                self.assigned.store(tpl.count() > 0, std::sync::atomic::Ordering::Relaxed);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "Rebalance error."),
         }
@@ -60,29 +64,14 @@ impl ConsumerContext for SourceContext {
     }
 }
 
-/// Applies `-X` properties: unprefixed ones to both clients, `consumer.` /
-/// `producer.` prefixed ones to that client only.
-pub fn apply_properties(config: &mut ClientConfig, settings: &Settings, side: &str) {
-    for (k, v) in &settings.librdkafka {
-        match k.split_once('.') {
-            Some((prefix, rest)) if prefix == side => {
-                config.set(rest, v);
-            }
-            Some(("consumer" | "producer", _)) => {}
-            _ => {
-                config.set(k, v);
-            }
-        }
-    }
-}
-
-pub struct Source {
-    consumer: Arc<StreamConsumer<SourceContext>>,
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer<ConsumerContext>>,
     topic: String,
 }
 
-impl Source {
-    pub fn new(settings: &Settings, metrics: Arc<crate::metrics::Metrics>) -> KafkaResult<Source> {
+impl KafkaSource {
+    /// `assigned` is kept up to date with whether partitions are assigned.
+    pub fn new(settings: &Settings, assigned: Arc<AtomicBool>) -> KafkaResult<KafkaSource> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &settings.brokers)
@@ -100,9 +89,9 @@ impl Source {
             .set("queued.max.messages.kbytes", "65536")
             .set("client.id", "streamhost");
         apply_properties(&mut config, settings, "consumer");
-        let consumer: StreamConsumer<SourceContext> = config.create_with_context(SourceContext { drain: OnceLock::new(), metrics })?;
+        let consumer: StreamConsumer<ConsumerContext> = config.create_with_context(ConsumerContext { drain: OnceLock::new(), assigned })?;
         consumer.subscribe(&[&settings.input_topic])?;
-        Ok(Source { consumer: Arc::new(consumer), topic: settings.input_topic.clone() })
+        Ok(KafkaSource { consumer: Arc::new(consumer), topic: settings.input_topic.clone() })
     }
 
     pub fn topic(&self) -> &str {
@@ -154,7 +143,7 @@ impl Source {
     /// Stores `next` (offset to resume from) per partition for the next
     /// commit. Partitions no longer assigned are skipped: their new owner
     /// re-reads from the last commit, which keeps delivery at least once.
-    pub fn store(consumer: &StreamConsumer<SourceContext>, topic: &str, next: &[(i32, i64)]) {
+    pub fn store(consumer: &StreamConsumer<ConsumerContext>, topic: &str, next: &[(i32, i64)]) {
         let mut tpl = TopicPartitionList::new();
         for &(partition, offset) in next {
             if tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).is_err() {
@@ -166,7 +155,7 @@ impl Source {
         }
     }
 
-    pub fn consumer(&self) -> Arc<StreamConsumer<SourceContext>> {
+    pub fn consumer(&self) -> Arc<StreamConsumer<ConsumerContext>> {
         self.consumer.clone()
     }
 

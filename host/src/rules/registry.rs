@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::pipeline::{Rule, RuleSet};
-use crate::plugin::{Kind, Plugin, PluginInfo, Runtime};
+use super::runtime::{Kind, LoadError, Plugin, PluginInfo, Runtime};
+use super::{Rule, RuleSet};
 
 /// How often plugin files are checked for changes.
 pub const POLL: Duration = Duration::from_millis(25);
@@ -72,8 +72,8 @@ pub struct Registry {
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
-    #[error("{0}")]
-    Load(String),
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error("kind changed from {was} to {now}; remove the plugin and add the new one instead")]
     KindChanged { was: Kind, now: Kind },
     #[error("the component calls itself {said:?}, not {asked:?}")]
@@ -207,7 +207,7 @@ impl Registry {
 
     /// Installs or replaces the plugin called `name` (admin API).
     pub fn put(&self, name: &str, bytes: &[u8]) -> Result<PluginInfo, ChangeError> {
-        let new = self.runtime.load(bytes, name).map_err(|e| ChangeError::Load(e.to_string()));
+        let new = self.runtime.load(bytes, name).map_err(ChangeError::Load);
         let mut slots = self.slots.lock().unwrap();
         let existing = slots.iter().position(|s| s.plugin.name() == name);
         let new = match new {

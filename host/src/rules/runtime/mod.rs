@@ -11,10 +11,10 @@
 //! - every call gets a deadline and a memory cap, and its failure is
 //!   classified (`CallError`) so the caller can route records by cause.
 
-mod bindings;
 mod determinism;
 mod limits;
 mod stdio;
+mod store;
 
 use std::fmt;
 use std::sync::Mutex;
@@ -26,15 +26,11 @@ use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 
-pub use bindings::types;
-use bindings::{StoreState, anomaly_rule, transform_rule, trend_rule};
-pub use types::{Batch, Needs, WindowView};
-
-/// The WIT package plugins are built against.
-pub const WIT_PACKAGE: &str = "streamhost:plugin";
-/// The version of that package this host implements. Plugins built against
-/// any 0.1.x version load.
-pub const WIT_VERSION: &str = "0.1.0";
+use crate::contract::{
+    AnomalyResults, Batch, Needs, TransformResults, TrendResults, WIT_PACKAGE, WIT_VERSION, WindowView, anomaly_rule, transform_rule,
+    trend_rule, types,
+};
+use store::StoreState;
 
 /// Limits applied to every plugin call.
 #[derive(Clone, Debug)]
@@ -160,8 +156,8 @@ pub enum CallError {
 
 impl CallError {
     /// The dead-letter reason class of this failure.
-    pub fn reason(&self) -> crate::route::Reason {
-        use crate::route::Reason;
+    pub fn reason(&self) -> crate::record::Reason {
+        use crate::record::Reason;
         match self {
             CallError::Timeout(_) => Reason::PluginTimeout,
             CallError::OutOfMemory(_) => Reason::PluginOom,
@@ -217,10 +213,7 @@ impl Runtime {
         // Components from componentize-py/-js import WASI 0.2; they get a WASI
         // with nothing in it (no files, sockets or environment).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings::streamhost::plugin::host::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )?;
+        crate::contract::add_host_to_linker(&mut linker)?;
         Ok(Self { engine, linker, limits, compiled: Mutex::new(Vec::new()) })
     }
 
@@ -448,13 +441,6 @@ pub struct Plugin {
     warm: Mutex<Option<Warm>>,
     stats: Stats,
 }
-
-/// One transform result per record.
-pub type TransformResults = Vec<Result<types::Transformed, String>>;
-/// One trend result per record.
-pub type TrendResults = Vec<Result<Option<types::TrendResult>, String>>;
-/// One anomaly result per record.
-pub type AnomalyResults = Vec<Result<Vec<types::Alert>, String>>;
 
 impl Plugin {
     pub fn info(&self) -> &PluginInfo {

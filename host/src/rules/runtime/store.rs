@@ -1,22 +1,10 @@
-//! The one place that generates host bindings from `wit/streamhost.wit`, and
-//! the per-store state those bindings run against.
-//!
-//! Bindings come from the host-only world `rule-host`, which exports all three
-//! rule interfaces; a real plugin exports exactly one of them and the runtime
-//! loads only that interface (`GuestIndices` per interface), so the three
-//! kinds share one set of types.
+//! The state of one plugin instance's store, and the host imports it
+//! answers.
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "rule-host",
-});
-
-pub use exports::streamhost::plugin::{anomaly_rule, transform_rule, trend_rule};
-pub use streamhost::plugin::host::Level;
-pub use streamhost::plugin::types;
+use crate::contract::{Level, types};
 
 /// Everything a plugin's store holds: WASI state (empty: no files, network,
 /// environment), the memory limiter, and the name used in logs.
@@ -35,7 +23,7 @@ impl WasiView for StoreState {
     }
 }
 
-impl streamhost::plugin::host::Host for StoreState {
+impl crate::contract::HostImports for StoreState {
     fn log(&mut self, level: Level, message: String) {
         let plugin = self.plugin.as_str();
         match level {
@@ -48,4 +36,4 @@ impl streamhost::plugin::host::Host for StoreState {
     }
 }
 
-impl streamhost::plugin::types::Host for StoreState {}
+impl types::Host for StoreState {}

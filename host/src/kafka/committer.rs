@@ -1,0 +1,208 @@
+//! The committer: stores a batch's input offsets once every output of that
+//! batch and of all batches before it has been acknowledged.
+//!
+//! Batches complete in order because the committer awaits them in order, on
+//! its own thread, so the stored offset of a partition never passes a record
+//! whose outputs are not yet durable.
+//!
+//! A delivery that fails for a reason tied to the record itself (the broker
+//! finds it too large for the topic, or invalid) is replaced by a reference
+//! dead letter (reason `output-too-large` or `output-refused`, the source
+//! position, the broker's error), awaited like any output: one bad record
+//! never stops the stream. Any other failure (broker unreachable past the
+//! producer's retries, authorization, unknown topic) stops the service:
+//! nothing after it is stored, and on restart the unacknowledged records are
+//! consumed again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures::executor::block_on;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::DeliveryFuture;
+
+use crate::output;
+use crate::record::{Dest, Failure, Reason, SourcePos};
+
+use super::consumer::{ConsumerContext, KafkaSource};
+use super::producer::{KafkaSink, Origin};
+
+/// A batch whose outputs are on their way.
+pub struct Pending {
+    /// Each output's delivery, with where its record came from.
+    pub deliveries: Vec<(DeliveryFuture, Origin)>,
+    /// Offset to resume from, per partition, once this batch is durable.
+    pub next_offsets: Vec<(i32, i64)>,
+    pub records: u64,
+}
+
+/// Stores offsets of batches whose outputs are all acknowledged, in order.
+pub struct Committer {
+    tx: Option<SyncSender<Pending>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+/// What the committer thread and the pipeline share.
+struct Shared {
+    in_flight: Mutex<usize>,
+    /// Signalled whenever `in_flight` drops.
+    settled: std::sync::Condvar,
+    committed_records: AtomicU64,
+    failure: Mutex<Option<String>>,
+    /// Woken when `failure` is set, so that an idle pipeline stops too.
+    failed: tokio::sync::Notify,
+}
+
+impl Committer {
+    /// `depth` bounds the batches awaiting acknowledgement; `submit` waits
+    /// when it is reached, which is the pipeline's back-pressure.
+    pub fn start(source: &KafkaSource, sink: Arc<KafkaSink>, depth: usize) -> Committer {
+        let (tx, rx) = sync_channel::<Pending>(depth);
+        let shared = Arc::new(Shared {
+            in_flight: Mutex::new(0),
+            settled: std::sync::Condvar::new(),
+            committed_records: AtomicU64::new(0),
+            failure: Mutex::new(None),
+            failed: tokio::sync::Notify::new(),
+        });
+        let consumer = source.consumer();
+        let topic = source.topic().to_string();
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("streamhost-commit".into())
+                .spawn(move || commit_loop(rx, &consumer, &topic, &sink, &shared))
+                .expect("spawning the committer")
+        };
+        Committer { tx: Some(tx), thread: Some(thread), shared }
+    }
+
+    /// Queues a batch; blocks while `depth` batches are already waiting.
+    pub fn submit(&self, pending: Pending) {
+        *self.shared.in_flight.lock().unwrap() += 1;
+        if let Some(tx) = &self.tx {
+            if tx.send(pending).is_err() {
+                self.shared.settle();
+            }
+        }
+    }
+
+    /// Records whose outputs are all acknowledged and offsets stored.
+    pub fn committed_records(&self) -> u64 {
+        self.shared.committed_records.load(Ordering::SeqCst)
+    }
+
+    /// The delivery failure that stopped the committer, if any.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().unwrap().clone()
+    }
+
+    /// Resolves once a delivery has failed for good.
+    pub async fn failed(&self) {
+        loop {
+            let notified = self.shared.failed.notified();
+            if self.failure().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A function that waits until every submitted batch is settled (used
+    /// on revoke, together with a producer flush).
+    pub fn waiter(&self) -> impl Fn(Duration) -> bool + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move |timeout| {
+            let guard = shared.in_flight.lock().unwrap();
+            let (guard, _) = shared.settled.wait_timeout_while(guard, timeout, |n| *n > 0).unwrap();
+            *guard == 0
+        }
+    }
+
+    /// Waits for every submitted batch to settle and stops the thread.
+    pub fn finish(mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Shared {
+    fn settle(&self) {
+        *self.in_flight.lock().unwrap() -= 1;
+        self.settled.notify_all();
+    }
+
+    fn fail(&self, error: String) {
+        tracing::error!(%error, "An output could not be delivered; no further offsets will be committed.");
+        self.failure.lock().unwrap().get_or_insert(error);
+        self.failed.notify_waiters();
+        self.failed.notify_one();
+    }
+}
+
+fn commit_loop(rx: Receiver<Pending>, consumer: &StreamConsumer<ConsumerContext>, topic: &str, sink: &KafkaSink, shared: &Shared) {
+    for pending in rx {
+        let mut ok = shared.failure.lock().unwrap().is_none();
+        for (d, origin) in pending.deliveries {
+            let error = match block_on(d) {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e,
+                Err(_) => {
+                    if ok {
+                        shared.fail("the producer was dropped before delivery".into());
+                    }
+                    ok = false;
+                    continue;
+                }
+            };
+            if !ok {
+                continue;
+            }
+            // A record the broker refuses for what it is: dead-letter a
+            // reference to it instead, and go on.
+            if let Some(reason) = record_error(&error).filter(|_| origin.dest != Dest::DeadLetter) {
+                let failure = Failure {
+                    reason,
+                    message: format!("the broker refused its {} record: {error}", origin.dest.name()),
+                    plugin: None,
+                };
+                let source = SourcePos { topic, partition: origin.partition, offset: origin.offset };
+                let reference = output::dead_letter(source, None, Vec::new(), &failure);
+                tracing::warn!(partition = origin.partition, offset = origin.offset, %error, "Output refused by the broker; dead-lettered a reference to its record.");
+                match sink.send_blocking(&reference) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        shared.fail(format!("{error}; and its reference dead letter failed too: {e}"));
+                        ok = false;
+                        continue;
+                    }
+                }
+            }
+            shared.fail(error.to_string());
+            ok = false;
+        }
+        if ok {
+            KafkaSource::store(consumer, topic, &pending.next_offsets);
+            shared.committed_records.fetch_add(pending.records, Ordering::SeqCst);
+        }
+        shared.settle();
+    }
+}
+
+
+/// Whether a delivery error is about the record itself, not the stream.
+fn record_error(e: &KafkaError) -> Option<Reason> {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code()? {
+        C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize => Some(Reason::OutputTooLarge),
+        C::InvalidMessage | C::InvalidRecord | C::InvalidTimestamp => Some(Reason::OutputRefused),
+        _ => None,
+    }
+}

@@ -1,0 +1,178 @@
+//! Kafka out: an idempotent producer (acks=all) for the three output
+//! topics. It checks at start-up that they can be used, hands records to
+//! librdkafka in order, and replaces a record the producer itself refuses
+//! as too large by a reference dead letter.
+
+use std::time::Duration;
+
+use futures::executor::block_on;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use crate::config::Settings;
+use crate::output;
+use crate::record::{Dest, Failure, OutRecord, Reason, SourcePos};
+
+use super::apply_properties;
+
+pub struct KafkaSink {
+    producer: FutureProducer,
+    /// The input topic, named in dead letters.
+    input: String,
+    enriched: String,
+    alerts: String,
+    dead_letter: String,
+}
+
+impl KafkaSink {
+    pub fn new(settings: &Settings) -> KafkaResult<KafkaSink> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("compression.type", "lz4")
+            .set("client.id", "streamhost");
+        apply_properties(&mut config, settings, "producer");
+        Ok(KafkaSink {
+            producer: config.create()?,
+            input: settings.input_topic.clone(),
+            enriched: settings.enriched_topic.clone(),
+            alerts: settings.alerts_topic.clone(),
+            dead_letter: settings.dlq_topic.clone(),
+        })
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    pub fn topic(&self, dest: Dest) -> &str {
+        match dest {
+            Dest::Enriched => &self.enriched,
+            Dest::Alerts => &self.alerts,
+            Dest::DeadLetter => &self.dead_letter,
+        }
+    }
+
+    /// Checks that the output topics exist, so that a missing or misspelt
+    /// one stops streamhost before it consumes (and would repeat) anything.
+    pub fn check_topics(&self, timeout: Duration) -> anyhow::Result<()> {
+        for topic in [&self.enriched, &self.alerts, &self.dead_letter] {
+            let md = self
+                .producer
+                .client()
+                .fetch_metadata(Some(topic), timeout)
+                .map_err(|e| anyhow::anyhow!("asking the brokers about output topic {topic:?}: {e}"))?;
+            match md.topics().iter().find(|t| t.name() == topic.as_str()) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {}
+                Some(t) => anyhow::bail!(
+                    "output topic {topic:?} is not usable: {}; create it (or fix its name) before starting",
+                    t.error().map(|e| format!("{:?}", RDKafkaErrorCode::from(e))).unwrap_or_else(|| "it has no partitions".into())
+                ),
+                None => anyhow::bail!("output topic {topic:?} does not exist; create it (or fix its name) before starting"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands every record to the producer, in order, and returns their
+    /// delivery futures. Waits (without blocking the runtime) while the
+    /// producer's queue is full.
+    pub async fn send(&self, records: &[OutRecord]) -> KafkaResult<Vec<(DeliveryFuture, Origin)>> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for r in records {
+            let origin = Origin { partition: r.source.0, offset: r.source.1, dest: r.dest };
+            let delivery = match self.send_one(r).await {
+                // The pipeline sizes outputs against message.max.bytes, but
+                // should the producer still refuse one as too large, a
+                // reference dead letter takes its place.
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                    tracing::warn!(partition = origin.partition, offset = origin.offset, "The producer refused an output as too large; dead-lettering a reference.");
+                    let failure = Failure {
+                        reason: Reason::OutputTooLarge,
+                        message: format!("the producer refused its {} record as larger than its message.max.bytes", r.dest.name()),
+                        plugin: None,
+                    };
+                    let source = SourcePos { topic: &self.input, partition: origin.partition, offset: origin.offset };
+                    self.send_one(&output::dead_letter(source, None, Vec::new(), &failure)).await?
+                }
+                other => other?,
+            };
+            deliveries.push((delivery, origin));
+        }
+        Ok(deliveries)
+    }
+
+    /// The producer's view of an output record.
+    fn record<'a>(&'a self, r: &'a OutRecord) -> FutureRecord<'a, [u8], [u8]> {
+        let mut record = FutureRecord::to(self.topic(r.dest)).payload(&r.payload[..]);
+        if !r.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+            }
+            record = record.headers(headers);
+        }
+        if let Some(key) = &r.key {
+            record = record.key(&key[..]);
+        }
+        record
+    }
+
+    async fn send_one(&self, r: &OutRecord) -> KafkaResult<DeliveryFuture> {
+        let mut record = self.record(r);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(d) => return Ok(d),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends one record from a thread outside the runtime and waits for its
+    /// acknowledgement.
+    pub(super) fn send_blocking(&self, r: &OutRecord) -> Result<(), String> {
+        let mut record = self.record(r);
+        let delivery = loop {
+            match self.producer.send_result(record) {
+                Ok(d) => break d,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => return Err(e.to_string()),
+            }
+        };
+        match block_on(delivery) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(e.to_string()),
+            Err(_) => Err("the producer was dropped before delivery".into()),
+        }
+    }
+}
+
+/// Where an output came from, to dead-letter it if the broker refuses it.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    pub partition: i32,
+    pub offset: i64,
+    pub dest: Dest,
+}
+
+
+/// Flushes the producer, waiting up to `timeout` for every queued record.
+pub fn flush(producer: &FutureProducer, timeout: Duration) {
+    if let Err(error) = producer.flush(timeout) {
+        tracing::warn!(%error, "Producer flush did not finish.");
+    }
+}

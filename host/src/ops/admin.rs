@@ -1,0 +1,178 @@
+//! The admin HTTP listener (loopback by default): plugin management,
+//! Prometheus metrics and health checks, on axum (served by hyper), and the
+//! client `streamhost plugins ...` uses, on ureq.
+//!
+//! - `GET /plugins`: every plugin with kind, name, version, sha256, load
+//!   time, calls, failures and the last failure;
+//! - `PUT /plugins/NAME` (body: a component) installs or replaces a plugin;
+//!   `DELETE /plugins/NAME` removes one. Both need `Authorization: Bearer
+//!   TOKEN`; with no token configured they are refused outright;
+//! - `GET /metrics`, `GET /healthz`, `GET /readyz`.
+//!
+//! Limits: request heads must arrive within 10 s, whole requests (a
+//! component upload included) within 120 s, and bodies are at most 256 MiB.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tower_http::timeout::TimeoutLayer;
+
+use super::metrics::Metrics;
+use crate::rules::registry::{ChangeError, Registry};
+
+/// Largest request body accepted (a component).
+const MAX_BODY: usize = 256 << 20;
+/// Longest wait for a request's head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a whole request may take (compiling a Python component takes
+/// tens of seconds).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Admin {
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub token: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message.to_string() }))).into_response()
+}
+
+fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/plugins", get(list))
+        .route("/plugins/{name}", put(put_plugin).delete(remove_plugin))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .with_state(admin)
+}
+
+/// Binds the listener; returns the bound address (the port may be 0).
+pub async fn serve(admin: Arc<Admin>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "Admin API listening.");
+    let app = router(admin);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let service = TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT);
+                if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
+                    tracing::debug!(%error, "Admin connection failed.");
+                }
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
+    if admin.metrics.ready() {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for partitions or plugins\n").into_response()
+    }
+}
+
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], admin.metrics.render())
+        .into_response()
+}
+
+async fn list(State(admin): State<Arc<Admin>>) -> Response {
+    axum::Json(admin.registry.list()).into_response()
+}
+
+/// Token check for changing calls: compares in constant time.
+fn authorized(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &admin.token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "changing plugins through the API needs --admin-token (or STREAMHOST_ADMIN_TOKEN)",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .as_bytes();
+    let want = token.as_bytes();
+    let same = given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same { Ok(()) } else { Err(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")) }
+}
+
+async fn put_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&admin, &headers) {
+        return r;
+    }
+    let registry = admin.registry.clone();
+    // Compiling may take seconds (Python, JavaScript components): off the
+    // async workers.
+    match tokio::task::spawn_blocking(move || registry.put(&name, &body)).await {
+        Ok(Ok(info)) => axum::Json(info).into_response(),
+        Ok(Err(e @ ChangeError::NotFound(_))) => error(StatusCode::NOT_FOUND, e),
+        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn remove_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&admin, &headers) {
+        return r;
+    }
+    match admin.registry.remove(&name) {
+        Ok(()) => axum::Json(serde_json::json!({ "removed": name })).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+/// A blocking HTTP request to the admin API at `addr` (for `streamhost
+/// plugins ...` and tests): the status and the body as text.
+pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> anyhow::Result<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://{addr}{path}");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let response = match method {
+        "GET" | "DELETE" => {
+            let mut r = if method == "GET" { agent.get(&url) } else { agent.delete(&url) };
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.call()
+        }
+        "PUT" => {
+            let mut r = agent.put(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send(body)
+        }
+        other => anyhow::bail!("unsupported method {other}"),
+    };
+    let mut response = response.map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().map_err(|e| anyhow::anyhow!("reading the answer to {method} {url}: {e}"))?;
+    Ok((status, text))
+}

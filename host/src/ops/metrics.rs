@@ -1,0 +1,271 @@
+//! Counters and gauges of a running streamhost, on `prometheus-client`,
+//! rendered in the OpenMetrics text format for `GET /metrics`.
+//!
+//! Hot-path updates are per batch, not per record: the service adds a
+//! batch's tally once. Plugin counters live in each loaded plugin and are
+//! read at scrape time by a collector, labelled with the plugin's version,
+//! so a swap shows up as a new series.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry as Prometheus;
+
+use crate::pipeline::Tally;
+use crate::rules::registry::Registry;
+
+/// Upper bounds (seconds) of the per-record processing-time histogram.
+const BUCKETS: [f64; 12] = [1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicPartition {
+    topic: String,
+    partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Topic {
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
+    version: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+pub struct Metrics {
+    /// The consumer has partitions assigned (kept by the consumer).
+    pub assigned: Arc<AtomicBool>,
+    /// Every configured plugin has loaded.
+    pub plugins_loaded: AtomicBool,
+    prometheus: std::sync::Mutex<Prometheus>,
+    processed: Counter,
+    processing: Histogram,
+    consumed: Family<TopicPartition, Counter>,
+    produced: Family<Topic, Counter>,
+    dead: Family<ReasonLabel, Counter>,
+    alerts: Family<KindLabel, Counter>,
+    lag: Family<TopicPartition, Gauge>,
+    window_keys: Gauge,
+    window_readings: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            assigned: Arc::default(),
+            plugins_loaded: AtomicBool::default(),
+            prometheus: std::sync::Mutex::new(Prometheus::default()),
+            processed: Counter::default(),
+            processing: Histogram::new(BUCKETS),
+            consumed: Family::default(),
+            produced: Family::default(),
+            dead: Family::default(),
+            alerts: Family::default(),
+            lag: Family::default(),
+            window_keys: Gauge::default(),
+            window_readings: Gauge::default(),
+        };
+        {
+            let mut r = m.prometheus.lock().unwrap();
+            r.register("messages_processed", "Input records processed (the article's counter)", m.processed.clone());
+            r.register(
+                "message_processing_seconds",
+                "Processing time per input record, from decode to outputs handed to the producer",
+                m.processing.clone(),
+            );
+            r.register("streamhost_records_consumed", "Records consumed, by topic and partition", m.consumed.clone());
+            r.register("streamhost_records_produced", "Records handed to the producer, by output topic", m.produced.clone());
+            r.register("streamhost_dead_letters", "Records sent to the dead-letter topic, by reason", m.dead.clone());
+            r.register("streamhost_alerts", "Anomalies raised, by kind", m.alerts.clone());
+            r.register(
+                "streamhost_consumer_lag_records",
+                "High watermark minus the consumer's position, per assigned partition",
+                m.lag.clone(),
+            );
+            r.register("streamhost_window_keys", "Keys holding a sliding window", m.window_keys.clone());
+            r.register("streamhost_window_readings", "Readings retained across all windows", m.window_readings.clone());
+        }
+        m
+    }
+}
+
+impl Metrics {
+    /// Adds a processed batch: its tally, the records per input partition,
+    /// the topic of each output, and the batch's processing time spread
+    /// evenly over its records.
+    pub fn record_batch<'a>(
+        &self,
+        tally: &Tally,
+        input_topic: &str,
+        consumed: &[(i32, u64)],
+        produced: impl Iterator<Item = &'a str>,
+        seconds: f64,
+    ) {
+        self.processed.inc_by(tally.input);
+        if tally.input > 0 {
+            let per_record = seconds / tally.input as f64;
+            for _ in 0..tally.input {
+                self.processing.observe(per_record);
+            }
+        }
+        for &(partition, n) in consumed {
+            self.consumed.get_or_create(&TopicPartition { topic: input_topic.to_string(), partition }).inc_by(n);
+        }
+        let mut last: Option<(&str, u64)> = None;
+        for topic in produced {
+            match &mut last {
+                Some((t, n)) if *t == topic => *n += 1,
+                _ => {
+                    if let Some((t, n)) = last.replace((topic, 1)) {
+                        self.produced.get_or_create(&Topic { topic: t.to_string() }).inc_by(n);
+                    }
+                }
+            }
+        }
+        if let Some((t, n)) = last {
+            self.produced.get_or_create(&Topic { topic: t.to_string() }).inc_by(n);
+        }
+        for (reason, n) in &tally.dead_by_reason {
+            self.dead.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc_by(*n);
+        }
+        for (kind, n) in &tally.alerts_by_kind {
+            self.alerts.get_or_create(&KindLabel { kind: kind.clone() }).inc_by(*n);
+        }
+    }
+
+    pub fn set_windows(&self, keys: usize, readings: usize) {
+        self.window_keys.set(keys as i64);
+        self.window_readings.set(readings as i64);
+    }
+
+    /// Sets the lag of the assigned partitions: partitions no longer
+    /// assigned go, a partition whose lag is unknown now keeps its last value.
+    pub fn set_lag(&self, topic: &str, lag: &[(i32, Option<i64>)], previously: &mut Vec<i32>) {
+        for p in previously.iter().filter(|p| !lag.iter().any(|(q, _)| q == *p)) {
+            self.lag.remove(&TopicPartition { topic: topic.to_string(), partition: *p });
+        }
+        for &(partition, v) in lag {
+            if let Some(v) = v {
+                self.lag.get_or_create(&TopicPartition { topic: topic.to_string(), partition }).set(v);
+            }
+        }
+        *previously = lag.iter().map(|(p, _)| *p).collect();
+    }
+
+    pub fn ready(&self) -> bool {
+        self.assigned.load(Ordering::Relaxed) && self.plugins_loaded.load(Ordering::Relaxed)
+    }
+
+    /// Adds the plugin series, read from `registry` at each scrape.
+    pub fn watch_plugins(&self, registry: Arc<Registry>) {
+        self.prometheus.lock().unwrap().register_collector(Box::new(PluginCollector(registry)));
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.prometheus.lock().unwrap()).expect("writing to a String");
+        out
+    }
+}
+
+/// Plugin calls, failures and time, and reloads, read from the registry.
+struct PluginCollector(Arc<Registry>);
+
+impl std::fmt::Debug for PluginCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PluginCollector")
+    }
+}
+
+impl Collector for PluginCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let plugins = self.0.list();
+        let labels = |p: &crate::rules::registry::PluginStatus| PluginLabels {
+            plugin: p.info.name.clone(),
+            version: p.info.version.clone(),
+            kind: p.info.kind.to_string(),
+        };
+        let mut family = encoder.encode_descriptor(
+            "streamhost_plugin_calls",
+            "Plugin calls (one per batch), by plugin and version",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for p in &plugins {
+            ConstCounter::new(p.calls).encode(family.encode_family(&labels(p))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "streamhost_plugin_failures",
+            "Plugin calls that failed (trap, timeout, out of memory, contract)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for p in &plugins {
+            ConstCounter::new(p.failures).encode(family.encode_family(&labels(p))?)?;
+        }
+        // Time in plugin calls as a histogram without finite buckets: its
+        // `_sum` and `_count` are what dashboards divide.
+        let mut family = encoder.encode_descriptor(
+            "streamhost_plugin_call_seconds",
+            "Time spent in plugin calls",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        for p in &plugins {
+            family.encode_family(&labels(p))?.encode_histogram::<NoLabelSet>(p.call_seconds, p.calls, &[(f64::MAX, p.calls)], None)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "streamhost_plugin_reloads",
+            "Plugin loads after start-up (file change, SIGHUP, admin API), by result",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (result, n) in [("ok", &self.0.reloads_ok), ("failed", &self.0.reloads_failed)] {
+            ConstCounter::new(n.load(Ordering::Relaxed)).encode(family.encode_family(&ResultLabel { result })?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_records() {
+        let m = Metrics::default();
+        let tally = Tally { input: 4, ..Tally::default() };
+        m.record_batch(&tally, "in", &[(0, 4)], ["out"; 4].into_iter(), 4.0e-6);
+        let text = m.render();
+        assert!(text.contains("messages_processed_total 4\n"), "{text}");
+        assert!(text.contains("message_processing_seconds_bucket{le=\"0.000001\"} 4\n"), "{text}");
+        assert!(text.contains("message_processing_seconds_bucket{le=\"+Inf\"} 4\n"));
+        assert!(text.contains("streamhost_records_consumed_total{topic=\"in\",partition=\"0\"} 4\n"));
+        assert!(text.contains("streamhost_records_produced_total{topic=\"out\"} 4\n"));
+    }
+}

@@ -1,0 +1,235 @@
+//! Shapes of the three outputs: enriched records, alerts and dead letters.
+//!
+//! JSON is written directly into a `String` (no intermediate `Value` tree).
+//! The record's own JSON text is spliced in as it is: an enriched record is
+//! the (transformed) record with one member, `streamhost`, added.
+
+use std::fmt::Write as _;
+
+use crate::contract::{Alert, Direction, Severity, TrendResult};
+use crate::record::{Dest, Failure, OutRecord, SourcePos, headers};
+use crate::text::json::{push_f64, push_int, push_joined, push_str};
+use crate::text::time::{iso8601, push_iso8601};
+
+pub fn dead_letter(source: SourcePos, key: Option<Vec<u8>>, payload: Vec<u8>, failure: &Failure) -> OutRecord {
+    let mut headers = vec![
+        (headers::REASON, failure.reason.as_str().to_string()),
+        (headers::ERROR, failure.message.clone()),
+        (headers::TOPIC, source.topic.to_string()),
+        (headers::PARTITION, source.partition.to_string()),
+        (headers::OFFSET, source.offset.to_string()),
+    ];
+    if let Some((name, version)) = &failure.plugin {
+        headers.push((headers::PLUGIN, name.clone()));
+        headers.push((headers::PLUGIN_VERSION, version.clone()));
+    }
+    OutRecord { dest: Dest::DeadLetter, source: (source.partition, source.offset), key, payload, headers }
+}
+
+fn direction(d: Direction) -> &'static str {
+    match d {
+        Direction::Increasing => "increasing",
+        Direction::Decreasing => "decreasing",
+        Direction::Stable => "stable",
+    }
+}
+
+pub fn severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+fn severity_rank(s: Severity) -> u8 {
+    match s {
+        Severity::Low => 0,
+        Severity::Medium => 1,
+        Severity::High => 2,
+        Severity::Critical => 3,
+    }
+}
+
+/// A record's window as the enriched output shows it.
+pub struct WindowStats<'a> {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub count: u32,
+    /// (field name, [mean, min, max])
+    pub fields: &'a [(&'a str, [f64; 3])],
+}
+
+/// The enriched record: the record plus a `streamhost` member holding its
+/// window statistics, trends, alert kinds, the plugin versions that handled
+/// it and its source position.
+#[allow(clippy::too_many_arguments)]
+pub fn enriched(
+    record: &str,
+    window: &WindowStats,
+    trends: &[(&str, &TrendResult)],
+    alert_kinds: &[&str],
+    plugins: &[(&str, &str)],
+    source: SourcePos,
+) -> String {
+    // Written straight after the record's own members, in one buffer.
+    let body = record.trim_end();
+    let body = body.strip_suffix('}').unwrap_or(body).trim_end();
+    let mut m = String::with_capacity(body.len() + 320 + 64 * window.fields.len());
+    m.push_str(body);
+    if !body.ends_with('{') {
+        m.push(',');
+    }
+    m.push_str("\"streamhost\":{\"window\":{\"start\":\"");
+    push_iso8601(&mut m, window.start_ms);
+    m.push_str("\",\"end\":\"");
+    push_iso8601(&mut m, window.end_ms);
+    m.push('"');
+    m.push_str(",\"count\":");
+    push_int(&mut m, window.count);
+    m.push_str(",\"fields\":{");
+    push_joined(&mut m, window.fields, |m, (name, [mean, min, max])| {
+        push_str(m, name);
+        m.push_str(":{\"mean\":");
+        push_f64(m, *mean);
+        m.push_str(",\"min\":");
+        push_f64(m, *min);
+        m.push_str(",\"max\":");
+        push_f64(m, *max);
+        m.push('}');
+    });
+    m.push_str("}},\"trends\":{");
+    push_joined(&mut m, trends, |m, (plugin, t)| {
+        push_str(m, plugin);
+        m.push_str(":{\"field\":");
+        push_str(m, &t.field);
+        m.push_str(",\"direction\":\"");
+        m.push_str(direction(t.direction));
+        m.push_str("\",\"change\":");
+        push_f64(m, t.change);
+        m.push('}');
+    });
+    m.push_str("},\"alerts\":[");
+    push_joined(&mut m, alert_kinds, |m, kind| {
+        push_str(m, kind);
+    });
+    m.push_str("],\"plugins\":{");
+    push_joined(&mut m, plugins, |m, (name, version)| {
+        push_str(m, name);
+        m.push(':');
+        push_str(m, version);
+    });
+    m.push_str("},\"source\":{\"partition\":");
+    push_int(&mut m, source.partition);
+    m.push_str(",\"offset\":");
+    push_int(&mut m, source.offset);
+    m.push_str("}}}");
+    m
+}
+
+/// An alert record in the article's shape (`timestamp`, the key, `anomalies`,
+/// `sensor_data`, `severity`), plus the rule, its version, each alert's
+/// detail, the event time and the source position.
+#[allow(clippy::too_many_arguments)]
+pub fn alert(
+    processing_ms: i64,
+    key_field: &str,
+    key: &str,
+    event_ms: i64,
+    record: &str,
+    rule: (&str, &str),
+    alerts: &[Alert],
+    source: SourcePos,
+) -> String {
+    let mut m = String::with_capacity(256 + record.len());
+    m.push_str("{\"timestamp\":");
+    push_str(&mut m, &iso8601(processing_ms));
+    m.push(',');
+    push_str(&mut m, key_field);
+    m.push(':');
+    push_str(&mut m, key);
+    m.push_str(",\"event_time\":");
+    push_str(&mut m, &iso8601(event_ms));
+    m.push_str(",\"anomalies\":[");
+    push_joined(&mut m, alerts, |m, a| {
+        push_str(m, &a.kind);
+    });
+    let top = alerts.iter().map(|a| a.severity).max_by_key(|s| severity_rank(*s)).unwrap_or(Severity::Low);
+    let _ = write!(m, "],\"severity\":\"{}\",\"rule\":", severity(top));
+    push_str(&mut m, rule.0);
+    m.push_str(",\"rule_version\":");
+    push_str(&mut m, rule.1);
+    m.push_str(",\"alerts\":[");
+    push_joined(&mut m, alerts, |m, a| {
+        m.push_str("{\"rule\":");
+        push_str(m, &a.rule);
+        m.push_str(",\"kind\":");
+        push_str(m, &a.kind);
+        let _ = write!(m, ",\"severity\":\"{}\",\"message\":", severity(a.severity));
+        push_str(m, &a.message);
+        m.push('}');
+    });
+    m.push_str("],\"sensor_data\":");
+    m.push_str(record.trim());
+    let _ = write!(m, ",\"source\":{{\"partition\":{},\"offset\":{}}}}}", source.partition, source.offset);
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_has_the_articles_shape() {
+        let alerts = [
+            Alert { rule: "r".into(), kind: "low_battery".into(), severity: Severity::Medium, message: "m1".into() },
+            Alert {
+                rule: "r".into(),
+                kind: "temperature_out_of_range".into(),
+                severity: Severity::High,
+                message: "m2".into(),
+            },
+        ];
+        let text = alert(
+            0,
+            "sensor_id",
+            "s1",
+            1000,
+            r#"{"sensor_id":"s1"}"#,
+            ("anomaly", "1.0.0"),
+            &alerts,
+            SourcePos { topic: "t", partition: 1, offset: 2 },
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["sensor_id"], "s1");
+        assert_eq!(v["severity"], "high");
+        assert_eq!(v["anomalies"], serde_json::json!(["low_battery", "temperature_out_of_range"]));
+        assert_eq!(v["timestamp"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["sensor_data"]["sensor_id"], "s1");
+        assert_eq!(v["rule_version"], "1.0.0");
+    }
+
+    #[test]
+    fn enriched_is_valid_json_with_nulls_for_nan() {
+        let fields = [("temperature", [1.0, f64::NAN, 2.0])];
+        let w = WindowStats { start_ms: 0, end_ms: 1, count: 2, fields: &fields };
+        let t = TrendResult { field: "temperature".into(), direction: Direction::Stable, change: 0.0 };
+        let text = enriched(
+            r#"{"a":1}"#,
+            &w,
+            &[("trend", &t)],
+            &[],
+            &[("trend", "1.0.0")],
+            SourcePos { topic: "t", partition: 0, offset: 9 },
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["a"], 1);
+        let s = &v["streamhost"];
+        assert_eq!(s["window"]["fields"]["temperature"]["min"], serde_json::Value::Null);
+        assert_eq!(s["window"]["fields"]["temperature"]["mean"], 1.0);
+        assert_eq!(s["trends"]["trend"]["direction"], "stable");
+        assert_eq!(s["plugins"]["trend"], "1.0.0");
+        assert_eq!(s["source"]["offset"], 9);
+    }
+}

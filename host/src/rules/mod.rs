@@ -1,0 +1,69 @@
+//! Rules: the `Rule` trait the pipeline calls, the set of rules in force,
+//! the WebAssembly runtime that runs them (`runtime`) and the registry that
+//! swaps them while streamhost runs (`registry`).
+
+pub mod registry;
+pub mod runtime;
+
+use std::sync::Arc;
+
+use crate::contract::{AnomalyResults, Batch, Needs, TransformResults, TrendResults, WindowView};
+use runtime::{CallError, Kind, Plugin, PluginInfo};
+
+/// A rule the pipeline can call: a WebAssembly plugin, or (in benchmarks) the
+/// same logic compiled natively.
+pub trait Rule: Send + Sync {
+    fn info(&self) -> &PluginInfo;
+    fn transform(&self, _batch: &Batch) -> Result<TransformResults, CallError> {
+        Err(CallError::Contract(format!("{} is not a transform rule", self.info().name)))
+    }
+    fn trend(&self, _batch: &Batch, _windows: &WindowView) -> Result<TrendResults, CallError> {
+        Err(CallError::Contract(format!("{} is not a trend rule", self.info().name)))
+    }
+    fn detect(&self, _batch: &Batch, _windows: &WindowView) -> Result<AnomalyResults, CallError> {
+        Err(CallError::Contract(format!("{} is not an anomaly rule", self.info().name)))
+    }
+}
+
+impl Rule for Plugin {
+    fn info(&self) -> &PluginInfo {
+        Plugin::info(self)
+    }
+    fn transform(&self, batch: &Batch) -> Result<TransformResults, CallError> {
+        Plugin::transform(self, batch)
+    }
+    fn trend(&self, batch: &Batch, windows: &WindowView) -> Result<TrendResults, CallError> {
+        Plugin::trend(self, batch, windows)
+    }
+    fn detect(&self, batch: &Batch, windows: &WindowView) -> Result<AnomalyResults, CallError> {
+        Plugin::detect(self, batch, windows)
+    }
+}
+
+/// The rules of a pipeline, by kind, each kind in the order given.
+#[derive(Clone, Default)]
+pub struct RuleSet {
+    pub transform: Vec<Arc<dyn Rule>>,
+    pub trend: Vec<Arc<dyn Rule>>,
+    pub anomaly: Vec<Arc<dyn Rule>>,
+}
+
+impl RuleSet {
+    /// Adds a rule under its own kind.
+    pub fn push(&mut self, rule: Arc<dyn Rule>) {
+        match rule.info().kind {
+            Kind::Transform => self.transform.push(rule),
+            Kind::Trend => self.trend.push(rule),
+            Kind::Anomaly => self.anomaly.push(rule),
+        }
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Rule>> {
+        self.transform.iter().chain(&self.trend).chain(&self.anomaly)
+    }
+}
+
+pub fn union_needs<'a>(rules: impl Iterator<Item = &'a Arc<dyn Rule>>) -> Needs {
+    rules.fold(Needs::empty(), |n, r| n | r.info().needs)
+}
+
