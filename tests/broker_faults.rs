@@ -1,7 +1,7 @@
 //! Faults around the broker and the topics, against the real broker: what
 //! stops streamhost, what does not, and how fast.
 
-mod support;
+use streamhost_testkit as support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,15 +11,35 @@ use support::kafka::Cluster;
 const T0: i64 = 1_795_500_000_000;
 
 fn reading(key: &str, i: i64) -> Vec<u8> {
-    format!(r#"{{"sensor_id":"{key}","timestamp":{},"temperature":20.5}}"#, T0 + i * 1000).into_bytes()
+    format!(
+        r#"{{"sensor_id":"{key}","timestamp":{},"temperature":20.5}}"#,
+        T0 + i * 1000
+    )
+    .into_bytes()
 }
 
 /// streamhost on the cluster's broker with explicit topics.
 fn streamhost(c: &Cluster, log: &str, input: &str, enriched: &str, extra: &[&str]) -> Child {
     let err = std::fs::File::create(c.log_dir.join(format!("{log}.log"))).unwrap();
     Command::new(support::bin("streamhost"))
-        .args(["--brokers", &c.broker.bootstrap(), "--admin", "127.0.0.1:0", "--group", &c.group])
-        .args(["--input-topic", input, "--enriched-topic", enriched, "--alerts-topic", &c.alerts, "--dlq-topic", &c.dlq])
+        .args([
+            "--brokers",
+            &c.broker.bootstrap(),
+            "--admin",
+            "127.0.0.1:0",
+            "--group",
+            &c.group,
+        ])
+        .args([
+            "--input-topic",
+            input,
+            "--enriched-topic",
+            enriched,
+            "--alerts-topic",
+            &c.alerts,
+            "--dlq-topic",
+            &c.dlq,
+        ])
         .arg("--plugin")
         .arg(support::plugin_path("enrich"))
         .args(extra)
@@ -49,7 +69,11 @@ fn nisshi_topic(c: &Cluster, args: &[&str]) {
         .args(&args[1..])
         .output()
         .unwrap();
-    assert!(out.status.success(), "nisshi topic {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nisshi topic {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// An output topic the broker will not serve (here: a name Kafka does not
@@ -66,7 +90,11 @@ async fn an_unusable_output_topic_stops_streamhost_before_it_consumes() {
         let _ = child.kill();
     }
     let log = c.log("streamhost");
-    assert!(!status.unwrap_or_else(|| panic!("streamhost kept running:\n{log}")).success());
+    assert!(
+        !status
+            .unwrap_or_else(|| panic!("streamhost kept running:\n{log}"))
+            .success()
+    );
     assert!(log.contains("output topic \"not a valid topic!\""), "{log}");
     assert!(!log.contains("Consuming."), "{log}");
 }
@@ -77,7 +105,13 @@ async fn an_unusable_output_topic_stops_streamhost_before_it_consumes() {
 async fn an_input_topic_created_later_is_read_within_seconds() {
     let c = Cluster::start("late-input", 1);
     let input = support::topic("created-later");
-    let mut child = streamhost(&c, "streamhost", &input, &c.enriched, &["--max-records", "3"]);
+    let mut child = streamhost(
+        &c,
+        "streamhost",
+        &input,
+        &c.enriched,
+        &["--max-records", "3"],
+    );
     c.wait_log("streamhost", "Consuming.", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     nisshi_topic(&c, &["create", "--partitions", "1", &input]);
@@ -86,13 +120,22 @@ async fn an_input_topic_created_later_is_read_within_seconds() {
     for i in 0..3 {
         let payload = reading("a", i);
         producer
-            .send(rdkafka::producer::FutureRecord::to(&input).key("a").payload(&payload[..]), Duration::from_secs(10))
+            .send(
+                rdkafka::producer::FutureRecord::to(&input)
+                    .key("a")
+                    .payload(&payload[..]),
+                Duration::from_secs(10),
+            )
             .await
             .unwrap();
     }
-    let status = wait_exit(&mut child, Duration::from_secs(60)).expect("the records should be read within a minute");
+    let status = wait_exit(&mut child, Duration::from_secs(60))
+        .expect("the records should be read within a minute");
     assert!(status.success(), "{}", c.log("streamhost"));
-    println!("input topic created after start: read and committed {:?} after creation", created.elapsed());
+    println!(
+        "input topic created after start: read and committed {:?} after creation",
+        created.elapsed()
+    );
     assert!(created.elapsed() < Duration::from_secs(30));
 }
 
@@ -103,7 +146,12 @@ async fn an_input_topic_created_later_is_read_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_delivery_stops_streamhost_while_idle() {
     let c = Cluster::start("idle-failure", 1);
-    let extra = ["-X", "producer.linger.ms=3000", "-X", "producer.message.timeout.ms=4000"];
+    let extra = [
+        "-X",
+        "producer.linger.ms=3000",
+        "-X",
+        "producer.message.timeout.ms=4000",
+    ];
     let mut child = streamhost(&c, "streamhost", &c.input, &c.enriched, &extra);
     let admin = c.admin_addr("streamhost");
     c.wait_log("streamhost", "Partitions assigned", Duration::from_secs(30));
@@ -116,7 +164,11 @@ async fn a_failed_delivery_stops_streamhost_while_idle() {
         if metrics.contains("messages_processed_total 1") {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "the record was not processed:\n{}", c.log("streamhost"));
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the record was not processed:\n{}",
+            c.log("streamhost")
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let pid = c.broker.pid().to_string();
@@ -128,7 +180,8 @@ async fn a_failed_delivery_stops_streamhost_while_idle() {
         let _ = child.kill();
     }
     let log = c.log("streamhost");
-    let status = status.unwrap_or_else(|| panic!("streamhost kept running after a failed delivery:\n{log}"));
+    let status =
+        status.unwrap_or_else(|| panic!("streamhost kept running after a failed delivery:\n{log}"));
     println!("stopped {:?} after the broker froze", stopped.elapsed());
     assert!(!status.success());
     assert!(log.contains("could not be delivered"), "{log}");
@@ -136,7 +189,20 @@ async fn a_failed_delivery_stops_streamhost_while_idle() {
 
 /// A plain HTTP GET (the admin API), as text.
 fn http_get(url: &str) -> String {
-    let addr = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
-    let path = format!("/{}", url.trim_start_matches("http://").splitn(2, '/').nth(1).unwrap_or(""));
-    streamhost::ops::admin::request(&addr, "GET", &path, None, b"").map(|(_, body)| body).unwrap_or_default()
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let path = format!(
+        "/{}",
+        url.trim_start_matches("http://")
+            .splitn(2, '/')
+            .nth(1)
+            .unwrap_or("")
+    );
+    streamhost::ops::admin::request(&addr, "GET", &path, None, b"")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
 }

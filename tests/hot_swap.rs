@@ -2,7 +2,7 @@
 //! thresholds, so other outputs) swapped back and forth by replacing the
 //! file; broken files that must not be served; the admin API and its token.
 
-mod support;
+use streamhost_testkit as support;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,7 +16,10 @@ use support::kafka::{Cluster, terminate};
 const T0: i64 = 1_795_500_000_000;
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Readings whose temperature cycles through 20..=45 °C: v1 alerts above 40,
@@ -57,7 +60,13 @@ fn plugin_list(admin: &str) -> serde_json::Value {
 }
 
 fn anomaly_entry(admin: &str) -> serde_json::Value {
-    plugin_list(admin).as_array().unwrap().iter().find(|p| p["name"] == "anomaly").cloned().expect("anomaly listed")
+    plugin_list(admin)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "anomaly")
+        .cloned()
+        .expect("anomaly listed")
 }
 
 /// Waits until `GET /plugins` shows the anomaly plugin satisfying `ok`.
@@ -68,7 +77,10 @@ fn wait_for(admin: &str, what: &str, ok: impl Fn(&serde_json::Value) -> bool) ->
         if ok(&e) {
             return e;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}: {e}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}: {e}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -80,8 +92,16 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
     let v2 = std::fs::read(support::plugin_path("anomaly-v2")).unwrap();
     let rule = cluster.log_dir.join("rule.wasm");
     std::fs::write(&rule, &v1).unwrap();
-    let plugins = [support::plugin_path("enrich"), support::plugin_path("trend"), rule.clone()];
-    let mut child = cluster.streamhost_with("streamhost", &plugins, &["--batch-size", "100", "--admin-token", "s3cret"]);
+    let plugins = [
+        support::plugin_path("enrich"),
+        support::plugin_path("trend"),
+        rule.clone(),
+    ];
+    let mut child = cluster.streamhost_with(
+        "streamhost",
+        &plugins,
+        &["--batch-size", "100", "--admin-token", "s3cret"],
+    );
     let admin = cluster.admin_addr("streamhost");
     cluster.wait_log("streamhost", "Partitions assigned", Duration::from_secs(30));
 
@@ -104,12 +124,18 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
     };
 
     // Let the stream get going before the first swap.
-    cluster.read(&cluster.enriched, Duration::from_secs(30), |r| r.len() >= 500);
+    cluster.read(&cluster.enriched, Duration::from_secs(30), |r| {
+        r.len() >= 500
+    });
 
     // 20 swaps by atomic rename, alternating v2 and v1.
     let mut landings = Vec::new();
     for i in 0..20 {
-        let (bytes, version) = if i % 2 == 0 { (&v2, "2.0.0") } else { (&v1, "1.0.0") };
+        let (bytes, version) = if i % 2 == 0 {
+            (&v2, "2.0.0")
+        } else {
+            (&v1, "1.0.0")
+        };
         let landed = now_ms();
         replace_atomically(&rule, bytes);
         landings.push((landed, version));
@@ -120,13 +146,30 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
 
     // Broken files leave the old version serving, and say why.
     replace_atomically(&rule, b"\0asm garbage that is not a component");
-    let e = wait_for(&admin, "a corrupt-file failure", |e| e["load_failures"] == 1);
-    assert!(e["last_load_error"].as_str().unwrap().contains("invalid component"), "{e}");
+    let e = wait_for(&admin, "a corrupt-file failure", |e| {
+        e["load_failures"] == 1
+    });
+    assert!(
+        e["last_load_error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid component"),
+        "{e}"
+    );
     assert_eq!(e["version"], "1.0.0");
 
-    replace_atomically(&rule, &std::fs::read(support::plugin_path("trend")).unwrap());
+    replace_atomically(
+        &rule,
+        &std::fs::read(support::plugin_path("trend")).unwrap(),
+    );
     let e = wait_for(&admin, "a wrong-world failure", |e| e["load_failures"] == 2);
-    assert!(e["last_load_error"].as_str().unwrap().contains("kind changed from anomaly to trend"), "{e}");
+    assert!(
+        e["last_load_error"]
+            .as_str()
+            .unwrap()
+            .contains("kind changed from anomaly to trend"),
+        "{e}"
+    );
     assert_eq!(e["version"], "1.0.0");
 
     // A half-written file (written in place, not renamed), completed later.
@@ -135,7 +178,9 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
         let mut f = std::fs::File::create(&rule).unwrap();
         f.write_all(&v2[..v2.len() / 2]).unwrap();
         f.flush().unwrap();
-        let e = wait_for(&admin, "a truncated-file failure", |e| e["load_failures"] == 3);
+        let e = wait_for(&admin, "a truncated-file failure", |e| {
+            e["load_failures"] == 3
+        });
         assert_eq!(e["version"], "1.0.0");
         let landed = now_ms();
         f.write_all(&v2[v2.len() / 2..]).unwrap();
@@ -158,7 +203,8 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
     assert_eq!(plugin_list(&admin).as_array().unwrap().len(), 3);
 
     // With the token, the API replaces it (and names must match).
-    let (status, body) = request(&admin, "PUT", "/plugins/other-name", Some("s3cret"), &v1).unwrap();
+    let (status, body) =
+        request(&admin, "PUT", "/plugins/other-name", Some("s3cret"), &v1).unwrap();
     assert_eq!(status, 422, "{body}");
     let landed = now_ms();
     let (status, body) = request(&admin, "PUT", "/plugins/anomaly", Some("s3cret"), &v1).unwrap();
@@ -180,29 +226,56 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
     for r in &enriched {
         let v = r.json();
         let s = &v["streamhost"];
-        let pos = (s["source"]["partition"].as_i64().unwrap(), s["source"]["offset"].as_i64().unwrap());
-        let version = s["plugins"]["anomaly"].as_str().expect("the anomaly version is named").to_string();
-        let processed = streamhost::decode::parse_time(v["processed_at"].as_str().unwrap()).unwrap();
-        let prev = version_of.insert(pos, (version, v["temperature"].as_f64().unwrap(), processed));
+        let pos = (
+            s["source"]["partition"].as_i64().unwrap(),
+            s["source"]["offset"].as_i64().unwrap(),
+        );
+        let version = s["plugins"]["anomaly"]
+            .as_str()
+            .expect("the anomaly version is named")
+            .to_string();
+        let processed =
+            streamhost::decode::parse_time(v["processed_at"].as_str().unwrap()).unwrap();
+        let prev = version_of.insert(
+            pos,
+            (version, v["temperature"].as_f64().unwrap(), processed),
+        );
         assert!(prev.is_none(), "input {pos:?} has two enriched outputs");
     }
     assert_eq!(version_of.len(), n, "every input has an enriched output");
     for (p, o) in &positions {
-        assert!(version_of.contains_key(&(*p as i64, *o)), "input {p}/{o} has no enriched output");
+        assert!(
+            version_of.contains_key(&(*p as i64, *o)),
+            "input {p}/{o} has no enriched output"
+        );
     }
 
     // Alerts agree with the version their record's enriched output names.
     let mut alerted = HashMap::new();
     for a in &alert_records {
         let v = a.json();
-        let pos = (v["source"]["partition"].as_i64().unwrap(), v["source"]["offset"].as_i64().unwrap());
+        let pos = (
+            v["source"]["partition"].as_i64().unwrap(),
+            v["source"]["offset"].as_i64().unwrap(),
+        );
         let (version, temperature, _) = &version_of[&pos];
-        assert_eq!(v["rule_version"].as_str().unwrap(), version, "alert and enriched disagree at {pos:?}");
-        assert!(alerts(version, *temperature), "{version} should not alert on {temperature}");
+        assert_eq!(
+            v["rule_version"].as_str().unwrap(),
+            version,
+            "alert and enriched disagree at {pos:?}"
+        );
+        assert!(
+            alerts(version, *temperature),
+            "{version} should not alert on {temperature}"
+        );
         alerted.insert(pos, ());
     }
     for (pos, (version, temperature, _)) in &version_of {
-        assert_eq!(alerted.contains_key(pos), alerts(version, *temperature), "{pos:?}: {version} at {temperature}");
+        assert_eq!(
+            alerted.contains_key(pos),
+            alerts(version, *temperature),
+            "{pos:?}: {version} at {temperature}"
+        );
     }
 
     // No restart: one start-up, one consumer session.
@@ -218,7 +291,9 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
             .filter(|(v, _, at)| v == version && *at >= *landed && *at < until)
             .map(|(_, _, at)| *at)
             .min()
-            .unwrap_or_else(|| panic!("swap {i} to {version} served no record before the next swap"));
+            .unwrap_or_else(|| {
+                panic!("swap {i} to {version} served no record before the next swap")
+            });
         latencies.push(first - landed);
     }
     latencies.sort();

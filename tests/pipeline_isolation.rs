@@ -2,22 +2,30 @@
 //! component, dead-letters exactly the records that make it fail, each with
 //! the reason class of its failure, and passes the others on.
 
-mod support;
+use streamhost_testkit as support;
 
 use std::sync::Arc;
 
 use streamhost::decode::{EpochUnit, Schema};
 use streamhost::pipeline::{OutputLimits, Pipeline, PipelineConfig};
 use streamhost::record::InRecord;
-use streamhost::rules::RuleSet;
 use streamhost::record::{Dest, headers};
+use streamhost::rules::RuleSet;
 use streamhost::window::WindowConfig;
 
 const T0: i64 = 1_795_500_000_000;
 
 fn record(offset: i64, sensor: &str) -> InRecord {
-    let payload = format!(r#"{{"sensor_id":"{sensor}","timestamp":{},"temperature":20.5}}"#, T0 + offset);
-    InRecord { partition: 0, offset, key: Some(sensor.as_bytes().to_vec()), payload: Some(payload.into_bytes()) }
+    let payload = format!(
+        r#"{{"sensor_id":"{sensor}","timestamp":{},"temperature":20.5}}"#,
+        T0 + offset
+    );
+    InRecord {
+        partition: 0,
+        offset,
+        key: Some(sensor.as_bytes().to_vec()),
+        payload: Some(payload.into_bytes()),
+    }
 }
 
 #[test]
@@ -33,14 +41,26 @@ fn each_failure_is_dead_lettered_alone_with_its_reason() {
             fields: vec!["temperature".into()],
             epoch_unit: EpochUnit::Millis,
         },
-        window: WindowConfig { length_ms: 300_000, lateness_ms: 0, k: 3, fields: 1, idle_ms: 0 },
+        window: WindowConfig {
+            length_ms: 300_000,
+            lateness_ms: 0,
+            k: 3,
+            fields: 1,
+            idle_ms: 0,
+        },
         source_topic: "in".into(),
         max_future_ms: 3_600_000,
         isolation_budget: std::time::Duration::from_secs(30),
         limits: OutputLimits::default(),
     });
-    let keys = ["a", "b", "panic", "c", "reject", "d", "bomb", "e", "spin", "f"];
-    let input: Vec<InRecord> = keys.iter().enumerate().map(|(i, k)| record(i as i64, k)).collect();
+    let keys = [
+        "a", "b", "panic", "c", "reject", "d", "bomb", "e", "spin", "f",
+    ];
+    let input: Vec<InRecord> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| record(i as i64, k))
+        .collect();
     let out = pipeline.process(&rules, input.clone(), T0);
 
     let mut enriched = Vec::new();
@@ -48,25 +68,49 @@ fn each_failure_is_dead_lettered_alone_with_its_reason() {
     let mut dead = Vec::new();
     for r in &out.records {
         match r.dest {
-            Dest::Enriched => enriched.push(serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()),
-            Dest::Alerts => alerts.push(serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap()),
+            Dest::Enriched => {
+                enriched.push(serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
+            }
+            Dest::Alerts => {
+                alerts.push(serde_json::from_slice::<serde_json::Value>(&r.payload).unwrap())
+            }
             Dest::DeadLetter => dead.push(r),
         }
     }
-    let names: Vec<&str> = enriched.iter().map(|v| v["sensor_id"].as_str().unwrap()).collect();
+    let names: Vec<&str> = enriched
+        .iter()
+        .map(|v| v["sensor_id"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["a", "b", "c", "d", "e", "f"]);
     // The hostile rule echoes each key it handled as an alert.
-    let echoed: Vec<&str> = alerts.iter().map(|v| v["alerts"][0]["message"].as_str().unwrap()).collect();
+    let echoed: Vec<&str> = alerts
+        .iter()
+        .map(|v| v["alerts"][0]["message"].as_str().unwrap())
+        .collect();
     assert_eq!(echoed, ["a", "b", "c", "d", "e", "f"]);
 
     let header = |r: &streamhost::record::OutRecord, name: &str| {
-        r.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+        r.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     };
     let got: Vec<(String, String)> = dead
         .iter()
-        .map(|r| (String::from_utf8(r.key.clone().unwrap()).unwrap(), header(r, headers::REASON)))
+        .map(|r| {
+            (
+                String::from_utf8(r.key.clone().unwrap()).unwrap(),
+                header(r, headers::REASON),
+            )
+        })
         .collect();
-    let want = [("panic", "plugin-trap"), ("reject", "plugin-error"), ("bomb", "plugin-oom"), ("spin", "plugin-timeout")];
+    let want = [
+        ("panic", "plugin-trap"),
+        ("reject", "plugin-error"),
+        ("bomb", "plugin-oom"),
+        ("spin", "plugin-timeout"),
+    ];
     assert_eq!(got, want.map(|(k, r)| (k.to_string(), r.to_string())));
     for r in &dead {
         assert_eq!(header(r, headers::PLUGIN), "hostile");
@@ -96,16 +140,28 @@ fn one_poisoned_record_in_a_thousand_is_found_alone() {
                 fields: vec!["temperature".into()],
                 epoch_unit: EpochUnit::Millis,
             },
-            window: WindowConfig { length_ms: 300_000, lateness_ms: 0, k: 3, fields: 1, idle_ms: 0 },
+            window: WindowConfig {
+                length_ms: 300_000,
+                lateness_ms: 0,
+                k: 3,
+                fields: 1,
+                idle_ms: 0,
+            },
             source_topic: "in".into(),
             max_future_ms: 3_600_000,
             isolation_budget: std::time::Duration::from_secs(60),
             limits: OutputLimits::default(),
         });
-        let input: Vec<InRecord> =
-            (0..1000).map(|i| record(i, if i == 613 { poison } else { "fine" })).collect();
+        let input: Vec<InRecord> = (0..1000)
+            .map(|i| record(i, if i == 613 { poison } else { "fine" }))
+            .collect();
         let out = pipeline.process(&rules, input, T0 + 1000);
-        let dead: Vec<i64> = out.records.iter().filter(|r| r.dest == Dest::DeadLetter).map(|r| r.source.1).collect();
+        let dead: Vec<i64> = out
+            .records
+            .iter()
+            .filter(|r| r.dest == Dest::DeadLetter)
+            .map(|r| r.source.1)
+            .collect();
         assert_eq!(dead, [613], "{poison}");
         assert_eq!(out.tally.enriched, 999, "{poison}");
     }

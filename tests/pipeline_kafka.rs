@@ -2,7 +2,7 @@
 //! example plugins: what comes out is checked against a model of windows,
 //! trends and anomalies computed independently here.
 
-mod support;
+use streamhost_testkit as support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -13,7 +13,10 @@ const MIN: i64 = 60_000;
 const T0: i64 = 1_795_500_000_000; // 2026-11-24T06:40:00Z
 
 fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 /// A reading the test produces, and what the model expects of it.
@@ -71,7 +74,11 @@ struct Expected {
 
 /// The window model: per sensor, every accepted reading; a reading is late
 /// when it is more than `lateness` behind the sensor's newest event time.
-fn model(readings: &[Reading], length: i64, lateness: i64) -> (HashMap<(String, i64), Expected>, HashSet<(String, i64)>) {
+fn model(
+    readings: &[Reading],
+    length: i64,
+    lateness: i64,
+) -> (HashMap<(String, i64), Expected>, HashSet<(String, i64)>) {
     let mut accepted: HashMap<&str, Vec<&Reading>> = HashMap::new();
     let mut expected = HashMap::new();
     let mut late = HashSet::new();
@@ -84,7 +91,11 @@ fn model(readings: &[Reading], length: i64, lateness: i64) -> (HashMap<(String, 
         }
         seen.push(r);
         let newest = newest.map_or(r.t, |n| n.max(r.t));
-        let mut window: Vec<&Reading> = seen.iter().copied().filter(|x| x.t > newest - length).collect();
+        let mut window: Vec<&Reading> = seen
+            .iter()
+            .copied()
+            .filter(|x| x.t > newest - length)
+            .collect();
         window.sort_by_key(|x| x.t); // stable: equal times keep arrival order
         let temps: Vec<f64> = window.iter().map(|x| x.temperature).collect();
         let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
@@ -106,7 +117,10 @@ fn model(readings: &[Reading], length: i64, lateness: i64) -> (HashMap<(String, 
             Expected {
                 count: window.len(),
                 mean_temperature: mean(&temps),
-                min_battery: window.iter().map(|x| x.battery).fold(f64::INFINITY, f64::min),
+                min_battery: window
+                    .iter()
+                    .map(|x| x.battery)
+                    .fold(f64::INFINITY, f64::min),
                 start: window[0].t,
                 end: window[window.len() - 1].t,
                 trend,
@@ -125,7 +139,9 @@ fn readings() -> Vec<Reading> {
     let mut out = Vec::new();
     let mut seed = 12345u64;
     let mut rand = move || {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (seed >> 11) as f64 / (1u64 << 53) as f64
     };
     for i in 0..45i64 {
@@ -153,7 +169,11 @@ fn readings() -> Vec<Reading> {
             out.push(r);
             if s == 3 && i == 20 {
                 // 5 s behind sensor 3's newest: within the allowed 30 s.
-                out.push(Reading { t: T0 + i * 10_000 - 5_000, temperature: 25.0, ..out.last().unwrap().clone() });
+                out.push(Reading {
+                    t: T0 + i * 10_000 - 5_000,
+                    temperature: 25.0,
+                    ..out.last().unwrap().clone()
+                });
             }
         }
     }
@@ -171,13 +191,26 @@ fn readings() -> Vec<Reading> {
 
 fn malformed() -> Vec<(Option<String>, Vec<u8>, &'static str)> {
     vec![
-        (Some("bad".into()), b"this is not json".to_vec(), "not valid JSON"),
-        (Some("bad".into()), b"[1,2,3]".to_vec(), "not a JSON object"),
-        (Some("bad".into()), br#"{"timestamp":"2026-11-24T06:40:00Z","temperature":20}"#.to_vec(), "missing key field `sensor_id`"),
-        (Some("bad".into()), br#"{"sensor_id":"sensor_009","temperature":20}"#.to_vec(), "missing event-time field `timestamp`"),
         (
             Some("bad".into()),
-            br#"{"sensor_id":"sensor_009","timestamp":"2026-11-24T06:40:00Z","temperature":"hot"}"#.to_vec(),
+            b"this is not json".to_vec(),
+            "not valid JSON",
+        ),
+        (Some("bad".into()), b"[1,2,3]".to_vec(), "not a JSON object"),
+        (
+            Some("bad".into()),
+            br#"{"timestamp":"2026-11-24T06:40:00Z","temperature":20}"#.to_vec(),
+            "missing key field `sensor_id`",
+        ),
+        (
+            Some("bad".into()),
+            br#"{"sensor_id":"sensor_009","temperature":20}"#.to_vec(),
+            "missing event-time field `timestamp`",
+        ),
+        (
+            Some("bad".into()),
+            br#"{"sensor_id":"sensor_009","timestamp":"2026-11-24T06:40:00Z","temperature":"hot"}"#
+                .to_vec(),
             "field `temperature` is not a number",
         ),
     ]
@@ -188,7 +221,9 @@ fn by_reading(enriched: &[Read]) -> HashMap<(String, i64), Vec<serde_json::Value
     for r in enriched {
         let v = r.json();
         let t = streamhost::decode::parse_time(v["timestamp"].as_str().unwrap()).unwrap();
-        out.entry((v["sensor_id"].as_str().unwrap().to_string(), t)).or_default().push(v);
+        out.entry((v["sensor_id"].as_str().unwrap().to_string(), t))
+            .or_default()
+            .push(v);
     }
     out
 }
@@ -198,22 +233,41 @@ async fn outputs_match_an_independent_model() {
     let cluster = Cluster::start("model", 3);
     let readings = readings();
     let bad = malformed();
-    let mut records: Vec<(Option<String>, Vec<u8>)> = readings.iter().map(|r| (Some(r.sensor.clone()), r.json())).collect();
+    let mut records: Vec<(Option<String>, Vec<u8>)> = readings
+        .iter()
+        .map(|r| (Some(r.sensor.clone()), r.json()))
+        .collect();
     records.extend(bad.iter().map(|(k, p, _)| (k.clone(), p.clone())));
     let positions = cluster.produce(&records).await;
     let total = records.len();
 
     let child = cluster.streamhost(
         "streamhost",
-        &["--window", "5m", "--allowed-lateness", "30s", "--batch-size", "64", "--max-records", &total.to_string()],
+        &[
+            "--window",
+            "5m",
+            "--allowed-lateness",
+            "30s",
+            "--batch-size",
+            "64",
+            "--max-records",
+            &total.to_string(),
+        ],
     );
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "streamhost failed:\n{}", cluster.log("streamhost"));
+    assert!(
+        out.status.success(),
+        "streamhost failed:\n{}",
+        cluster.log("streamhost")
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let (expected, late) = model(&readings, 5 * MIN, 30_000);
     assert_eq!(late.len(), 3);
-    let want_alerts = expected.values().filter(|e| !e.anomalies.is_empty()).count();
+    let want_alerts = expected
+        .values()
+        .filter(|e| !e.anomalies.is_empty())
+        .count();
     let wait = Duration::from_secs(60);
     let enriched = cluster.read(&cluster.enriched, wait, |r| r.len() >= expected.len());
     let alerts = cluster.read(&cluster.alerts, wait, |r| r.len() >= want_alerts);
@@ -233,13 +287,23 @@ async fn outputs_match_an_independent_model() {
     let got = by_reading(&enriched);
     let mut trends = BTreeMap::new();
     for (id, e) in &expected {
-        let v = &got.get(id).unwrap_or_else(|| panic!("no enriched record for {id:?}"))[0];
+        let v = &got
+            .get(id)
+            .unwrap_or_else(|| panic!("no enriched record for {id:?}"))[0];
         let s = &v["streamhost"];
         let w = &s["window"];
         assert_eq!(w["count"].as_u64().unwrap() as usize, e.count, "{id:?}");
         let mean = w["fields"]["temperature"]["mean"].as_f64().unwrap();
-        assert!((mean - e.mean_temperature).abs() < 1e-9, "{id:?}: mean {mean} vs {}", e.mean_temperature);
-        assert_eq!(w["fields"]["battery_level"]["min"].as_f64().unwrap(), e.min_battery, "{id:?}");
+        assert!(
+            (mean - e.mean_temperature).abs() < 1e-9,
+            "{id:?}: mean {mean} vs {}",
+            e.mean_temperature
+        );
+        assert_eq!(
+            w["fields"]["battery_level"]["min"].as_f64().unwrap(),
+            e.min_battery,
+            "{id:?}"
+        );
         assert_eq!(w["start"], iso(e.start));
         assert_eq!(w["end"], iso(e.end));
         assert_eq!(s["trends"]["trend"]["direction"], e.trend, "{id:?}");
@@ -247,9 +311,21 @@ async fn outputs_match_an_independent_model() {
         assert_eq!(s["alerts"], serde_json::json!(e.anomalies), "{id:?}");
         assert_eq!(v["enriched"], true);
         assert!(v["processed_at"].as_str().unwrap().ends_with('Z'));
-        assert_eq!(s["plugins"], serde_json::json!({"enrich": "1.0.0", "trend": "1.0.0", "anomaly": "1.0.0"}));
-        let (p, o) = positions[readings.iter().position(|r| (&r.sensor, r.t) == (&id.0, id.1)).unwrap()];
-        assert_eq!((s["source"]["partition"].as_i64().unwrap(), s["source"]["offset"].as_i64().unwrap()), (p as i64, o));
+        assert_eq!(
+            s["plugins"],
+            serde_json::json!({"enrich": "1.0.0", "trend": "1.0.0", "anomaly": "1.0.0"})
+        );
+        let (p, o) = positions[readings
+            .iter()
+            .position(|r| (&r.sensor, r.t) == (&id.0, id.1))
+            .unwrap()];
+        assert_eq!(
+            (
+                s["source"]["partition"].as_i64().unwrap(),
+                s["source"]["offset"].as_i64().unwrap()
+            ),
+            (p as i64, o)
+        );
     }
     // The data exercises every trend label.
     assert_eq!(trends.len(), 3, "{trends:?}");
@@ -257,32 +333,58 @@ async fn outputs_match_an_independent_model() {
     // Alerts: the article's shape, one per reading with anomalies.
     for a in &alerts {
         let v = a.json();
-        let t = streamhost::decode::parse_time(v["sensor_data"]["timestamp"].as_str().unwrap()).unwrap();
+        let t = streamhost::decode::parse_time(v["sensor_data"]["timestamp"].as_str().unwrap())
+            .unwrap();
         let id = (v["sensor_id"].as_str().unwrap().to_string(), t);
         let e = &expected[&id];
         assert_eq!(v["anomalies"], serde_json::json!(e.anomalies));
-        let severity = if e.anomalies.contains(&"temperature_out_of_range") { "high" } else { "medium" };
+        let severity = if e.anomalies.contains(&"temperature_out_of_range") {
+            "high"
+        } else {
+            "medium"
+        };
         assert_eq!(v["severity"], severity);
-        assert_eq!((v["rule"].as_str(), v["rule_version"].as_str()), (Some("anomaly"), Some("1.0.0")));
-        assert_eq!(a.key.as_deref(), Some(id.0.as_bytes()), "alerts keep the record's key");
+        assert_eq!(
+            (v["rule"].as_str(), v["rule_version"].as_str()),
+            (Some("anomaly"), Some("1.0.0"))
+        );
+        assert_eq!(
+            a.key.as_deref(),
+            Some(id.0.as_bytes()),
+            "alerts keep the record's key"
+        );
     }
 
     // Dead letters: original bytes, reason headers, source position.
     for d in &dead {
         let offset: i64 = d.header("streamhost.source.offset").parse().unwrap();
         let partition: i32 = d.header("streamhost.source.partition").parse().unwrap();
-        let i = positions.iter().position(|&p| p == (partition, offset)).expect("dead letter points at an input");
-        assert_eq!(d.payload, records[i].1, "dead letters carry the original bytes");
+        let i = positions
+            .iter()
+            .position(|&p| p == (partition, offset))
+            .expect("dead letter points at an input");
+        assert_eq!(
+            d.payload, records[i].1,
+            "dead letters carry the original bytes"
+        );
         assert_eq!(d.header("streamhost.source.topic"), cluster.input);
         match d.header("streamhost.reason") {
             "decode" => {
                 let want = bad.iter().find(|b| b.1 == d.payload).unwrap().2;
-                assert!(d.header("streamhost.error").contains(want), "{}", d.header("streamhost.error"));
+                assert!(
+                    d.header("streamhost.error").contains(want),
+                    "{}",
+                    d.header("streamhost.error")
+                );
             }
             "late" => {
                 let r = &readings[i];
                 assert!(late.contains(&(r.sensor.clone(), r.t)));
-                assert!(d.header("streamhost.error").contains("120000 ms behind"), "{}", d.header("streamhost.error"));
+                assert!(
+                    d.header("streamhost.error").contains("120000 ms behind"),
+                    "{}",
+                    d.header("streamhost.error")
+                );
             }
             other => panic!("unexpected reason {other}"),
         }
@@ -311,14 +413,27 @@ fn positions_seen(enriched: &[Read]) -> HashMap<(i64, i64), usize> {
     for r in enriched {
         let v = r.json();
         let s = &v["streamhost"]["source"];
-        *seen.entry((s["partition"].as_i64().unwrap(), s["offset"].as_i64().unwrap())).or_default() += 1;
+        *seen
+            .entry((
+                s["partition"].as_i64().unwrap(),
+                s["offset"].as_i64().unwrap(),
+            ))
+            .or_default() += 1;
     }
     seen
 }
 
 fn assert_all_present(positions: &[(i32, i64)], seen: &HashMap<(i64, i64), usize>) {
-    let missing: Vec<_> = positions.iter().filter(|(p, o)| !seen.contains_key(&(*p as i64, *o))).collect();
-    assert!(missing.is_empty(), "{} inputs have no enriched output, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    let missing: Vec<_> = positions
+        .iter()
+        .filter(|(p, o)| !seen.contains_key(&(*p as i64, *o)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} inputs have no enriched output, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,12 +451,21 @@ async fn sigterm_mid_stream_then_restart_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         if i == 20 {
             let status = terminate(&mut first);
-            assert!(status.success(), "streamhost did not exit cleanly on SIGTERM: {status}\n{}", cluster.log("first"));
+            assert!(
+                status.success(),
+                "streamhost did not exit cleanly on SIGTERM: {status}\n{}",
+                cluster.log("first")
+            );
         }
     }
     assert!(cluster.log("first").contains("SIGTERM received"));
-    let after_first = cluster.read(&cluster.enriched, Duration::from_secs(5), |_| false).len();
-    assert!(after_first > 0 && after_first < n, "first run produced {after_first} of {n}");
+    let after_first = cluster
+        .read(&cluster.enriched, Duration::from_secs(5), |_| false)
+        .len();
+    assert!(
+        after_first > 0 && after_first < n,
+        "first run produced {after_first} of {n}"
+    );
 
     let mut second = cluster.streamhost("second", &["--batch-size", "200"]);
     let enriched = cluster.read(&cluster.enriched, Duration::from_secs(120), |r| {
@@ -378,13 +502,29 @@ async fn two_processes_in_one_group_share_the_partitions() {
     // processed when it stops, and together they account for every input.
     let processed = |log: &str| -> u64 {
         let text = cluster.log(log);
-        let line = text.lines().find(|l| l.contains("Stopped after committing")).unwrap_or_else(|| panic!("{log}:\n{text}"));
-        line.split("records=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+        let line = text
+            .lines()
+            .find(|l| l.contains("Stopped after committing"))
+            .unwrap_or_else(|| panic!("{log}:\n{text}"));
+        line.split("records=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     let (pa, pb) = (processed("a"), processed("b"));
-    assert!(pa > 0 && pb > 0, "one process did all the work: a={pa} b={pb}");
+    assert!(
+        pa > 0 && pb > 0,
+        "one process did all the work: a={pa} b={pb}"
+    );
     assert!(pa + pb >= n as u64);
     println!("group: process a processed {pa}, process b {pb}");
     let duplicated: usize = seen.values().map(|c| c - 1).sum();
-    println!("group: {n} inputs, {} enriched, {duplicated} duplicated", enriched.len());
+    println!(
+        "group: {n} inputs, {} enriched, {duplicated} duplicated",
+        enriched.len()
+    );
 }

@@ -2,10 +2,10 @@
 //! `cargo xtask plugins`: the example rules give the answers worked out by
 //! hand, and hostile components are contained, each failure told apart.
 
-mod support;
+use streamhost_testkit as support;
 
-use streamhost::contract::{Direction, FieldWindow, Severity, Transformed};
 use streamhost::contract::{Batch, Needs, WindowView};
+use streamhost::contract::{Direction, FieldWindow, Severity, Transformed};
 use streamhost::rules::runtime::{CallError, Kind, LoadError};
 use support::{load, runtime};
 
@@ -39,8 +39,16 @@ fn windows(per_record: &[(u32, [f64; 3], [f64; 3])]) -> WindowView {
         max: vec![0.0; n],
         first: vec![0.0; n],
         last: vec![0.0; n],
-        head: if with_values { per_record.iter().flat_map(|r| r.1).collect() } else { vec![f64::NAN; 3 * n] },
-        tail: if with_values { per_record.iter().flat_map(|r| r.2).collect() } else { vec![f64::NAN; 3 * n] },
+        head: if with_values {
+            per_record.iter().flat_map(|r| r.1).collect()
+        } else {
+            vec![f64::NAN; 3 * n]
+        },
+        tail: if with_values {
+            per_record.iter().flat_map(|r| r.2).collect()
+        } else {
+            vec![f64::NAN; 3 * n]
+        },
     };
     WindowView {
         starts: vec![0; n],
@@ -55,23 +63,33 @@ fn windows(per_record: &[(u32, [f64; 3], [f64; 3])]) -> WindowView {
 fn anomaly_thresholds_and_their_boundaries() {
     let rt = runtime();
     let p = load(&rt, "anomaly");
-    assert_eq!((p.info().name.as_str(), p.info().version.as_str(), p.kind()), ("anomaly", "1.0.0", Kind::Anomaly));
+    assert_eq!(
+        (p.info().name.as_str(), p.info().version.as_str(), p.kind()),
+        ("anomaly", "1.0.0", Kind::Anomaly)
+    );
     assert_eq!(p.info().wit, "streamhost:plugin@0.1.0");
     let readings = [
-        (40.0, 90.0, 0.2),         // every value exactly on its threshold: nothing
-        (0.0, 50.0, 1.0),          // lower temperature bound: nothing
-        (40.01, 50.0, 1.0),        // too hot
-        (-0.01, 50.0, 1.0),        // too cold
-        (20.0, 50.0, 0.19),        // low battery
-        (20.0, 90.01, 0.5),        // humid
-        (45.0, 95.0, 0.1),         // all three, in the article's order
+        (40.0, 90.0, 0.2),              // every value exactly on its threshold: nothing
+        (0.0, 50.0, 1.0),               // lower temperature bound: nothing
+        (40.01, 50.0, 1.0),             // too hot
+        (-0.01, 50.0, 1.0),             // too cold
+        (20.0, 50.0, 0.19),             // low battery
+        (20.0, 90.01, 0.5),             // humid
+        (45.0, 95.0, 0.1),              // all three, in the article's order
         (f64::NAN, f64::NAN, f64::NAN), // absent values raise nothing
     ];
     let b = batch(&[], &readings);
-    let out = p.detect(&b, &windows(&[(1, [0.0; 3], [0.0; 3]); 8])).unwrap();
+    let out = p
+        .detect(&b, &windows(&[(1, [0.0; 3], [0.0; 3]); 8]))
+        .unwrap();
     let kinds: Vec<Vec<(String, Severity)>> = out
         .into_iter()
-        .map(|r| r.unwrap().into_iter().map(|a| (a.kind, a.severity)).collect())
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|a| (a.kind, a.severity))
+                .collect()
+        })
         .collect();
     let k = |s: &str, sev| (s.to_string(), sev);
     assert_eq!(
@@ -113,13 +131,25 @@ fn trend_compares_newest_and_oldest_three_with_two_percent_edges() {
     assert!(p.info().needs.contains(Needs::WINDOW_VALUES));
     let nan = f64::NAN;
     let cases: [((u32, [f64; 3], [f64; 3]), Direction); 7] = [
-        ((1, [50.0, nan, nan], [50.0, nan, nan]), Direction::Stable),      // one value
-        ((6, [10.0; 3], [20.0; 3]), Direction::Increasing),               // doubled
-        ((6, [20.0; 3], [10.0; 3]), Direction::Decreasing),               // halved
-        ((2, [100.0, 102.0, nan], [100.0, 102.0, nan]), Direction::Stable), // same values both ends
-        ((4, [100.0, 100.0, 100.0], [100.0, 102.0, 104.0]), Direction::Stable), // +2.0% exactly: not above
-        ((4, [100.0, 100.0, 100.0], [100.0, 102.0, 104.3]), Direction::Increasing), // +2.1%
-        ((4, [100.0, 100.0, 100.0], [95.0, 98.0, 100.9]), Direction::Decreasing), // -1.1%... see below
+        ((1, [50.0, nan, nan], [50.0, nan, nan]), Direction::Stable), // one value
+        ((6, [10.0; 3], [20.0; 3]), Direction::Increasing),           // doubled
+        ((6, [20.0; 3], [10.0; 3]), Direction::Decreasing),           // halved
+        (
+            (2, [100.0, 102.0, nan], [100.0, 102.0, nan]),
+            Direction::Stable,
+        ), // same values both ends
+        (
+            (4, [100.0, 100.0, 100.0], [100.0, 102.0, 104.0]),
+            Direction::Stable,
+        ), // +2.0% exactly: not above
+        (
+            (4, [100.0, 100.0, 100.0], [100.0, 102.0, 104.3]),
+            Direction::Increasing,
+        ), // +2.1%
+        (
+            (4, [100.0, 100.0, 100.0], [95.0, 98.0, 100.9]),
+            Direction::Decreasing,
+        ), // -1.1%... see below
     ];
     let views: Vec<_> = cases.iter().map(|c| c.0).collect();
     let b = batch(&[], &vec![(20.0, 50.0, 1.0); cases.len()]);
@@ -138,23 +168,33 @@ fn enrich_merges_processing_time_and_flag() {
     let rt = runtime();
     let p = load(&rt, "enrich");
     assert_eq!(p.kind(), Kind::Transform);
-    let out = p.transform(&batch(&[], &[(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)])).unwrap();
+    let out = p
+        .transform(&batch(&[], &[(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)]))
+        .unwrap();
     assert_eq!(out.len(), 2);
     for r in out {
         match r.unwrap() {
             Transformed::Merge(m) => {
-                assert_eq!(m, r#"{"processed_at":"2026-11-24T17:30:05.123Z","enriched":true}"#)
+                assert_eq!(
+                    m,
+                    r#"{"processed_at":"2026-11-24T17:30:05.123Z","enriched":true}"#
+                )
             }
             other => panic!("expected a merge, got {other:?}"),
         }
     }
 }
 
-fn hostile_call(p: &streamhost::rules::runtime::Plugin, keys: &[&str]) -> Result<Vec<Result<Vec<String>, String>>, CallError> {
+fn hostile_call(
+    p: &streamhost::rules::runtime::Plugin,
+    keys: &[&str],
+) -> Result<Vec<Result<Vec<String>, String>>, CallError> {
     let b = batch(keys, &vec![(20.0, 50.0, 1.0); keys.len()]);
     let w = windows(&vec![(1, [0.0; 3], [0.0; 3]); keys.len()]);
     p.detect(&b, &w).map(|v| {
-        v.into_iter().map(|r| r.map(|alerts| alerts.into_iter().map(|a| a.message).collect())).collect()
+        v.into_iter()
+            .map(|r| r.map(|alerts| alerts.into_iter().map(|a| a.message).collect()))
+            .collect()
     })
 }
 
@@ -162,9 +202,20 @@ fn hostile_call(p: &streamhost::rules::runtime::Plugin, keys: &[&str]) -> Result
 fn an_infinite_loop_hits_the_deadline_and_the_next_call_works() {
     let rt = runtime();
     let p = load(&rt, "hostile");
-    assert!(matches!(hostile_call(&p, &["a", "spin"]), Err(CallError::Timeout(_))));
-    assert_eq!(hostile_call(&p, &["a"]).unwrap(), vec![Ok(vec!["a".to_string()])]);
-    assert_eq!(p.stats().failures.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(matches!(
+        hostile_call(&p, &["a", "spin"]),
+        Err(CallError::Timeout(_))
+    ));
+    assert_eq!(
+        hostile_call(&p, &["a"]).unwrap(),
+        vec![Ok(vec!["a".to_string()])]
+    );
+    assert_eq!(
+        p.stats()
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
@@ -175,7 +226,10 @@ fn an_allocation_bomb_is_stopped_by_the_memory_cap() {
         Err(CallError::OutOfMemory(cap)) => assert_eq!(cap, 64 << 20),
         other => panic!("expected out of memory, got {other:?}"),
     }
-    assert_eq!(hostile_call(&p, &["b"]).unwrap(), vec![Ok(vec!["b".to_string()])]);
+    assert_eq!(
+        hostile_call(&p, &["b"]).unwrap(),
+        vec![Ok(vec!["b".to_string()])]
+    );
 }
 
 #[test]
@@ -186,10 +240,13 @@ fn a_panic_traps_and_the_next_batch_runs_on_a_fresh_instance() {
         Err(CallError::Trap(msg)) => assert!(msg.contains("unreachable"), "{msg}"),
         other => panic!("expected a trap, got {other:?}"),
     }
-    assert_eq!(hostile_call(&p, &["c", "reject"]).unwrap(), vec![
-        Ok(vec!["c".to_string()]),
-        Err("rejected by hostile".to_string())
-    ]);
+    assert_eq!(
+        hostile_call(&p, &["c", "reject"]).unwrap(),
+        vec![
+            Ok(vec!["c".to_string()]),
+            Err("rejected by hostile".to_string())
+        ]
+    );
 }
 
 #[test]
@@ -198,7 +255,10 @@ fn a_trap_in_describe_refuses_the_component() {
     let bytes = std::fs::read(support::plugin_path("hostile-describe-traps")).unwrap();
     match rt.load(&bytes, "x") {
         Err(LoadError::Describe(CallError::Trap(_))) => {}
-        other => panic!("expected describe to trap, got {:?}", other.map(|p| p.info().clone())),
+        other => panic!(
+            "expected describe to trap, got {:?}",
+            other.map(|p| p.info().clone())
+        ),
     }
 }
 
@@ -226,10 +286,16 @@ fn files_that_are_not_rule_components_are_refused_with_what_they_are() {
         other => panic!("expected NoRule, got {other}"),
     }
     let text = err.to_string();
-    assert!(text.contains("streamhost:plugin/transform-rule") && text.contains("hello (function)"), "{text}");
+    assert!(
+        text.contains("streamhost:plugin/transform-rule") && text.contains("hello (function)"),
+        "{text}"
+    );
 
     let truncated = std::fs::read(support::plugin_path("anomaly")).unwrap();
-    let err = rt.load(&truncated[..truncated.len() / 2], "half").err().unwrap();
+    let err = rt
+        .load(&truncated[..truncated.len() / 2], "half")
+        .err()
+        .unwrap();
     assert!(matches!(err, LoadError::Invalid(_)), "{err}");
 }
 
@@ -237,16 +303,39 @@ fn files_that_are_not_rule_components_are_refused_with_what_they_are() {
 fn a_javascript_component_importing_wasi_runs() {
     let rt = runtime();
     let p = load(&rt, "jump-js");
-    assert_eq!((p.info().name.as_str(), p.info().version.as_str(), p.kind()), ("jump-js", "1.0.0", Kind::Anomaly));
+    assert_eq!(
+        (p.info().name.as_str(), p.info().version.as_str(), p.kind()),
+        ("jump-js", "1.0.0", Kind::Anomaly)
+    );
     // Temperatures against their window means: 30 vs 24 is +6 (a jump),
     // 29 vs 24 is +5 (not above 5), 18 vs 24 is -6 (a jump); the first record
     // is alone in its window, so never a jump.
-    let b = batch(&[], &[(50.0, 50.0, 1.0), (30.0, 50.0, 1.0), (29.0, 50.0, 1.0), (18.0, 50.0, 1.0)]);
-    let mut w = windows(&[(1, [0.0; 3], [0.0; 3]), (5, [0.0; 3], [0.0; 3]), (5, [0.0; 3], [0.0; 3]), (5, [0.0; 3], [0.0; 3])]);
+    let b = batch(
+        &[],
+        &[
+            (50.0, 50.0, 1.0),
+            (30.0, 50.0, 1.0),
+            (29.0, 50.0, 1.0),
+            (18.0, 50.0, 1.0),
+        ],
+    );
+    let mut w = windows(&[
+        (1, [0.0; 3], [0.0; 3]),
+        (5, [0.0; 3], [0.0; 3]),
+        (5, [0.0; 3], [0.0; 3]),
+        (5, [0.0; 3], [0.0; 3]),
+    ]);
     w.fields[0].mean = vec![50.0, 24.0, 24.0, 24.0];
     let out = p.detect(&b, &w).unwrap();
-    let messages: Vec<Vec<String>> =
-        out.into_iter().map(|r| r.unwrap().into_iter().map(|a| format!("{} {}", a.kind, a.message)).collect()).collect();
+    let messages: Vec<Vec<String>> = out
+        .into_iter()
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|a| format!("{} {}", a.kind, a.message))
+                .collect()
+        })
+        .collect();
     assert_eq!(
         messages,
         vec![
@@ -264,14 +353,31 @@ fn a_javascript_component_importing_wasi_runs() {
 fn a_python_component_importing_wasi_runs() {
     let rt = runtime();
     let p = load(&rt, "humidity-py");
-    assert_eq!((p.info().name.as_str(), p.kind()), ("humidity-py", Kind::Anomaly));
+    assert_eq!(
+        (p.info().name.as_str(), p.kind()),
+        ("humidity-py", Kind::Anomaly)
+    );
     // Window mean humidity 85 is not above the limit; 85.5 is.
-    let b = batch(&[], &[(20.0, 50.0, 1.0), (20.0, 50.0, 1.0), (20.0, f64::NAN, 1.0)]);
-    let mut w = windows(&[(4, [0.0; 3], [0.0; 3]), (6, [0.0; 3], [0.0; 3]), (1, [0.0; 3], [0.0; 3])]);
+    let b = batch(
+        &[],
+        &[(20.0, 50.0, 1.0), (20.0, 50.0, 1.0), (20.0, f64::NAN, 1.0)],
+    );
+    let mut w = windows(&[
+        (4, [0.0; 3], [0.0; 3]),
+        (6, [0.0; 3], [0.0; 3]),
+        (1, [0.0; 3], [0.0; 3]),
+    ]);
     w.fields[1].mean = vec![85.0, 85.5, f64::NAN];
     let out = p.detect(&b, &w).unwrap();
-    let got: Vec<Vec<(String, Severity, String)>> =
-        out.into_iter().map(|r| r.unwrap().into_iter().map(|a| (a.kind, a.severity, a.message)).collect()).collect();
+    let got: Vec<Vec<(String, Severity, String)>> = out
+        .into_iter()
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|a| (a.kind, a.severity, a.message))
+                .collect()
+        })
+        .collect();
     assert_eq!(
         got,
         vec![

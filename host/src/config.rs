@@ -17,15 +17,27 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Toml { path: PathBuf, source: toml::de::Error },
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("{setting}: {message}")]
-    Invalid { setting: &'static str, message: String },
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
 }
 
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { setting, message: message.into() }
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
 }
 
 /// Flags of the main job. Defaults are shown in `--help` and applied in
@@ -44,7 +56,12 @@ pub struct RunArgs {
 
     /// A rule component (.wasm); repeat for more. Rules of one kind run in the
     /// order given. The environment variable takes a comma-separated list.
-    #[arg(long = "plugin", env = "STREAMHOST_PLUGINS", value_delimiter = ',', value_name = "FILE")]
+    #[arg(
+        long = "plugin",
+        env = "STREAMHOST_PLUGINS",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
     pub plugins: Vec<PathBuf>,
 
     /// Topic to consume. [default: iot-sensors]
@@ -78,7 +95,12 @@ pub struct RunArgs {
 
     /// Numeric JSON members passed to rules and kept in windows, comma-separated.
     /// [default: temperature,humidity,pressure,battery_level]
-    #[arg(long, env = "STREAMHOST_FIELDS", value_delimiter = ',', value_name = "NAMES")]
+    #[arg(
+        long,
+        env = "STREAMHOST_FIELDS",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
     pub fields: Option<Vec<String>>,
 
     /// Window length in event time, e.g. 5m, 90s. [default: 5m]
@@ -144,7 +166,12 @@ pub struct RunArgs {
 
     /// Bearer token required by the admin API's changing calls (PUT and
     /// DELETE /plugins/NAME); without one they are refused.
-    #[arg(long, env = "STREAMHOST_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "STREAMHOST_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
 
     /// Stop after this many input records are processed and committed, and
@@ -154,7 +181,9 @@ pub struct RunArgs {
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
     Ok((k.trim().to_string(), v.to_string()))
 }
 
@@ -217,9 +246,14 @@ pub struct Settings {
     pub max_records: Option<u64>,
 }
 
-fn duration(setting: &'static str, text: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+fn duration(
+    setting: &'static str,
+    text: Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
     let text = text.unwrap_or_else(|| default.to_string());
-    humantime::parse_duration(&text).map_err(|e| invalid(setting, format!("{text:?} is not a duration: {e}")))
+    humantime::parse_duration(&text)
+        .map_err(|e| invalid(setting, format!("{text:?} is not a duration: {e}")))
 }
 
 impl Settings {
@@ -230,14 +264,26 @@ impl Settings {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        let s = |a: Option<String>, f: Option<String>, d: &str| a.or(f).unwrap_or_else(|| d.to_string());
+        let s = |a: Option<String>, f: Option<String>, d: &str| {
+            a.or(f).unwrap_or_else(|| d.to_string())
+        };
         let mut librdkafka = file.librdkafka.unwrap_or_default();
         librdkafka.extend(args.librdkafka);
-        let plugins = if args.plugins.is_empty() { file.plugins.unwrap_or_default() } else { args.plugins };
+        let plugins = if args.plugins.is_empty() {
+            file.plugins.unwrap_or_default()
+        } else {
+            args.plugins
+        };
         let fields = args.fields.or(file.fields).unwrap_or_else(|| {
-            ["temperature", "humidity", "pressure", "battery_level"].map(String::from).to_vec()
+            ["temperature", "humidity", "pressure", "battery_level"]
+                .map(String::from)
+                .to_vec()
         });
-        let fields: Vec<String> = fields.into_iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect();
+        let fields: Vec<String> = fields
+            .into_iter()
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect();
         let settings = Settings {
             brokers: s(args.brokers, file.brokers, "localhost:9092"),
             plugins,
@@ -250,25 +296,46 @@ impl Settings {
             time_field: s(args.time_field, file.time_field, "timestamp"),
             fields,
             window: duration("window", args.window.or(file.window), "5m")?,
-            allowed_lateness: duration("allowed-lateness", args.allowed_lateness.or(file.allowed_lateness), "30s")?,
+            allowed_lateness: duration(
+                "allowed-lateness",
+                args.allowed_lateness.or(file.allowed_lateness),
+                "30s",
+            )?,
             window_values: args.window_values.or(file.window_values).unwrap_or(3),
             epoch_unit: match s(args.epoch_unit, file.epoch_unit, "ms").as_str() {
                 "ms" => crate::text::time::EpochUnit::Millis,
                 "s" => crate::text::time::EpochUnit::Seconds,
-                other => return Err(invalid("epoch-unit", format!("{other:?} is neither `ms` nor `s`"))),
+                other => {
+                    return Err(invalid(
+                        "epoch-unit",
+                        format!("{other:?} is neither `ms` nor `s`"),
+                    ));
+                }
             },
             max_future: duration("max-future", args.max_future.or(file.max_future), "1h")?,
             key_idle: duration("key-idle", args.key_idle.or(file.key_idle), "10m")?,
             batch_size: args.batch_size.or(file.batch_size).unwrap_or(1000),
             batch_wait: duration("batch-wait", args.batch_wait.or(file.batch_wait), "20ms")?,
-            plugin_deadline: duration("plugin-deadline", args.plugin_deadline.or(file.plugin_deadline), "100ms")?,
-            plugin_memory_bytes: args.plugin_memory_mib.or(file.plugin_memory_mib).unwrap_or(64) << 20,
+            plugin_deadline: duration(
+                "plugin-deadline",
+                args.plugin_deadline.or(file.plugin_deadline),
+                "100ms",
+            )?,
+            plugin_memory_bytes: args
+                .plugin_memory_mib
+                .or(file.plugin_memory_mib)
+                .unwrap_or(64)
+                << 20,
             librdkafka,
             admin: {
                 let text = s(args.admin, file.admin, "127.0.0.1:9464");
-                text.parse().map_err(|e| invalid("admin", format!("{text:?} is not HOST:PORT: {e}")))?
+                text.parse()
+                    .map_err(|e| invalid("admin", format!("{text:?} is not HOST:PORT: {e}")))?
             },
-            admin_token: args.admin_token.or(file.admin_token).filter(|t| !t.is_empty()),
+            admin_token: args
+                .admin_token
+                .or(file.admin_token)
+                .filter(|t| !t.is_empty()),
             admin_address_file: args.admin_address_file,
             max_records: args.max_records,
         };
@@ -292,10 +359,18 @@ impl Settings {
         }
         // A window's span (window + lateness) is held in i32 milliseconds.
         if self.window + self.allowed_lateness > Duration::from_millis(i32::MAX as u64) {
-            return Err(invalid("window", "window + allowed-lateness must be under 24 days"));
+            return Err(invalid(
+                "window",
+                "window + allowed-lateness must be under 24 days",
+            ));
         }
-        if self.key_idle > Duration::from_secs(100 * 365 * 86_400) || self.max_future > Duration::from_secs(100 * 365 * 86_400) {
-            return Err(invalid("key-idle", "key-idle and max-future must be under 100 years"));
+        if self.key_idle > Duration::from_secs(100 * 365 * 86_400)
+            || self.max_future > Duration::from_secs(100 * 365 * 86_400)
+        {
+            return Err(invalid(
+                "key-idle",
+                "key-idle and max-future must be under 100 years",
+            ));
         }
         if self.batch_size == 0 {
             return Err(invalid("batch-size", "must be at least 1"));
@@ -309,7 +384,11 @@ impl Settings {
         if self.key_field == self.time_field {
             return Err(invalid("key-field", "must differ from time-field"));
         }
-        if self.fields.iter().any(|f| *f == self.key_field || *f == self.time_field) {
+        if self
+            .fields
+            .iter()
+            .any(|f| *f == self.key_field || *f == self.time_field)
+        {
             return Err(invalid("fields", "must not name the key or time field"));
         }
         let outputs = [&self.alerts_topic, &self.enriched_topic, &self.dlq_topic];
@@ -321,8 +400,14 @@ impl Settings {
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Toml { path: path.into(), source })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Toml {
+        path: path.into(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -334,9 +419,19 @@ mod tests {
         let s = Settings::resolve(RunArgs::default()).unwrap();
         assert_eq!(s.input_topic, "iot-sensors");
         assert_eq!(s.group, "stream-processor-group");
-        assert_eq!((s.alerts_topic.as_str(), s.enriched_topic.as_str(), s.dlq_topic.as_str()), ("iot-alerts", "iot-enriched", "iot-dlq"));
+        assert_eq!(
+            (
+                s.alerts_topic.as_str(),
+                s.enriched_topic.as_str(),
+                s.dlq_topic.as_str()
+            ),
+            ("iot-alerts", "iot-enriched", "iot-dlq")
+        );
         assert_eq!(s.window, Duration::from_secs(300));
-        assert_eq!(s.fields, ["temperature", "humidity", "pressure", "battery_level"]);
+        assert_eq!(
+            s.fields,
+            ["temperature", "humidity", "pressure", "battery_level"]
+        );
         assert_eq!(s.plugin_deadline, Duration::from_millis(100));
         assert_eq!(s.plugin_memory_bytes, 64 << 20);
     }
@@ -361,19 +456,38 @@ mod tests {
         assert_eq!(s.window, Duration::from_secs(90));
         assert_eq!(s.group, "from-flag");
         assert_eq!(s.batch_size, 7);
-        assert_eq!(s.librdkafka.get("security.protocol").map(String::as_str), Some("SSL"));
+        assert_eq!(
+            s.librdkafka.get("security.protocol").map(String::as_str),
+            Some("SSL")
+        );
         assert_eq!(s.librdkafka.get("linger.ms").map(String::as_str), Some("1"));
 
         std::fs::write(&path, "windw = \"5m\"\n").unwrap();
-        let err = Settings::resolve(RunArgs { config: Some(path), ..RunArgs::default() }).unwrap_err();
+        let err = Settings::resolve(RunArgs {
+            config: Some(path),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field `windw`"), "{err}");
     }
 
     #[test]
     fn bad_values_name_their_setting() {
-        let err = Settings::resolve(RunArgs { window: Some("soon".into()), ..RunArgs::default() }).unwrap_err();
-        assert!(err.to_string().starts_with("window: \"soon\" is not a duration"), "{err}");
-        let err = Settings::resolve(RunArgs { batch_size: Some(0), ..RunArgs::default() }).unwrap_err();
+        let err = Settings::resolve(RunArgs {
+            window: Some("soon".into()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("window: \"soon\" is not a duration"),
+            "{err}"
+        );
+        let err = Settings::resolve(RunArgs {
+            batch_size: Some(0),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
         assert_eq!(err.to_string(), "batch-size: must be at least 1");
     }
 }

@@ -14,7 +14,9 @@ wasmtime::component::bindgen!({
 pub use exports::streamhost::plugin::{anomaly_rule, transform_rule, trend_rule};
 pub use streamhost::plugin::host::{Host as HostImports, Level};
 pub use streamhost::plugin::types;
-pub use types::{Alert, Batch, Direction, FieldWindow, Needs, Severity, Transformed, TrendResult, WindowView};
+pub use types::{
+    Alert, Batch, Direction, FieldWindow, Needs, Severity, Transformed, TrendResult, WindowView,
+};
 
 /// The WIT package plugins are built against.
 pub const WIT_PACKAGE: &str = "streamhost:plugin";

@@ -63,15 +63,27 @@ pub fn decode(schema: &Schema, bytes: &[u8]) -> Result<Decoded, DecodeError> {
             let msg = e.to_string();
             // Our own messages are complete sentences; strip serde's position.
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            if msg == "not a JSON object" { DecodeError::NotObject } else { DecodeError::Field(msg) }
+            if msg == "not a JSON object" {
+                DecodeError::NotObject
+            } else {
+                DecodeError::Field(msg)
+            }
         } else {
             DecodeError::Json(e.to_string())
         }
     })?;
     de.end().map_err(|e| DecodeError::Json(e.to_string()))?;
-    let key = found.key.ok_or_else(|| DecodeError::MissingKey(schema.key_field.clone()))?;
-    let time_ms = found.time.ok_or_else(|| DecodeError::MissingTime(schema.time_field.clone()))?;
-    Ok(Decoded { key, time_ms, values: found.values })
+    let key = found
+        .key
+        .ok_or_else(|| DecodeError::MissingKey(schema.key_field.clone()))?;
+    let time_ms = found
+        .time
+        .ok_or_else(|| DecodeError::MissingTime(schema.time_field.clone()))?;
+    Ok(Decoded {
+        key,
+        time_ms,
+        values: found.values,
+    })
 }
 
 /// Parses an event time: RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.fraction]` then
@@ -92,7 +104,9 @@ fn epoch_time(v: f64, unit: EpochUnit) -> Result<i64, String> {
         EpochUnit::Seconds => v * 1000.0,
     };
     if !ms.is_finite() || !(MIN_TIME_MS as f64..=MAX_TIME_MS as f64).contains(&ms) {
-        return Err(format!("event time {v} is out of range (years 0001 to 9999)"));
+        return Err(format!(
+            "event time {v} is out of range (years 0001 to 9999)"
+        ));
     }
     if unit == EpochUnit::Millis && ms.abs() < SMALLEST_EPOCH_MILLIS {
         return Err(format!(
@@ -101,7 +115,6 @@ fn epoch_time(v: f64, unit: EpochUnit) -> Result<i64, String> {
     }
     Ok(ms.floor() as i64)
 }
-
 
 struct Found {
     key: Option<String>,
@@ -131,7 +144,12 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
         let s = self.schema;
-        let mut found = Found { key: None, time: None, values: vec![f64::NAN; s.fields.len()], seen: vec![false; s.fields.len()] };
+        let mut found = Found {
+            key: None,
+            time: None,
+            values: vec![f64::NAN; s.fields.len()],
+            seen: vec![false; s.fields.len()],
+        };
         let twice = |name: &str| de::Error::custom(format!("member `{name}` appears twice"));
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if name == s.key_field {
@@ -198,7 +216,11 @@ impl<'de> de::Deserialize<'de> for KeyValue {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyValue, E> {
                 if v.trim().is_empty() {
-                    return Err(E::custom(if v.is_empty() { "the key field is empty" } else { "the key field is blank" }));
+                    return Err(E::custom(if v.is_empty() {
+                        "the key field is empty"
+                    } else {
+                        "the key field is blank"
+                    }));
                 }
                 Ok(KeyValue(v.to_string()))
             }
@@ -229,7 +251,11 @@ impl Visitor<'_> for TimeSeed {
         f.write_str("the event time as RFC 3339 text or an epoch number")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
-        parse_time(v).ok_or_else(|| E::custom(format!("event time {v:?} is not an RFC 3339 time between years 0001 and 9999")))
+        parse_time(v).ok_or_else(|| {
+            E::custom(format!(
+                "event time {v:?} is not an RFC 3339 time between years 0001 and 9999"
+            ))
+        })
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
         epoch_time(v as f64, self.0).map_err(E::custom)
@@ -270,9 +296,17 @@ mod tests {
 
     #[test]
     fn accepts_epoch_millis_offsets_and_integer_keys() {
-        let d = decode(&schema(), br#"{"sensor_id":7,"timestamp":1795500000000,"humidity":null}"#).unwrap();
+        let d = decode(
+            &schema(),
+            br#"{"sensor_id":7,"timestamp":1795500000000,"humidity":null}"#,
+        )
+        .unwrap();
         assert_eq!((d.key.as_str(), d.time_ms), ("7", 1_795_500_000_000));
-        let d = decode(&schema(), br#"{"sensor_id":"a","timestamp":"1970-01-01T01:00:00+01:00"}"#).unwrap();
+        let d = decode(
+            &schema(),
+            br#"{"sensor_id":"a","timestamp":"1970-01-01T01:00:00+01:00"}"#,
+        )
+        .unwrap();
         assert_eq!(d.time_ms, 0);
     }
 
@@ -290,7 +324,9 @@ mod tests {
                 .map(|t| t.timestamp_millis())
                 .or_else(|_| {
                     chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-                        .or_else(|_| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
+                        .or_else(|_| {
+                            chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                        })
                         .map(|t| t.and_utc().timestamp_millis())
                 })
                 .unwrap();
@@ -312,7 +348,10 @@ mod tests {
         ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
-        assert_eq!(parse_time("2026-11-24T17:30:05+01:00"), Some(1_795_537_805_000));
+        assert_eq!(
+            parse_time("2026-11-24T17:30:05+01:00"),
+            Some(1_795_537_805_000)
+        );
     }
 
     #[test]
@@ -320,17 +359,33 @@ mod tests {
         let s = schema();
         assert!(matches!(decode(&s, b"not json"), Err(DecodeError::Json(_))));
         assert_eq!(decode(&s, b"[1,2]"), Err(DecodeError::NotObject));
-        assert_eq!(decode(&s, br#"{"timestamp":1795500000000}"#), Err(DecodeError::MissingKey("sensor_id".into())));
-        assert_eq!(decode(&s, br#"{"sensor_id":"a"}"#), Err(DecodeError::MissingTime("timestamp".into())));
         assert_eq!(
-            decode(&s, br#"{"sensor_id":"a","timestamp":1795500000000,"temperature":"hot"}"#),
+            decode(&s, br#"{"timestamp":1795500000000}"#),
+            Err(DecodeError::MissingKey("sensor_id".into()))
+        );
+        assert_eq!(
+            decode(&s, br#"{"sensor_id":"a"}"#),
+            Err(DecodeError::MissingTime("timestamp".into()))
+        );
+        assert_eq!(
+            decode(
+                &s,
+                br#"{"sensor_id":"a","timestamp":1795500000000,"temperature":"hot"}"#
+            ),
             Err(DecodeError::Field(
-                "field `temperature` is not a number: invalid type: string \"hot\", expected f64".into()
+                "field `temperature` is not a number: invalid type: string \"hot\", expected f64"
+                    .into()
             ))
         );
         let e = decode(&s, br#"{"sensor_id":"a","timestamp":"yesterday"}"#).unwrap_err();
-        assert_eq!(e.to_string(), "event time \"yesterday\" is not an RFC 3339 time between years 0001 and 9999");
-        assert!(matches!(decode(&s, br#"{"sensor_id":"a","timestamp":1795500000000} x"#), Err(DecodeError::Json(_))));
+        assert_eq!(
+            e.to_string(),
+            "event time \"yesterday\" is not an RFC 3339 time between years 0001 and 9999"
+        );
+        assert!(matches!(
+            decode(&s, br#"{"sensor_id":"a","timestamp":1795500000000} x"#),
+            Err(DecodeError::Json(_))
+        ));
     }
 
     fn message(bytes: &[u8]) -> String {
@@ -340,30 +395,67 @@ mod tests {
     #[test]
     fn members_given_twice_are_refused() {
         for (record, member) in [
-            (r#"{"sensor_id":"a","sensor_id":"b","timestamp":1795500000000}"#, "sensor_id"),
-            (r#"{"sensor_id":"a","timestamp":1795500000000,"timestamp":1795500001000}"#, "timestamp"),
-            (r#"{"sensor_id":"a","timestamp":1795500000000,"temperature":1,"temperature":2}"#, "temperature"),
+            (
+                r#"{"sensor_id":"a","sensor_id":"b","timestamp":1795500000000}"#,
+                "sensor_id",
+            ),
+            (
+                r#"{"sensor_id":"a","timestamp":1795500000000,"timestamp":1795500001000}"#,
+                "timestamp",
+            ),
+            (
+                r#"{"sensor_id":"a","timestamp":1795500000000,"temperature":1,"temperature":2}"#,
+                "temperature",
+            ),
         ] {
-            assert_eq!(message(record.as_bytes()), format!("member `{member}` appears twice"));
+            assert_eq!(
+                message(record.as_bytes()),
+                format!("member `{member}` appears twice")
+            );
         }
         // Members streamhost does not read are left alone.
-        assert!(decode(&schema(), br#"{"sensor_id":"a","timestamp":1795500000000,"x":1,"x":2}"#).is_ok());
+        assert!(
+            decode(
+                &schema(),
+                br#"{"sensor_id":"a","timestamp":1795500000000,"x":1,"x":2}"#
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn blank_keys_and_implausible_or_extreme_times_are_refused() {
-        assert_eq!(message(br#"{"sensor_id":"   ","timestamp":1795500000000}"#), "the key field is blank");
-        assert_eq!(message(br#"{"sensor_id":"","timestamp":1795500000000}"#), "the key field is empty");
+        assert_eq!(
+            message(br#"{"sensor_id":"   ","timestamp":1795500000000}"#),
+            "the key field is blank"
+        );
+        assert_eq!(
+            message(br#"{"sensor_id":"","timestamp":1795500000000}"#),
+            "the key field is empty"
+        );
         assert_eq!(
             message(br#"{"sensor_id":"a","timestamp":1795500000}"#),
             "event time 1795500000 is before 1973 as epoch milliseconds; if it is epoch seconds, set `--epoch-unit s`"
         );
-        for t in ["-9223372036854775808", "9223372036854775807", "1e300", "253402300800000"] {
+        for t in [
+            "-9223372036854775808",
+            "9223372036854775807",
+            "1e300",
+            "253402300800000",
+        ] {
             let m = message(format!(r#"{{"sensor_id":"a","timestamp":{t}}}"#).as_bytes());
             assert!(m.contains("out of range"), "{t}: {m}");
         }
-        let seconds = Schema { epoch_unit: EpochUnit::Seconds, ..schema() };
-        assert_eq!(decode(&seconds, br#"{"sensor_id":"a","timestamp":1795500000.5}"#).unwrap().time_ms, 1_795_500_000_500);
+        let seconds = Schema {
+            epoch_unit: EpochUnit::Seconds,
+            ..schema()
+        };
+        assert_eq!(
+            decode(&seconds, br#"{"sensor_id":"a","timestamp":1795500000.5}"#)
+                .unwrap()
+                .time_ms,
+            1_795_500_000_500
+        );
     }
 
     mod fuzz {

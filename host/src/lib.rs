@@ -21,17 +21,17 @@
 //!
 //! No module imports one that comes later on this path, except `service`.
 
-pub mod record;
 pub mod contract;
+pub mod record;
 pub mod text;
 
 pub mod config;
-pub mod kafka;
 pub mod decode;
-pub mod transform;
-pub mod window;
-pub mod rules;
+pub mod kafka;
+pub mod ops;
 pub mod output;
 pub mod pipeline;
-pub mod ops;
+pub mod rules;
 pub mod service;
+pub mod transform;
+pub mod window;

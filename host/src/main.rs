@@ -15,7 +15,12 @@ use streamhost::rules::runtime::{Limits, Runtime};
 /// Without a subcommand, runs the pipeline:
 ///   streamhost --brokers localhost:9092 --plugin enrich.wasm --plugin trend.wasm --plugin anomaly.wasm
 #[derive(Parser)]
-#[command(name = "streamhost", version, args_conflicts_with_subcommands = true, max_term_width = 100)]
+#[command(
+    name = "streamhost",
+    version,
+    args_conflicts_with_subcommands = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -24,7 +29,13 @@ struct Cli {
     run: RunArgs,
 
     /// Log format on stderr; the filter comes from RUST_LOG (default `info`).
-    #[arg(long, value_enum, env = "STREAMHOST_LOG_FORMAT", default_value = "pretty", global = true)]
+    #[arg(
+        long,
+        value_enum,
+        env = "STREAMHOST_LOG_FORMAT",
+        default_value = "pretty",
+        global = true
+    )]
     log_format: LogFormat,
 }
 
@@ -72,12 +83,26 @@ fn plugins(admin: &str, token: Option<&str>, action: PluginAction) -> anyhow::Re
     let (status, body) = match action {
         PluginAction::List => streamhost::ops::admin::request(admin, "GET", "/plugins", None, b"")?,
         PluginAction::Put { name, file } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            streamhost::ops::admin::request(admin, "PUT", &format!("/plugins/{name}"), token, &bytes)?
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            streamhost::ops::admin::request(
+                admin,
+                "PUT",
+                &format!("/plugins/{name}"),
+                token,
+                &bytes,
+            )?
         }
-        PluginAction::Rm { name } => streamhost::ops::admin::request(admin, "DELETE", &format!("/plugins/{name}"), token, b"")?,
+        PluginAction::Rm { name } => streamhost::ops::admin::request(
+            admin,
+            "DELETE",
+            &format!("/plugins/{name}"),
+            token,
+            b"",
+        )?,
     };
-    let value: serde_json::Value = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+    let value: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
     if status != 200 {
         anyhow::bail!("{status}: {}", value.get("error").unwrap_or(&value));
     }
@@ -116,7 +141,9 @@ fn needs_list(needs: Needs) -> Vec<&'static str> {
 fn inspect(file: PathBuf, json: bool) -> anyhow::Result<()> {
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let runtime = Runtime::new(Limits::default())?;
-    let plugin = runtime.load(&bytes, &file.display().to_string()).with_context(|| format!("loading {}", file.display()))?;
+    let plugin = runtime
+        .load(&bytes, &file.display().to_string())
+        .with_context(|| format!("loading {}", file.display()))?;
     let info = plugin.info();
     if json {
         let mut v = serde_json::to_value(info)?;
@@ -149,12 +176,24 @@ fn main() -> std::process::ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Inspect { file, json }) => inspect(file, json),
-        Some(Command::Plugins { admin, token, action }) => plugins(&admin, token.as_deref(), action),
+        Some(Command::Plugins {
+            admin,
+            token,
+            action,
+        }) => plugins(&admin, token.as_deref(), action),
         None => {
             let settings = Settings::resolve(cli.run)?;
             let max_records = settings.max_records;
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-            let tally = runtime.block_on(streamhost::service::run(settings, streamhost::service::shutdown_signal()))?.tally;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let tally = runtime
+                .block_on(streamhost::service::run(
+                    settings,
+                    streamhost::service::shutdown_signal(),
+                ))?
+                .tally;
             if max_records.is_some() {
                 let summary = serde_json::json!({
                     "in": tally.input,

@@ -11,7 +11,12 @@ use crate::record::{Dest, Failure, OutRecord, SourcePos, headers};
 use crate::text::json::{push_f64, push_int, push_joined, push_str};
 use crate::text::time::{iso8601, push_iso8601};
 
-pub fn dead_letter(source: SourcePos, key: Option<Vec<u8>>, payload: Vec<u8>, failure: &Failure) -> OutRecord {
+pub fn dead_letter(
+    source: SourcePos,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    failure: &Failure,
+) -> OutRecord {
     let mut headers = vec![
         (headers::REASON, failure.reason.as_str().to_string()),
         (headers::ERROR, failure.message.clone()),
@@ -23,7 +28,13 @@ pub fn dead_letter(source: SourcePos, key: Option<Vec<u8>>, payload: Vec<u8>, fa
         headers.push((headers::PLUGIN, name.clone()));
         headers.push((headers::PLUGIN_VERSION, version.clone()));
     }
-    OutRecord { dest: Dest::DeadLetter, source: (source.partition, source.offset), key, payload, headers }
+    OutRecord {
+        dest: Dest::DeadLetter,
+        source: (source.partition, source.offset),
+        key,
+        payload,
+        headers,
+    }
 }
 
 fn direction(d: Direction) -> &'static str {
@@ -155,7 +166,11 @@ pub fn alert(
     push_joined(&mut m, alerts, |m, a| {
         push_str(m, &a.kind);
     });
-    let top = alerts.iter().map(|a| a.severity).max_by_key(|s| severity_rank(*s)).unwrap_or(Severity::Low);
+    let top = alerts
+        .iter()
+        .map(|a| a.severity)
+        .max_by_key(|s| severity_rank(*s))
+        .unwrap_or(Severity::Low);
     let _ = write!(m, "],\"severity\":\"{}\",\"rule\":", severity(top));
     push_str(&mut m, rule.0);
     m.push_str(",\"rule_version\":");
@@ -172,7 +187,11 @@ pub fn alert(
     });
     m.push_str("],\"sensor_data\":");
     m.push_str(record.trim());
-    let _ = write!(m, ",\"source\":{{\"partition\":{},\"offset\":{}}}}}", source.partition, source.offset);
+    let _ = write!(
+        m,
+        ",\"source\":{{\"partition\":{},\"offset\":{}}}}}",
+        source.partition, source.offset
+    );
     m
 }
 
@@ -183,7 +202,12 @@ mod tests {
     #[test]
     fn alert_has_the_articles_shape() {
         let alerts = [
-            Alert { rule: "r".into(), kind: "low_battery".into(), severity: Severity::Medium, message: "m1".into() },
+            Alert {
+                rule: "r".into(),
+                kind: "low_battery".into(),
+                severity: Severity::Medium,
+                message: "m1".into(),
+            },
             Alert {
                 rule: "r".into(),
                 kind: "temperature_out_of_range".into(),
@@ -199,12 +223,19 @@ mod tests {
             r#"{"sensor_id":"s1"}"#,
             ("anomaly", "1.0.0"),
             &alerts,
-            SourcePos { topic: "t", partition: 1, offset: 2 },
+            SourcePos {
+                topic: "t",
+                partition: 1,
+                offset: 2,
+            },
         );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["sensor_id"], "s1");
         assert_eq!(v["severity"], "high");
-        assert_eq!(v["anomalies"], serde_json::json!(["low_battery", "temperature_out_of_range"]));
+        assert_eq!(
+            v["anomalies"],
+            serde_json::json!(["low_battery", "temperature_out_of_range"])
+        );
         assert_eq!(v["timestamp"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v["sensor_data"]["sensor_id"], "s1");
         assert_eq!(v["rule_version"], "1.0.0");
@@ -213,20 +244,36 @@ mod tests {
     #[test]
     fn enriched_is_valid_json_with_nulls_for_nan() {
         let fields = [("temperature", [1.0, f64::NAN, 2.0])];
-        let w = WindowStats { start_ms: 0, end_ms: 1, count: 2, fields: &fields };
-        let t = TrendResult { field: "temperature".into(), direction: Direction::Stable, change: 0.0 };
+        let w = WindowStats {
+            start_ms: 0,
+            end_ms: 1,
+            count: 2,
+            fields: &fields,
+        };
+        let t = TrendResult {
+            field: "temperature".into(),
+            direction: Direction::Stable,
+            change: 0.0,
+        };
         let text = enriched(
             r#"{"a":1}"#,
             &w,
             &[("trend", &t)],
             &[],
             &[("trend", "1.0.0")],
-            SourcePos { topic: "t", partition: 0, offset: 9 },
+            SourcePos {
+                topic: "t",
+                partition: 0,
+                offset: 9,
+            },
         );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["a"], 1);
         let s = &v["streamhost"];
-        assert_eq!(s["window"]["fields"]["temperature"]["min"], serde_json::Value::Null);
+        assert_eq!(
+            s["window"]["fields"]["temperature"]["min"],
+            serde_json::Value::Null
+        );
         assert_eq!(s["window"]["fields"]["temperature"]["mean"], 1.0);
         assert_eq!(s["trends"]["trend"]["direction"], "stable");
         assert_eq!(s["plugins"]["trend"], "1.0.0");

@@ -54,7 +54,11 @@ pub struct OutputLimits {
 
 impl Default for OutputLimits {
     fn default() -> Self {
-        OutputLimits { max_message_bytes: 1_000_000, max_alerts_per_record: 64, max_alert_bytes: 8192 }
+        OutputLimits {
+            max_message_bytes: 1_000_000,
+            max_alerts_per_record: 64,
+            max_alert_bytes: 8192,
+        }
     }
 }
 
@@ -99,7 +103,10 @@ pub struct Output {
 /// Where a record is on its way through the batch.
 enum State {
     /// Decoded, and (once in `slot`) in its window.
-    Live { decoded: Decoded, slot: Option<usize> },
+    Live {
+        decoded: Decoded,
+        slot: Option<usize>,
+    },
     /// A transform dropped it on purpose.
     Dropped,
     Failed(Failure),
@@ -126,12 +133,24 @@ struct Rec {
 
 impl Rec {
     fn new(partition: i32, payload: Option<Vec<u8>>, schema: &Schema) -> Rec {
-        let fail = |e: String| State::Failed(Failure { reason: Reason::Decode, message: e, plugin: None });
+        let fail = |e: String| {
+            State::Failed(Failure {
+                reason: Reason::Decode,
+                message: e,
+                plugin: None,
+            })
+        };
         let (original, state) = match payload.map(String::from_utf8) {
-            None => (Payload::Bytes(Vec::new()), fail(DecodeError::Tombstone.to_string())),
+            None => (
+                Payload::Bytes(Vec::new()),
+                fail(DecodeError::Tombstone.to_string()),
+            ),
             Some(Ok(text)) => {
                 let state = match decode(schema, text.as_bytes()) {
-                    Ok(decoded) => State::Live { decoded, slot: None },
+                    Ok(decoded) => State::Live {
+                        decoded,
+                        slot: None,
+                    },
                     Err(e) => fail(e.to_string()),
                 };
                 (Payload::Text(text), state)
@@ -141,7 +160,14 @@ impl Rec {
                 (Payload::Bytes(e.into_bytes()), state)
             }
         };
-        Rec { partition, original, text: None, state, trends: Vec::new(), alerts: Vec::new() }
+        Rec {
+            partition,
+            original,
+            text: None,
+            state,
+            trends: Vec::new(),
+            alerts: Vec::new(),
+        }
     }
 
     /// The record's current JSON text.
@@ -194,7 +220,10 @@ impl Pipeline {
     /// rules in place of a clock.
     pub fn process(&mut self, rules: &RuleSet, mut input: Vec<InRecord>, now_ms: i64) -> Output {
         let schema = &self.cfg.schema;
-        let mut recs: Vec<Rec> = input.iter_mut().map(|r| Rec::new(r.partition, r.payload.take(), schema)).collect();
+        let mut recs: Vec<Rec> = input
+            .iter_mut()
+            .map(|r| Rec::new(r.partition, r.payload.take(), schema))
+            .collect();
 
         for rule in &rules.transform {
             self.transform_stage(rule.as_ref(), &mut recs, now_ms);
@@ -223,17 +252,33 @@ impl Pipeline {
         // Windows: every live record enters its key's window in batch order.
         let wneeds = union_needs(rules.trend.iter().chain(&rules.anomaly));
         let fields = schema.fields.len();
-        let mut view = ViewBuilder::new(fields, self.windows.config().k, wneeds.contains(Needs::WINDOW_VALUES), recs.len());
+        let mut view = ViewBuilder::new(
+            fields,
+            self.windows.config().k,
+            wneeds.contains(Needs::WINDOW_VALUES),
+            recs.len(),
+        );
         let mut entered = Vec::with_capacity(recs.len());
         for (i, rec) in recs.iter_mut().enumerate() {
-            let State::Live { decoded: d, slot } = &mut rec.state else { continue };
-            let refused = match self.windows.insert(rec.partition, &d.key, d.time_ms, &d.values, &mut view) {
+            let State::Live { decoded: d, slot } = &mut rec.state else {
+                continue;
+            };
+            let refused = match self.windows.insert(
+                rec.partition,
+                &d.key,
+                d.time_ms,
+                &d.values,
+                &mut view,
+            ) {
                 Ok(()) => {
                     *slot = Some(entered.len());
                     entered.push(i);
                     continue;
                 }
-                Err(Refused::Late { newest_ms, behind_ms }) => Failure {
+                Err(Refused::Late {
+                    newest_ms,
+                    behind_ms,
+                }) => Failure {
                     reason: Reason::Late,
                     message: format!(
                         "event time {} is {} ms behind the newest event time {} of key {:?}; allowed lateness is {} ms",
@@ -327,25 +372,46 @@ impl Pipeline {
                         };
                     }
                     let m = merge.as_ref().expect("set above");
-                    (m.apply(rec.text()).map_err(|message| (Reason::PluginError, message)), m.touches(&typed))
+                    (
+                        m.apply(rec.text())
+                            .map_err(|message| (Reason::PluginError, message)),
+                        m.touches(&typed),
+                    )
                 }
                 Ok(Err(message)) => (Err((Reason::PluginError, message)), false),
                 Err(e) => (Err((e.reason(), e.to_string())), false),
             };
             match text {
                 // Blamed on the rule only if the rule made it too large.
-                Ok(text) if text.len() > self.cfg.limits.max_message_bytes && rec.text().len() <= self.cfg.limits.max_message_bytes => fail(
-                    rec,
-                    rule.info(),
-                    Reason::PluginOutputLimit,
-                    format!("the transformed record is {} bytes; the limit is {} (the producer's message.max.bytes)", text.len(), self.cfg.limits.max_message_bytes),
-                ),
+                Ok(text)
+                    if text.len() > self.cfg.limits.max_message_bytes
+                        && rec.text().len() <= self.cfg.limits.max_message_bytes =>
+                {
+                    fail(
+                        rec,
+                        rule.info(),
+                        Reason::PluginOutputLimit,
+                        format!(
+                            "the transformed record is {} bytes; the limit is {} (the producer's message.max.bytes)",
+                            text.len(),
+                            self.cfg.limits.max_message_bytes
+                        ),
+                    )
+                }
                 Ok(text) if decode_again => match decode(schema, text.as_bytes()) {
                     Ok(d) => {
-                        rec.state = State::Live { decoded: d, slot: None };
+                        rec.state = State::Live {
+                            decoded: d,
+                            slot: None,
+                        };
                         rec.text = Some(text);
                     }
-                    Err(e) => fail(rec, rule.info(), Reason::PluginError, format!("transformed record is invalid: {e}")),
+                    Err(e) => fail(
+                        rec,
+                        rule.info(),
+                        Reason::PluginError,
+                        format!("transformed record is invalid: {e}"),
+                    ),
                 },
                 Ok(text) => rec.text = Some(text),
                 Err((reason, message)) => fail(rec, rule.info(), reason, message),
@@ -353,17 +419,33 @@ impl Pipeline {
         }
     }
 
-    fn outputs(&self, rules: &RuleSet, input: Vec<InRecord>, recs: Vec<Rec>, view: &WindowView, now_ms: i64) -> Output {
+    fn outputs(
+        &self,
+        rules: &RuleSet,
+        input: Vec<InRecord>,
+        recs: Vec<Rec>,
+        view: &WindowView,
+        now_ms: i64,
+    ) -> Output {
         let schema = &self.cfg.schema;
         let topic = self.cfg.source_topic.as_str();
         let max_bytes = self.cfg.limits.max_message_bytes;
-        let versions: Vec<(&str, &str)> =
-            rules.all().map(|r| (r.info().name.as_str(), r.info().version.as_str())).collect();
-        let mut tally = Tally { input: input.len() as u64, ..Tally::default() };
+        let versions: Vec<(&str, &str)> = rules
+            .all()
+            .map(|r| (r.info().name.as_str(), r.info().version.as_str()))
+            .collect();
+        let mut tally = Tally {
+            input: input.len() as u64,
+            ..Tally::default()
+        };
         let mut out = Vec::with_capacity(input.len() * 2);
         let mut fields = Vec::with_capacity(schema.fields.len());
         for (rec, inp) in recs.into_iter().zip(input) {
-            let source = SourcePos { topic, partition: inp.partition, offset: inp.offset };
+            let source = SourcePos {
+                topic,
+                partition: inp.partition,
+                offset: inp.offset,
+            };
             let failure = match &rec.state {
                 State::Dropped => {
                     tally.dropped += 1;
@@ -374,23 +456,41 @@ impl Pipeline {
                     let slot = slot.expect("live records entered a window");
                     let text = rec.text();
                     fields.clear();
-                    fields.extend(schema.fields.iter().zip(&view.fields).map(|(name, fw): (_, &FieldWindow)| {
-                        (name.as_str(), [fw.mean[slot], fw.min[slot], fw.max[slot]])
-                    }));
+                    fields.extend(schema.fields.iter().zip(&view.fields).map(
+                        |(name, fw): (_, &FieldWindow)| {
+                            (name.as_str(), [fw.mean[slot], fw.min[slot], fw.max[slot]])
+                        },
+                    ));
                     let window = WindowStats {
                         start_ms: view.starts[slot],
                         end_ms: view.ends[slot],
                         count: view.counts[slot],
                         fields: &fields,
                     };
-                    let trends: Vec<(&str, &TrendResult)> =
-                        rec.trends.iter().map(|(p, t)| (rules.trend[*p].info().name.as_str(), t)).collect();
-                    let kinds: Vec<&str> =
-                        rec.alerts.iter().flat_map(|(_, a)| a.iter().map(|a| a.kind.as_str())).collect();
-                    let key = inp.key.clone().unwrap_or_else(|| d.key.clone().into_bytes());
-                    let enriched = output::enriched(text, &window, &trends, &kinds, &versions, source);
+                    let trends: Vec<(&str, &TrendResult)> = rec
+                        .trends
+                        .iter()
+                        .map(|(p, t)| (rules.trend[*p].info().name.as_str(), t))
+                        .collect();
+                    let kinds: Vec<&str> = rec
+                        .alerts
+                        .iter()
+                        .flat_map(|(_, a)| a.iter().map(|a| a.kind.as_str()))
+                        .collect();
+                    let key = inp
+                        .key
+                        .clone()
+                        .unwrap_or_else(|| d.key.clone().into_bytes());
+                    let enriched =
+                        output::enriched(text, &window, &trends, &kinds, &versions, source);
                     let first = out.len();
-                    out.push(OutRecord { dest: Dest::Enriched, source: (inp.partition, inp.offset), key: Some(key.clone()), payload: enriched.into_bytes(), headers: Vec::new() });
+                    out.push(OutRecord {
+                        dest: Dest::Enriched,
+                        source: (inp.partition, inp.offset),
+                        key: Some(key.clone()),
+                        payload: enriched.into_bytes(),
+                        headers: Vec::new(),
+                    });
                     for (p, alerts) in &rec.alerts {
                         let info = rules.anomaly[*p].info();
                         let payload = output::alert(
@@ -403,7 +503,13 @@ impl Pipeline {
                             alerts,
                             source,
                         );
-                        out.push(OutRecord { dest: Dest::Alerts, source: (inp.partition, inp.offset), key: Some(key.clone()), payload: payload.into_bytes(), headers: Vec::new() });
+                        out.push(OutRecord {
+                            dest: Dest::Alerts,
+                            source: (inp.partition, inp.offset),
+                            key: Some(key.clone()),
+                            payload: payload.into_bytes(),
+                            headers: Vec::new(),
+                        });
                     }
                     match out[first..].iter().find(|r| r.size() > max_bytes) {
                         None => {
@@ -433,9 +539,15 @@ impl Pipeline {
                 }
             };
             *tally.dead_by_reason.entry(failure.reason).or_default() += 1;
-            out.push(output::dead_letter(source, inp.key, rec.into_original(), &failure).fit_dead_letter(max_bytes));
+            out.push(
+                output::dead_letter(source, inp.key, rec.into_original(), &failure)
+                    .fit_dead_letter(max_bytes),
+            );
         }
-        Output { records: out, tally }
+        Output {
+            records: out,
+            tally,
+        }
     }
 }
 
@@ -469,12 +581,19 @@ fn settle<T>(
 /// Checks one record's alerts against the output limits.
 fn check_alerts(alerts: &[Alert], limits: &OutputLimits) -> Result<(), String> {
     if alerts.len() > limits.max_alerts_per_record {
-        return Err(format!("returned {} alerts for one record; the limit is {}", alerts.len(), limits.max_alerts_per_record));
+        return Err(format!(
+            "returned {} alerts for one record; the limit is {}",
+            alerts.len(),
+            limits.max_alerts_per_record
+        ));
     }
     for a in alerts {
         let bytes = a.rule.len() + a.kind.len() + a.message.len();
         if bytes > limits.max_alert_bytes {
-            return Err(format!("returned an alert of {bytes} bytes (rule, kind and message); the limit is {}", limits.max_alert_bytes));
+            return Err(format!(
+                "returned an alert of {bytes} bytes (rule, kind and message); the limit is {}",
+                limits.max_alert_bytes
+            ));
         }
     }
     Ok(())
@@ -484,7 +603,11 @@ fn fail(rec: &mut Rec, info: &PluginInfo, reason: Reason, message: String) {
     if matches!(rec.state, State::Failed(_)) {
         return;
     }
-    rec.state = State::Failed(Failure { reason, message, plugin: Some((info.name.clone(), info.version.clone())) });
+    rec.state = State::Failed(Failure {
+        reason,
+        message,
+        plugin: Some((info.name.clone(), info.version.clone())),
+    });
 }
 
 /// The WIT batch of records `idx`, with the optional columns in `needs`.
@@ -498,7 +621,11 @@ fn build_batch(schema: &Schema, recs: &[Rec], idx: &[usize], needs: Needs, now_m
         len: n as u32,
         processing_time: now_ms,
         fields: schema.fields.clone(),
-        keys: if needs.contains(Needs::KEYS) { idx.iter().map(|&i| decoded(i).key.clone()).collect() } else { Vec::new() },
+        keys: if needs.contains(Needs::KEYS) {
+            idx.iter().map(|&i| decoded(i).key.clone()).collect()
+        } else {
+            Vec::new()
+        },
         event_times: idx.iter().map(|&i| decoded(i).time_ms).collect(),
         values,
         json: if needs.contains(Needs::JSON) {
@@ -510,11 +637,21 @@ fn build_batch(schema: &Schema, recs: &[Rec], idx: &[usize], needs: Needs, now_m
 }
 
 fn pick<T: Clone>(col: &[T], pos: &[usize]) -> Vec<T> {
-    if col.is_empty() { Vec::new() } else { pos.iter().map(|&p| col[p].clone()).collect() }
+    if col.is_empty() {
+        Vec::new()
+    } else {
+        pos.iter().map(|&p| col[p].clone()).collect()
+    }
 }
 
 fn pick_k(col: &[f64], k: usize, pos: &[usize]) -> Vec<f64> {
-    if col.is_empty() { Vec::new() } else { pos.iter().flat_map(|&p| col[p * k..p * k + k].iter().copied()).collect() }
+    if col.is_empty() {
+        Vec::new()
+    } else {
+        pos.iter()
+            .flat_map(|&p| col[p * k..p * k + k].iter().copied())
+            .collect()
+    }
 }
 
 /// The records at positions `pos` of `batch`.
@@ -598,9 +735,15 @@ fn isolate<T>(
         }
     }
     if unresolved > 0 {
-        tracing::warn!(unresolved, ?budget, "Isolation ran out of time; records not proven faulty were dead-lettered with the error that covered them.");
+        tracing::warn!(
+            unresolved,
+            ?budget,
+            "Isolation ran out of time; records not proven faulty were dead-lettered with the error that covered them."
+        );
     }
-    out.into_iter().map(|r| r.expect("every position resolved")).collect()
+    out.into_iter()
+        .map(|r| r.expect("every position resolved"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -613,7 +756,9 @@ mod tests {
         let mut calls = 0;
         let results = isolate(100, std::time::Duration::from_secs(60), |pos| {
             calls += 1;
-            let pos: Vec<usize> = pos.map(<[usize]>::to_vec).unwrap_or_else(|| (0..100).collect());
+            let pos: Vec<usize> = pos
+                .map(<[usize]>::to_vec)
+                .unwrap_or_else(|| (0..100).collect());
             if pos.contains(&poison) {
                 Err(CallError::Trap("boom".into()))
             } else {
@@ -634,13 +779,27 @@ mod tests {
 
     #[test]
     fn isolation_finds_exactly_the_poisoned_records_in_large_batches() {
-        for (n, poisoned) in [(1000, vec![0, 1, 499, 500, 999]), (5000, vec![17, 4242]), (300, (0..300).step_by(7).collect())] {
+        for (n, poisoned) in [
+            (1000, vec![0, 1, 499, 500, 999]),
+            (5000, vec![17, 4242]),
+            (300, (0..300).step_by(7).collect()),
+        ] {
             let results = isolate(n, std::time::Duration::from_secs(60), |pos| {
-                let pos: Vec<usize> = pos.map(<[usize]>::to_vec).unwrap_or_else(|| (0..n).collect());
-                if pos.iter().any(|p| poisoned.contains(p)) { Err(CallError::Trap("boom".into())) } else { Ok(pos) }
+                let pos: Vec<usize> = pos
+                    .map(<[usize]>::to_vec)
+                    .unwrap_or_else(|| (0..n).collect());
+                if pos.iter().any(|p| poisoned.contains(p)) {
+                    Err(CallError::Trap("boom".into()))
+                } else {
+                    Ok(pos)
+                }
             });
             for (i, r) in results.iter().enumerate() {
-                assert_eq!(r.is_err(), poisoned.contains(&i), "batch of {n}, record {i}");
+                assert_eq!(
+                    r.is_err(),
+                    poisoned.contains(&i),
+                    "batch of {n}, record {i}"
+                );
             }
         }
     }
@@ -659,6 +818,10 @@ mod tests {
         assert!(started.elapsed() < budget * 4, "{:?}", started.elapsed());
         assert!(calls < 200, "{calls}");
         assert!(results.iter().all(|r| r.is_err()));
-        assert!(results.iter().any(|r| r.as_ref().unwrap_err().to_string().contains("not isolated")));
+        assert!(
+            results
+                .iter()
+                .any(|r| r.as_ref().unwrap_err().to_string().contains("not isolated"))
+        );
     }
 }

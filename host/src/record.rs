@@ -142,7 +142,6 @@ pub struct Failure {
     pub plugin: Option<(String, String)>,
 }
 
-
 impl OutRecord {
     /// Bytes the producer counts against its `message.max.bytes`: key,
     /// value and headers, plus a bound on the record's framing.
@@ -150,7 +149,11 @@ impl OutRecord {
         const FRAMING: usize = 64;
         self.key.as_ref().map_or(0, Vec::len)
             + self.payload.len()
-            + self.headers.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 16)
+                .sum::<usize>()
             + FRAMING
     }
 
@@ -177,7 +180,8 @@ impl OutRecord {
             key.truncate(1024);
         }
         let mut payload = std::mem::take(&mut self.payload);
-        self.headers.push((headers::ORIGINAL_BYTES, payload.len().to_string()));
+        self.headers
+            .push((headers::ORIGINAL_BYTES, payload.len().to_string()));
         payload.truncate(max.saturating_sub(self.size()).min(1024));
         self.payload = payload;
         self
@@ -190,14 +194,35 @@ mod tests {
 
     #[test]
     fn oversized_dead_letters_become_references() {
-        let failure = Failure { reason: Reason::OutputTooLarge, message: "x".repeat(10_000), plugin: None };
-        let source = SourcePos { topic: "t", partition: 1, offset: 2 };
-        let small = crate::output::dead_letter(source, Some(b"k".to_vec()), b"{}".to_vec(), &failure).fit_dead_letter(100_000);
+        let failure = Failure {
+            reason: Reason::OutputTooLarge,
+            message: "x".repeat(10_000),
+            plugin: None,
+        };
+        let source = SourcePos {
+            topic: "t",
+            partition: 1,
+            offset: 2,
+        };
+        let small =
+            crate::output::dead_letter(source, Some(b"k".to_vec()), b"{}".to_vec(), &failure)
+                .fit_dead_letter(100_000);
         assert_eq!(small.payload, b"{}");
-        let big = crate::output::dead_letter(source, Some(b"k".to_vec()), vec![b'a'; 2_000_000], &failure).fit_dead_letter(1_000_000);
+        let big = crate::output::dead_letter(
+            source,
+            Some(b"k".to_vec()),
+            vec![b'a'; 2_000_000],
+            &failure,
+        )
+        .fit_dead_letter(1_000_000);
         assert!(big.size() <= 1_000_000);
         assert_eq!(big.payload, vec![b'a'; 1024]);
-        let header = |name: &str| big.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let header = |name: &str| {
+            big.headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
         assert_eq!(header(headers::ORIGINAL_BYTES).as_deref(), Some("2000000"));
         assert_eq!(header(headers::OFFSET).as_deref(), Some("2"));
         assert_eq!(header(headers::ERROR).unwrap().len(), 4099);

@@ -47,7 +47,10 @@ pub fn pipeline_config(settings: &Settings) -> PipelineConfig {
         // Long enough to isolate a few poisoned records in a batch that
         // times out on each of them, short enough not to stall the stream.
         isolation_budget: (settings.plugin_deadline * 50).max(Duration::from_secs(1)),
-        limits: OutputLimits { max_message_bytes: settings.max_message_bytes(), ..OutputLimits::default() },
+        limits: OutputLimits {
+            max_message_bytes: settings.max_message_bytes(),
+            ..OutputLimits::default()
+        },
     }
 }
 
@@ -80,7 +83,10 @@ struct Job {
 }
 
 /// Runs the main job until `shutdown` resolves (or `max_records` are done).
-pub async fn run(settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<Summary> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Summary> {
     let job = start(settings).await?;
     let lag_task = tokio::spawn(watch_lag(job.source.clone(), job.metrics.clone()));
     let mut summary = Summary::default();
@@ -105,14 +111,24 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         tracing::warn!("No plugins given: records get windows and pass through unchanged.");
     }
     registry.watch();
-    let admin = Arc::new(Admin { registry: registry.clone(), metrics: metrics.clone(), token: settings.admin_token.clone() });
-    let bound = admin::serve(admin, settings.admin).await.with_context(|| format!("binding the admin API to {}", settings.admin))?;
+    let admin = Arc::new(Admin {
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        token: settings.admin_token.clone(),
+    });
+    let bound = admin::serve(admin, settings.admin)
+        .await
+        .with_context(|| format!("binding the admin API to {}", settings.admin))?;
     if let Some(file) = &settings.admin_address_file {
-        std::fs::write(file, bound.to_string()).with_context(|| format!("writing the admin address to {}", file.display()))?;
+        std::fs::write(file, bound.to_string())
+            .with_context(|| format!("writing the admin address to {}", file.display()))?;
     }
     tokio::spawn(reload_on_sighup(registry.clone()));
 
-    let source = Arc::new(KafkaSource::new(&settings, metrics.assigned.clone()).context("creating the Kafka consumer")?);
+    let source = Arc::new(
+        KafkaSource::new(&settings, metrics.assigned.clone())
+            .context("creating the Kafka consumer")?,
+    );
     let sink = Arc::new(KafkaSink::new(&settings).context("creating the Kafka producer")?);
     {
         let sink = sink.clone();
@@ -125,15 +141,28 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         source.on_revoke(Box::new(move || {
             flush(&producer, DRAIN_TIMEOUT);
             if !settled(DRAIN_TIMEOUT) {
-                tracing::warn!("Outputs still unacknowledged at revoke; their records will be consumed again.");
+                tracing::warn!(
+                    "Outputs still unacknowledged at revoke; their records will be consumed again."
+                );
             }
         }));
     }
-    Ok(Job { settings, metrics, registry, source, sink, committer })
+    Ok(Job {
+        settings,
+        metrics,
+        registry,
+        source,
+        sink,
+        committer,
+    })
 }
 
 /// The batch loop: consume, process, produce, hand to the committer.
-async fn consume(job: &Job, summary: &mut Summary, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+async fn consume(
+    job: &Job,
+    summary: &mut Summary,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let settings = &job.settings;
     let mut pipeline = Pipeline::new(pipeline_config(settings));
     let limit = settings.max_records.unwrap_or(u64::MAX);
@@ -143,7 +172,11 @@ async fn consume(job: &Job, summary: &mut Summary, shutdown: impl std::future::F
         if let Some(error) = job.committer.failure() {
             bail!("stopping: an output could not be delivered: {error}");
         }
-        let max = settings.batch_size.min((limit - summary.tally.input).try_into().unwrap_or(usize::MAX));
+        let max = settings.batch_size.min(
+            (limit - summary.tally.input)
+                .try_into()
+                .unwrap_or(usize::MAX),
+        );
         let batch = tokio::select! {
             batch = job.source.next_batch(max, settings.batch_wait) => batch.context("consuming")?,
             _ = &mut shutdown => break,
@@ -159,14 +192,31 @@ async fn consume(job: &Job, summary: &mut Summary, shutdown: impl std::future::F
         // The rules as of this batch's start: a swap lands at a batch boundary.
         let rules = job.registry.current();
         let output = tokio::task::block_in_place(|| pipeline.process(&rules, batch, now_ms));
-        let deliveries = job.sink.send(&output.records).await.context("producing outputs")?;
+        let deliveries = job
+            .sink
+            .send(&output.records)
+            .await
+            .context("producing outputs")?;
         let next_offsets = offsets.iter().map(|(p, (next, _))| (*p, *next)).collect();
-        tokio::task::block_in_place(|| job.committer.submit(Pending { deliveries, next_offsets, records }));
+        tokio::task::block_in_place(|| {
+            job.committer.submit(Pending {
+                deliveries,
+                next_offsets,
+                records,
+            })
+        });
 
         let consumed: Vec<(i32, u64)> = offsets.iter().map(|(p, (_, n))| (*p, *n)).collect();
         let produced = output.records.iter().map(|r| job.sink.topic(r.dest));
-        job.metrics.record_batch(&output.tally, &settings.input_topic, &consumed, produced, started.elapsed().as_secs_f64());
-        job.metrics.set_windows(pipeline.windows().keys(), pipeline.windows().readings());
+        job.metrics.record_batch(
+            &output.tally,
+            &settings.input_topic,
+            &consumed,
+            produced,
+            started.elapsed().as_secs_f64(),
+        );
+        job.metrics
+            .set_windows(pipeline.windows().keys(), pipeline.windows().readings());
         summary.tally.add(&output.tally);
     }
     Ok(())
@@ -174,7 +224,10 @@ async fn consume(job: &Job, summary: &mut Summary, shutdown: impl std::future::F
 
 /// Waits for every output to be acknowledged and commits what they cover.
 fn drain(job: Job, total: &Tally) -> anyhow::Result<()> {
-    tracing::info!(records = total.input, "Draining: waiting for outputs to be acknowledged.");
+    tracing::info!(
+        records = total.input,
+        "Draining: waiting for outputs to be acknowledged."
+    );
     let failure = tokio::task::block_in_place(|| {
         flush(job.sink.producer(), DRAIN_TIMEOUT);
         let failure = job.committer.failure();
@@ -198,7 +251,9 @@ fn drain(job: Job, total: &Tally) -> anyhow::Result<()> {
 /// Reloads every plugin file on SIGHUP.
 async fn reload_on_sighup(registry: Arc<Registry>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP received; reloading plugins.");
         let registry = registry.clone();

@@ -22,14 +22,19 @@ pub struct Merge {
 /// A JSON object's members in order, each value as its exact text. Reading
 /// values as raw text keeps numbers as written (no float rounding) and
 /// walks nesting without recursion, so depth is no limit.
-fn raw_members(text: &str) -> Result<Vec<(String, &serde_json::value::RawValue)>, serde_json::Error> {
+fn raw_members(
+    text: &str,
+) -> Result<Vec<(String, &serde_json::value::RawValue)>, serde_json::Error> {
     struct Members<'a>(std::marker::PhantomData<&'a ()>);
     impl<'de> serde::de::Visitor<'de> for Members<'de> {
         type Value = Vec<(String, &'de serde_json::value::RawValue)>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             while let Some(k) = map.next_key::<String>()? {
                 out.push((k, map.next_value::<&'de serde_json::value::RawValue>()?));
@@ -45,8 +50,15 @@ fn raw_members(text: &str) -> Result<Vec<(String, &serde_json::value::RawValue)>
 
 impl Merge {
     pub fn parse(members: &str) -> Result<Merge, String> {
-        let parsed = raw_members(members).map_err(|e| format!("merge is not a JSON object: {e}"))?;
-        let mut merge = Merge { source: members.to_string(), names: Vec::new(), members: Vec::new(), text: String::new(), quoted: Vec::new() };
+        let parsed =
+            raw_members(members).map_err(|e| format!("merge is not a JSON object: {e}"))?;
+        let mut merge = Merge {
+            source: members.to_string(),
+            names: Vec::new(),
+            members: Vec::new(),
+            text: String::new(),
+            quoted: Vec::new(),
+        };
         for (k, v) in parsed {
             let mut q = String::new();
             push_str(&mut q, &k);
@@ -83,11 +95,15 @@ impl Merge {
         if self.names.is_empty() {
             return Ok(record.to_string());
         }
-        let collides = self.quoted.iter().any(|q| memchr::memmem::find(record.as_bytes(), q.as_bytes()).is_some());
+        let collides = self
+            .quoted
+            .iter()
+            .any(|q| memchr::memmem::find(record.as_bytes(), q.as_bytes()).is_some());
         if !collides {
             return Ok(splice(record, &self.text));
         }
-        let existing = raw_members(record).map_err(|e| format!("record is not a JSON object: {e}"))?;
+        let existing =
+            raw_members(record).map_err(|e| format!("record is not a JSON object: {e}"))?;
         let mut out = String::with_capacity(record.len() + self.text.len());
         let mut written = vec![false; self.names.len()];
         out.push('{');
@@ -134,27 +150,51 @@ mod tests {
 
     #[test]
     fn merge_adds_and_replaces() {
-        assert_eq!(merge(r#"{"a":1}"#, r#"{"b":true}"#).unwrap(), r#"{"a":1,"b":true}"#);
-        assert_eq!(merge(r#"{"a":1,"b":2}"#, r#"{"b":3}"#).unwrap(), r#"{"a":1,"b":3}"#);
+        assert_eq!(
+            merge(r#"{"a":1}"#, r#"{"b":true}"#).unwrap(),
+            r#"{"a":1,"b":true}"#
+        );
+        assert_eq!(
+            merge(r#"{"a":1,"b":2}"#, r#"{"b":3}"#).unwrap(),
+            r#"{"a":1,"b":3}"#
+        );
         assert!(merge(r#"{"a":1}"#, "[1]").is_err());
     }
 
     #[test]
     fn merge_keeps_every_other_value_as_written() {
         let record = r#"{"big":123456789012345678901234567890,"d":1.10,"enriched":false,"n":{"x":[1.0,2e3]},"z":"processed_at"}"#;
-        let merged = merge(record, r#"{"processed_at":"2026-11-24T17:30:05.123Z","enriched":true}"#).unwrap();
+        let merged = merge(
+            record,
+            r#"{"processed_at":"2026-11-24T17:30:05.123Z","enriched":true}"#,
+        )
+        .unwrap();
         assert_eq!(
             merged,
             r#"{"big":123456789012345678901234567890,"d":1.10,"enriched":true,"n":{"x":[1.0,2e3]},"z":"processed_at","processed_at":"2026-11-24T17:30:05.123Z"}"#
         );
         // The plugin's own numbers are kept as written too.
-        assert_eq!(merge(r#"{"enriched":1}"#, r#"{"enriched":1.10}"#).unwrap(), r#"{"enriched":1.10}"#);
+        assert_eq!(
+            merge(r#"{"enriched":1}"#, r#"{"enriched":1.10}"#).unwrap(),
+            r#"{"enriched":1.10}"#
+        );
     }
 
     #[test]
     fn merge_handles_deep_nesting() {
-        let deep = format!(r#"{{"enriched":0,"deep":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        let deep = format!(
+            r#"{{"enriched":0,"deep":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
         let merged = merge(&deep, r#"{"enriched":true}"#).unwrap();
-        assert_eq!(merged, format!(r#"{{"enriched":true,"deep":{}1{}}}"#, "[".repeat(200), "]".repeat(200)));
+        assert_eq!(
+            merged,
+            format!(
+                r#"{{"enriched":true,"deep":{}1{}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            )
+        );
     }
 }

@@ -94,7 +94,13 @@ impl ViewBuilder {
     pub fn new(fields: usize, k: usize, with_values: bool, capacity: usize) -> Self {
         use crate::contract::FieldWindow;
         let col = || Vec::with_capacity(capacity);
-        let kcol = || if with_values { Vec::with_capacity(capacity * k) } else { Vec::new() };
+        let kcol = || {
+            if with_values {
+                Vec::with_capacity(capacity * k)
+            } else {
+                Vec::new()
+            }
+        };
         let fields = (0..fields)
             .map(|_| FieldWindow {
                 mean: col(),
@@ -134,7 +140,12 @@ struct PartitionWindows {
 
 impl Windows {
     pub fn new(cfg: WindowConfig) -> Self {
-        Self { cfg, partitions: HashMap::new(), keys: 0, readings: 0 }
+        Self {
+            cfg,
+            partitions: HashMap::new(),
+            keys: 0,
+            readings: 0,
+        }
     }
 
     pub fn config(&self) -> &WindowConfig {
@@ -167,7 +178,14 @@ impl Windows {
     /// Adds a reading to `key`'s window on `partition` and appends the
     /// window as it now is to `out`. `values` has one entry per field, NaN
     /// for absent.
-    pub fn insert(&mut self, partition: i32, key: &str, time_ms: i64, values: &[f64], out: &mut ViewBuilder) -> Result<(), Refused> {
+    pub fn insert(
+        &mut self,
+        partition: i32,
+        key: &str,
+        time_ms: i64,
+        values: &[f64],
+        out: &mut ViewBuilder,
+    ) -> Result<(), Refused> {
         debug_assert_eq!(values.len(), self.cfg.fields);
         if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&time_ms) {
             return Err(Refused::OutOfRange);
@@ -178,11 +196,16 @@ impl Windows {
             Some(w) => w,
             None => {
                 self.keys += 1;
-                part.keys.entry(key.into()).or_insert_with(|| KeyWindow::new(cfg.fields, time_ms))
+                part.keys
+                    .entry(key.into())
+                    .or_insert_with(|| KeyWindow::new(cfg.fields, time_ms))
             }
         };
         if window.len() > 0 && time_ms < window.newest - cfg.lateness_ms {
-            return Err(Refused::Late { newest_ms: window.newest, behind_ms: window.newest - time_ms });
+            return Err(Refused::Late {
+                newest_ms: window.newest,
+                behind_ms: window.newest - time_ms,
+            });
         }
         let before = window.len();
         window.insert(time_ms, values);
@@ -307,8 +330,14 @@ impl KeyWindow {
 
     /// Re-expresses times against a new base when one no longer fits in i32.
     fn rebase(&mut self, time_ms: i64) {
-        let new_base = if self.times.is_empty() { time_ms } else { self.time(0).min(time_ms) };
-        if (time_ms - new_base) > i64::from(i32::MAX) || (self.newest - new_base) > i64::from(i32::MAX) {
+        let new_base = if self.times.is_empty() {
+            time_ms
+        } else {
+            self.time(0).min(time_ms)
+        };
+        if (time_ms - new_base) > i64::from(i32::MAX)
+            || (self.newest - new_base) > i64::from(i32::MAX)
+        {
             // The window spans more than 24 days of event time: start over
             // from this reading rather than keep an unrepresentable span.
             self.clear(time_ms);
@@ -407,7 +436,11 @@ impl KeyWindow {
     fn evict(&mut self, length_ms: i64) {
         let cutoff = self.newest - length_ms;
         let mut cancelled = false;
-        while self.times.front().is_some_and(|&t| self.base + i64::from(t) <= cutoff) {
+        while self
+            .times
+            .front()
+            .is_some_and(|&t| self.base + i64::from(t) <= cutoff)
+        {
             for f in 0..self.fields {
                 let v = self.values[f];
                 if !v.is_nan() {
@@ -431,7 +464,10 @@ impl KeyWindow {
         }
         // A sum that overflowed (or became inf - inf) is recomputed from
         // what is left rather than carried forward.
-        if cancelled || self.evicted_since_resum > self.len() + 64 || self.sums.iter().any(|s| !s.is_finite()) {
+        if cancelled
+            || self.evicted_since_resum > self.len() + 64
+            || self.sums.iter().any(|s| !s.is_finite())
+        {
             self.resum();
         }
         // Give memory back when a window shrank a lot (a burst passed).
@@ -470,7 +506,11 @@ impl KeyWindow {
             return sum / f64::from(present);
         }
         let n = f64::from(present);
-        (0..self.len()).map(|i| self.value(i, f)).filter(|v| !v.is_nan()).map(|v| v / n).sum()
+        (0..self.len())
+            .map(|i| self.value(i, f))
+            .filter(|v| !v.is_nan())
+            .map(|v| v / n)
+            .sum()
     }
 
     fn snapshot(&self, k: usize, out: &mut ViewBuilder) {
@@ -482,8 +522,16 @@ impl KeyWindow {
         for (f, fw) in view.fields.iter_mut().enumerate() {
             let present = self.present[f];
             fw.mean.push(self.mean(f, present));
-            fw.min.push(self.mins[f].front().map_or(f64::NAN, |&s| self.value_at_seq(s, f)));
-            fw.max.push(self.maxs[f].front().map_or(f64::NAN, |&s| self.value_at_seq(s, f)));
+            fw.min.push(
+                self.mins[f]
+                    .front()
+                    .map_or(f64::NAN, |&s| self.value_at_seq(s, f)),
+            );
+            fw.max.push(
+                self.maxs[f]
+                    .front()
+                    .map_or(f64::NAN, |&s| self.value_at_seq(s, f)),
+            );
             fw.first.push(self.value(0, f));
             fw.last.push(self.value(n - 1, f));
             if out.with_values {
@@ -504,7 +552,13 @@ mod tests {
     const MIN: i64 = 60_000;
 
     fn windows(lateness_ms: i64) -> Windows {
-        Windows::new(WindowConfig { length_ms: 5 * MIN, lateness_ms, k: 3, fields: 2, idle_ms: 0 })
+        Windows::new(WindowConfig {
+            length_ms: 5 * MIN,
+            lateness_ms,
+            k: 3,
+            fields: 2,
+            idle_ms: 0,
+        })
     }
 
     fn push(w: &mut Windows, key: &str, t: i64, a: f64, b: f64) -> Result<ViewBuilder, Refused> {
@@ -516,7 +570,11 @@ mod tests {
     /// the newest time.
     fn naive(readings: &[(i64, f64)], length: i64) -> (usize, f64, f64, f64) {
         let newest = readings.iter().map(|r| r.0).max().unwrap();
-        let inside: Vec<f64> = readings.iter().filter(|r| r.0 > newest - length).map(|r| r.1).collect();
+        let inside: Vec<f64> = readings
+            .iter()
+            .filter(|r| r.0 > newest - length)
+            .map(|r| r.1)
+            .collect();
         let mean = inside.iter().sum::<f64>() / inside.len() as f64;
         let min = inside.iter().copied().fold(f64::INFINITY, f64::min);
         let max = inside.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -545,7 +603,9 @@ mod tests {
         let mut x = 20.0;
         let mut seed = 7u64;
         for i in 0..5000i64 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             x += ((seed >> 33) % 200) as f64 / 100.0 - 1.0;
             let t = i * 1000 + ((seed >> 20) % 900) as i64;
             all.push((t, x));
@@ -553,7 +613,11 @@ mod tests {
             let (count, mean, min, max) = naive(&all, 5 * MIN);
             assert_eq!(v.counts[0] as usize, count, "at {i}");
             assert!((v.fields[0].mean[0] - mean).abs() < 1e-9, "mean at {i}");
-            assert_eq!((v.fields[0].min[0], v.fields[0].max[0]), (min, max), "at {i}");
+            assert_eq!(
+                (v.fields[0].min[0], v.fields[0].max[0]),
+                (min, max),
+                "at {i}"
+            );
             assert!(v.fields[1].mean[0].is_nan());
         }
     }
@@ -586,7 +650,13 @@ mod tests {
         assert_eq!(v.ends, [200_000]);
         // 40 s behind: late.
         let late = push(&mut w, "s", 160_000, 1.0, 0.0).err().unwrap();
-        assert_eq!(late, Refused::Late { newest_ms: 200_000, behind_ms: 40_000 });
+        assert_eq!(
+            late,
+            Refused::Late {
+                newest_ms: 200_000,
+                behind_ms: 40_000
+            }
+        );
         assert_eq!(w.readings(), 3);
         // Another key is unaffected by this key's time.
         assert!(push(&mut w, "t", 0, 1.0, 0.0).is_ok());
@@ -652,8 +722,18 @@ mod tests {
     #[test]
     fn extreme_event_times_are_refused_not_panicked_on() {
         let mut w = windows(0);
-        for t in [i64::MIN, i64::MIN + 1, MIN_TIME_MS - 1, MAX_TIME_MS + 1, i64::MAX] {
-            assert_eq!(push(&mut w, "s", t, 1.0, 1.0).err(), Some(Refused::OutOfRange), "{t}");
+        for t in [
+            i64::MIN,
+            i64::MIN + 1,
+            MIN_TIME_MS - 1,
+            MAX_TIME_MS + 1,
+            i64::MAX,
+        ] {
+            assert_eq!(
+                push(&mut w, "s", t, 1.0, 1.0).err(),
+                Some(Refused::OutOfRange),
+                "{t}"
+            );
         }
         push(&mut w, "s", MIN_TIME_MS, 1.0, 1.0).unwrap();
         let v = push(&mut w, "s", MAX_TIME_MS, 2.0, 1.0).unwrap().view;
@@ -697,8 +777,18 @@ mod tests {
         }
 
         fn step() -> impl Strategy<Value = Step> {
-            (0..3i32, 0..4u8, prop_oneof![6 => 0..20_000i64, 2 => -40_000..0i64, 1 => 0..400_000i64], value())
-                .prop_map(|(partition, key, dt, value)| Step { partition, key, dt, value })
+            (
+                0..3i32,
+                0..4u8,
+                prop_oneof![6 => 0..20_000i64, 2 => -40_000..0i64, 1 => 0..400_000i64],
+                value(),
+            )
+                .prop_map(|(partition, key, dt, value)| Step {
+                    partition,
+                    key,
+                    dt,
+                    value,
+                })
         }
 
         fn close(a: f64, b: f64, scale: f64) -> bool {

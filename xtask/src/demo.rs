@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::broker::Broker;
+use streamhost_testkit::broker::Broker;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -84,18 +84,31 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .context("starting stream-watch")?,
     );
     let mut producer = Command::new(bin("sensor-producer"));
-    producer.args(["--brokers", &brokers, "--sensors", &args.sensors.to_string(), "--rate", &args.rate.to_string()]);
+    producer.args([
+        "--brokers",
+        &brokers,
+        "--sensors",
+        &args.sensors.to_string(),
+        "--rate",
+        &args.rate.to_string(),
+    ]);
     if let Some(n) = args.records {
         producer.args(["--total", &n.to_string()]);
     }
-    children.0.push(producer.spawn().context("starting sensor-producer")?);
+    children
+        .0
+        .push(producer.spawn().context("starting sensor-producer")?);
 
     match args.records {
         None => {
             println!("demo: running; Ctrl-C to stop");
             let out = streamhost.wait_with_output()?;
             if !out.status.success() {
-                bail!("streamhost exited with {}; see {}", out.status, dir.join("streamhost.log").display());
+                bail!(
+                    "streamhost exited with {}; see {}",
+                    out.status,
+                    dir.join("streamhost.log").display()
+                );
             }
         }
         Some(_) => {
@@ -104,7 +117,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
             std::thread::sleep(std::time::Duration::from_millis(1500));
             drop(children);
             if !out.status.success() {
-                bail!("streamhost exited with {}; see {}", out.status, dir.join("streamhost.log").display());
+                bail!(
+                    "streamhost exited with {}; see {}",
+                    out.status,
+                    dir.join("streamhost.log").display()
+                );
             }
             let summary: serde_json::Value =
                 serde_json::from_slice(&out.stdout).context("reading streamhost's summary")?;
@@ -115,8 +132,14 @@ pub fn run(args: DemoArgs) -> Result<()> {
             for (kind, n) in summary["alerts_by_kind"].as_object().into_iter().flatten() {
                 println!("  {kind:<26} {n}");
             }
-            let dead = summary["dead_letters_by_reason"].as_object().cloned().unwrap_or_default();
-            println!("dead letters: {}", dead.values().filter_map(|v| v.as_u64()).sum::<u64>());
+            let dead = summary["dead_letters_by_reason"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            println!(
+                "dead letters: {}",
+                dead.values().filter_map(|v| v.as_u64()).sum::<u64>()
+            );
             for (reason, n) in &dead {
                 println!("  {reason:<26} {n}");
             }

@@ -10,12 +10,13 @@
 //! - `doctor`: what the commands above need, what is present, and how each
 //!   missing piece gets installed.
 
-mod broker;
 mod demo;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
+
 use std::process::Command;
+use streamhost_testkit::broker;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -62,7 +63,10 @@ fn main() -> Result<()> {
 
 /// The workspace root (the parent of this crate's folder).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// One component to build: a package, the features to build it with and the
@@ -74,13 +78,41 @@ struct Plugin {
 }
 
 const PLUGINS: &[Plugin] = &[
-    Plugin { package: "anomaly", features: "", output: "anomaly" },
-    Plugin { package: "anomaly", features: "v2", output: "anomaly-v2" },
-    Plugin { package: "trend", features: "", output: "trend" },
-    Plugin { package: "enrich", features: "", output: "enrich" },
-    Plugin { package: "hostile", features: "", output: "hostile" },
-    Plugin { package: "hostile", features: "describe-traps", output: "hostile-describe-traps" },
-    Plugin { package: "hostile", features: "transform", output: "hostile-transform" },
+    Plugin {
+        package: "anomaly",
+        features: "",
+        output: "anomaly",
+    },
+    Plugin {
+        package: "anomaly",
+        features: "v2",
+        output: "anomaly-v2",
+    },
+    Plugin {
+        package: "trend",
+        features: "",
+        output: "trend",
+    },
+    Plugin {
+        package: "enrich",
+        features: "",
+        output: "enrich",
+    },
+    Plugin {
+        package: "hostile",
+        features: "",
+        output: "hostile",
+    },
+    Plugin {
+        package: "hostile",
+        features: "describe-traps",
+        output: "hostile-describe-traps",
+    },
+    Plugin {
+        package: "hostile",
+        features: "transform",
+        output: "hostile-transform",
+    },
 ];
 
 /// Builds every plugin and returns the folder holding the components.
@@ -126,22 +158,42 @@ pub fn build_plugins() -> Result<PathBuf> {
 fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
     toolchain::ensure_node()?;
     let dir = root().join("plugins/jump-js");
-    if !dir.join("node_modules/@bytecodealliance/componentize-js/package.json").exists() {
+    if !dir
+        .join("node_modules/@bytecodealliance/componentize-js/package.json")
+        .exists()
+    {
         eprintln!("xtask: installing componentize-js with npm ci (about 30 s)");
-        run(Command::new("npm").current_dir(&dir).args(["ci", "--no-audit", "--no-fund"]))?;
+        run(Command::new("npm")
+            .current_dir(&dir)
+            .args(["ci", "--no-audit", "--no-fund"]))?;
     }
     let wit = root().join("wit/streamhost.wit");
-    let inputs = |source: &str| [dir.join(source), dir.join("build.mjs"), dir.join("package-lock.json"), wit.clone()];
+    let inputs = |source: &str| {
+        [
+            dir.join(source),
+            dir.join("build.mjs"),
+            dir.join("package-lock.json"),
+            wit.clone(),
+        ]
+    };
     let dest = out_dir.join("jump-js.wasm");
     if !up_to_date(&dest, &inputs("rule.js")) {
-        run(Command::new("node").current_dir(&dir).arg("build.mjs").arg(&dest)).context("building plugins/jump-js")?;
+        run(Command::new("node")
+            .current_dir(&dir)
+            .arg("build.mjs")
+            .arg(&dest))
+        .context("building plugins/jump-js")?;
     }
     // A fixture: reads WASI's clocks and random source, which must answer
     // deterministically.
     let dest = out_dir.join("clock-js.wasm");
     if !up_to_date(&dest, &inputs("../hostile/clock.js")) {
-        run(Command::new("node").current_dir(&dir).arg("build.mjs").arg(&dest).arg("../hostile/clock.js"))
-            .context("building plugins/hostile/clock.js")?;
+        run(Command::new("node")
+            .current_dir(&dir)
+            .arg("build.mjs")
+            .arg(&dest)
+            .arg("../hostile/clock.js"))
+        .context("building plugins/hostile/clock.js")?;
     }
     Ok(())
 }
@@ -152,8 +204,12 @@ fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
 /// `cargo xtask test` from building them again.
 fn up_to_date(output: &Path, inputs: &[PathBuf]) -> bool {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = modified(output) else { return false };
-    let fresh = inputs.iter().all(|i| modified(i).is_some_and(|t| t < built));
+    let Some(built) = modified(output) else {
+        return false;
+    };
+    let fresh = inputs
+        .iter()
+        .all(|i| modified(i).is_some_and(|t| t < built));
     if fresh {
         println!("up to date: {}", output.display());
     }
@@ -166,13 +222,28 @@ fn build_python_plugins(out_dir: &Path) -> Result<()> {
     let componentize_py = toolchain::ensure_componentize_py()?;
     let dir = root().join("plugins/humidity-py");
     let dest = out_dir.join("humidity-py.wasm");
-    if up_to_date(&dest, &[dir.join("app.py"), root().join("wit/streamhost.wit"), componentize_py.clone()]) {
+    if up_to_date(
+        &dest,
+        &[
+            dir.join("app.py"),
+            root().join("wit/streamhost.wit"),
+            componentize_py.clone(),
+        ],
+    ) {
         return Ok(());
     }
     run(Command::new(componentize_py)
         .current_dir(&dir)
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .args(["-d", "../../wit", "-w", "anomaly", "componentize", "app", "-o"])
+        .args([
+            "-d",
+            "../../wit",
+            "-w",
+            "anomaly",
+            "componentize",
+            "app",
+            "-o",
+        ])
         .arg(out_dir.join("humidity-py.wasm")))
     .context("building plugins/humidity-py")?;
     println!("built {}", out_dir.join("humidity-py.wasm").display());
@@ -187,16 +258,25 @@ pub fn announce_plan() {
         steps.push("install gcc and make with apt (for librdkafka; about 1 minute)".to_string());
     }
     if !toolchain::debian_checks().iter().all(toolchain::Check::ok) {
-        steps.push(format!("install Debian's wasm32 toolchain: {} (about 1 minute)", toolchain::DEBIAN_PACKAGES.join(" ")));
+        steps.push(format!(
+            "install Debian's wasm32 toolchain: {} (about 1 minute)",
+            toolchain::DEBIAN_PACKAGES.join(" ")
+        ));
     }
     if !toolchain::broker_check().ok() {
         steps.push("build the broker, Nisshi, once into ~/.streamhost-tools (about 20 minutes; progress every 30 s)".into());
     }
     if !toolchain::python_checks().iter().all(toolchain::Check::ok) {
-        steps.push(format!("install {} into ~/.streamhost-tools/python (about 30 s)", toolchain::COMPONENTIZE_PY));
+        steps.push(format!(
+            "install {} into ~/.streamhost-tools/python (about 30 s)",
+            toolchain::COMPONENTIZE_PY
+        ));
     }
     if !toolchain::node_checks().iter().all(toolchain::Check::ok) {
-        steps.push("install node/npm with apt if missing, and componentize-js with npm (about 1 minute)".into());
+        steps.push(
+            "install node/npm with apt if missing, and componentize-js with npm (about 1 minute)"
+                .into(),
+        );
     }
     if !toolchain::compose_check().ok() {
         steps.push("install docker-compose with apt (about 1 minute)".into());
@@ -220,7 +300,9 @@ fn doctor() -> Result<()> {
     let wasm32 = if rustup_wasm32() {
         vec![toolchain::Check {
             what: "wasm32 target (rustup)",
-            state: Ok("wasm32-unknown-unknown installed; plugins build with rustup's toolchain".into()),
+            state: Ok(
+                "wasm32-unknown-unknown installed; plugins build with rustup's toolchain".into(),
+            ),
             install: "rustup target add wasm32-unknown-unknown".into(),
         }]
     } else {
@@ -228,7 +310,10 @@ fn doctor() -> Result<()> {
     };
     let sections: Vec<(&str, Vec<toolchain::Check>)> = vec![
         ("host build", toolchain::host_checks()),
-        ("wasm32 plugins (Debian's toolchain; also builds the broker)", [wasm32, toolchain::debian_checks()].concat()),
+        (
+            "wasm32 plugins (Debian's toolchain; also builds the broker)",
+            [wasm32, toolchain::debian_checks()].concat(),
+        ),
         ("broker", vec![toolchain::broker_check()]),
         ("JavaScript plugins", toolchain::node_checks()),
         ("Python plugins", toolchain::python_checks()),
@@ -242,18 +327,25 @@ fn doctor() -> Result<()> {
                 Ok(detail) => println!("  ok       {:<52} {detail}", c.what),
                 Err(problem) => {
                     missing += 1;
-                    println!("  MISSING  {:<52} {problem}
-           {:<52} installed by: {}", c.what, "", c.install);
+                    println!(
+                        "  MISSING  {:<52} {problem}
+           {:<52} installed by: {}",
+                        c.what, "", c.install
+                    );
                 }
             }
         }
     }
     let can_install = toolchain::can_install();
     match (missing, can_install) {
-        (0, _) => println!("
-everything is in place."),
-        (n, true) => println!("
-{n} missing; `cargo xtask test` installs them (it runs as root with apt)."),
+        (0, _) => println!(
+            "
+everything is in place."
+        ),
+        (n, true) => println!(
+            "
+{n} missing; `cargo xtask test` installs them (it runs as root with apt)."
+        ),
         (n, false) => {
             println!("
 {n} missing, and this user cannot install packages: run `cargo xtask test` as root, or install the packages named above.");
@@ -267,7 +359,11 @@ fn rustup_wasm32() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-unknown-unknown"))
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-unknown-unknown")
+        })
 }
 
 /// Builds every binary the tests and the demo run, with one command and one
@@ -276,7 +372,12 @@ fn rustup_wasm32() -> bool {
 pub fn build_binaries() -> Result<()> {
     toolchain::ensure_host()?;
     eprintln!("xtask: building the host and examples (release; about 8 minutes the first time)");
-    run(Command::new(cargo()).current_dir(root()).args(["build", "--release", "--workspace", "--bins"]))
+    run(Command::new(cargo()).current_dir(root()).args([
+        "build",
+        "--release",
+        "--workspace",
+        "--bins",
+    ]))
 }
 
 fn test(args: &[String]) -> Result<()> {
@@ -301,7 +402,8 @@ fn bench(quick: bool) -> Result<()> {
     announce_plan();
     build_plugins()?;
     let mut cmd = Command::new(cargo());
-    cmd.current_dir(root()).args(["bench", "-p", "streamhost", "--bench", "pipeline", "--"]);
+    cmd.current_dir(root())
+        .args(["bench", "-p", "streamhost", "--bench", "pipeline", "--"]);
     if quick {
         cmd.arg("--quick");
     }

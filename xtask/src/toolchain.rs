@@ -25,7 +25,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 /// Debian's wasm32 route, every package named (none comes as a recommendation).
-pub const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "rust-web-llvm", "lld-22"];
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "rust-web-llvm",
+    "lld-22",
+];
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 /// The oldest Debian rustc that builds both the plugins and the broker
@@ -55,7 +61,9 @@ impl Check {
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stdin(Stdio::null()).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn first_line(s: &str) -> String {
@@ -74,16 +82,25 @@ pub fn has_apt() -> bool {
 /// unless `STREAMHOST_NO_INSTALL=1` asks for a report instead (for machines
 /// whose packages are managed elsewhere).
 pub fn can_install() -> bool {
-    is_root() && has_apt() && std::env::var_os("STREAMHOST_NO_INSTALL").is_none_or(|v| v.is_empty() || v == "0")
+    is_root()
+        && has_apt()
+        && std::env::var_os("STREAMHOST_NO_INSTALL").is_none_or(|v| v.is_empty() || v == "0")
 }
 
 fn apt_command(packages: &[&str]) -> String {
-    format!("apt-get update && apt-get install -y --no-install-recommends {}", packages.join(" "))
+    format!(
+        "apt-get update && apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    )
 }
 
 /// The command that installs `packages`, prefixed with `sudo` when not root.
 fn apt_hint(packages: &[&str]) -> String {
-    if is_root() { apt_command(packages) } else { format!("sudo sh -c '{}'", apt_command(packages)) }
+    if is_root() {
+        apt_command(packages)
+    } else {
+        format!("sudo sh -c '{}'", apt_command(packages))
+    }
 }
 
 // ---------------------------------------------------------------- wasm32 --
@@ -97,20 +114,34 @@ fn debian_rustc_check() -> Check {
     let state = match output(Command::new(DEBIAN_RUSTC).arg("--version")) {
         None => Err(format!("{DEBIAN_RUSTC} is missing or does not run")),
         Some(v) => {
-            let minor = v.split_whitespace().nth(1).and_then(|v| v.split('.').nth(1)).and_then(|m| m.parse::<u32>().ok());
+            let minor = v
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.split('.').nth(1))
+                .and_then(|m| m.parse::<u32>().ok());
             match minor {
                 Some(m) if m >= MIN_DEBIAN_RUSTC_MINOR => Ok(v),
-                _ => Err(format!("{DEBIAN_RUSTC} is `{v}`, older than 1.{MIN_DEBIAN_RUSTC_MINOR}")),
+                _ => Err(format!(
+                    "{DEBIAN_RUSTC} is `{v}`, older than 1.{MIN_DEBIAN_RUSTC_MINOR}"
+                )),
             }
         }
     };
-    Check { what: "rustc for wasm32 (Debian)", state, install: "apt package rustc-web".into() }
+    Check {
+        what: "rustc for wasm32 (Debian)",
+        state,
+        install: "apt package rustc-web".into(),
+    }
 }
 
 fn debian_cargo_check() -> Check {
     let state = output(Command::new(DEBIAN_CARGO).arg("--version"))
         .ok_or_else(|| format!("{DEBIAN_CARGO} is missing or does not run"));
-    Check { what: "cargo for wasm32 (Debian)", state, install: "apt package cargo-web (only recommended by rustc-web)".into() }
+    Check {
+        what: "cargo for wasm32 (Debian)",
+        state,
+        install: "apt package cargo-web (only recommended by rustc-web)".into(),
+    }
 }
 
 fn debian_sysroot() -> Option<PathBuf> {
@@ -124,14 +155,28 @@ fn library_source_check() -> Check {
             // -Zbuild-std reads the library workspace: its manifest, its lock
             // file and the crates std is built from.
             let library = sysroot.join("lib/rustlib/src/rust/library");
-            let needed = ["Cargo.toml", "Cargo.lock", "std/src/lib.rs", "core/src/lib.rs", "panic_abort/src/lib.rs"];
-            match needed.iter().map(|f| library.join(f)).find(|f| !f.is_file()) {
+            let needed = [
+                "Cargo.toml",
+                "Cargo.lock",
+                "std/src/lib.rs",
+                "core/src/lib.rs",
+                "panic_abort/src/lib.rs",
+            ];
+            match needed
+                .iter()
+                .map(|f| library.join(f))
+                .find(|f| !f.is_file())
+            {
                 Some(missing) => Err(format!("{} is missing", missing.display())),
                 None => Ok(library.display().to_string()),
             }
         }
     };
-    Check { what: "Rust library source (-Zbuild-std)", state, install: "apt package rust-web-src".into() }
+    Check {
+        what: "Rust library source (-Zbuild-std)",
+        state,
+        install: "apt package rust-web-src".into(),
+    }
 }
 
 /// The linker rustc itself names for wasm32, resolved the way rustc resolves
@@ -140,11 +185,24 @@ fn wasm32_linker_check() -> Check {
     let install = "apt packages rust-web-llvm (gives /usr/bin/rust-lld, only recommended by rustc-web) and lld-22 (what it points to)".to_string();
     let spec = output(
         Command::new(DEBIAN_RUSTC)
-            .args(["-Z", "unstable-options", "--print", "target-spec-json", "--target", "wasm32-unknown-unknown"])
+            .args([
+                "-Z",
+                "unstable-options",
+                "--print",
+                "target-spec-json",
+                "--target",
+                "wasm32-unknown-unknown",
+            ])
             .env("RUSTC_BOOTSTRAP", "1"),
     );
     let Some(spec) = spec else {
-        return Check { what: "wasm32 linker", state: Err(format!("{DEBIAN_RUSTC} cannot print the wasm32 target spec")), install };
+        return Check {
+            what: "wasm32 linker",
+            state: Err(format!(
+                "{DEBIAN_RUSTC} cannot print the wasm32 target spec"
+            )),
+            install,
+        };
     };
     let linker = serde_json::from_str::<serde_json::Value>(&spec)
         .ok()
@@ -154,31 +212,52 @@ fn wasm32_linker_check() -> Check {
     if let Some(sysroot) = debian_sysroot() {
         dirs.push(sysroot.join("lib/rustlib/x86_64-unknown-linux-gnu/bin"));
     }
-    dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
     // `is_file` follows symlinks, so a dangling rust-lld -> lld-22 counts as missing.
     let Some(path) = dirs.iter().map(|d| d.join(&linker)).find(|p| p.is_file()) else {
         return Check {
             what: "wasm32 linker",
-            state: Err(format!("`{linker}` (the linker rustc names for wasm32) is not in the sysroot or on PATH; expected /usr/bin/{linker}")),
+            state: Err(format!(
+                "`{linker}` (the linker rustc names for wasm32) is not in the sysroot or on PATH; expected /usr/bin/{linker}"
+            )),
             install,
         };
     };
     let state = match output(Command::new(&path).args(["-flavor", "wasm", "--version"])) {
         Some(v) => Ok(format!("{} ({})", path.display(), first_line(&v))),
-        None => Err(format!("{} does not run (`-flavor wasm --version` failed)", path.display())),
+        None => Err(format!(
+            "{} does not run (`-flavor wasm --version` failed)",
+            path.display()
+        )),
     };
-    Check { what: "wasm32 linker", state, install }
+    Check {
+        what: "wasm32 linker",
+        state,
+        install,
+    }
 }
 
 /// The checks of Debian's wasm32 route, each probing what the build uses.
 pub fn debian_checks() -> Vec<Check> {
-    vec![debian_rustc_check(), debian_cargo_check(), library_source_check(), wasm32_linker_check()]
+    vec![
+        debian_rustc_check(),
+        debian_cargo_check(),
+        library_source_check(),
+        wasm32_linker_check(),
+    ]
 }
 
 fn missing_error(what: &str, failed: &[&Check], fix: &str) -> anyhow::Error {
     let mut msg = format!("{what} is not ready:\n");
     for c in failed {
-        msg.push_str(&format!("  - {}: {} (from {})\n", c.what, c.state.as_ref().unwrap_err(), c.install));
+        msg.push_str(&format!(
+            "  - {}: {} (from {})\n",
+            c.what,
+            c.state.as_ref().unwrap_err(),
+            c.install
+        ));
     }
     msg.push_str(&format!("fix: {fix}"));
     anyhow::anyhow!(msg)
@@ -209,7 +288,11 @@ pub fn ensure_debian() -> Result<()> {
     let checks = debian_checks();
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok()).collect();
     if !failed.is_empty() {
-        return Err(missing_error("after installing the packages, the wasm32 toolchain", &failed, &apt_hint(DEBIAN_PACKAGES)));
+        return Err(missing_error(
+            "after installing the packages, the wasm32 toolchain",
+            &failed,
+            &apt_hint(DEBIAN_PACKAGES),
+        ));
     }
     Ok(())
 }
@@ -260,15 +343,25 @@ const NISSHI_CRATES: usize = 430;
 const NISSHI_MINUTES: &str = "about 20 minutes on two cores";
 
 pub fn broker_check() -> Check {
-    let install = format!("built by `cargo xtask test` with Debian's cargo into {} ({NISSHI_MINUTES})", crate::broker::tools_root().display());
+    let install = format!(
+        "built by `cargo xtask test` with Debian's cargo into {} ({NISSHI_MINUTES})",
+        crate::broker::tools_root().display()
+    );
     let state = match crate::broker::find() {
-        None => Err(format!("no nisshi binary ($STREAMHOST_NISSHI, PATH, {}/bin/nisshi)", crate::broker::tools_root().display())),
+        None => Err(format!(
+            "no nisshi binary ($STREAMHOST_NISSHI, PATH, {}/bin/nisshi)",
+            crate::broker::tools_root().display()
+        )),
         Some(p) => match output(Command::new(&p).arg("--version")) {
             Some(v) => Ok(format!("{} ({})", p.display(), first_line(&v))),
             None => Err(format!("{} does not run", p.display())),
         },
     };
-    Check { what: "broker (Nisshi)", state, install }
+    Check {
+        what: "broker (Nisshi)",
+        state,
+        install,
+    }
 }
 
 /// Finds the broker, building it with Debian's cargo when it is missing.
@@ -285,13 +378,22 @@ pub fn ensure_broker() -> Result<PathBuf> {
         crate::broker::tools_root().display()
     );
     let mut cmd = Command::new(DEBIAN_CARGO);
-    cmd.args(["install", "nisshi", "--version", crate::broker::VERSION, "--locked"])
-        .args(["--no-default-features", "--features", "dynostore", "--root"])
-        .arg(crate::broker::tools_root())
-        .env("RUSTC", DEBIAN_RUSTC)
-        .env("CARGO_TARGET_DIR", std::env::temp_dir().join("streamhost-nisshi-build"))
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO");
+    cmd.args([
+        "install",
+        "nisshi",
+        "--version",
+        crate::broker::VERSION,
+        "--locked",
+    ])
+    .args(["--no-default-features", "--features", "dynostore", "--root"])
+    .arg(crate::broker::tools_root())
+    .env("RUSTC", DEBIAN_RUSTC)
+    .env(
+        "CARGO_TARGET_DIR",
+        std::env::temp_dir().join("streamhost-nisshi-build"),
+    )
+    .env_remove("RUSTUP_TOOLCHAIN")
+    .env_remove("CARGO");
     run_with_progress(&mut cmd, "nisshi", NISSHI_CRATES)?;
     crate::broker::find().context("nisshi was installed but cannot be found")
 }
@@ -302,7 +404,11 @@ pub fn ensure_broker() -> Result<PathBuf> {
 pub fn run_with_progress(cmd: &mut Command, what: &str, expected_crates: usize) -> Result<()> {
     use std::sync::{Arc, Mutex};
     let start = Instant::now();
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
     let stderr = child.stderr.take().expect("piped");
     // (log lines, crates compiled, last crate started)
     let state = Arc::new(Mutex::new((Vec::<String>::new(), 0usize, String::new())));
@@ -320,15 +426,29 @@ pub fn run_with_progress(cmd: &mut Command, what: &str, expected_crates: usize) 
             }
         })
     };
-    let elapsed = |start: Instant| format!("{}m{:02}s", start.elapsed().as_secs() / 60, start.elapsed().as_secs() % 60);
+    let elapsed = |start: Instant| {
+        format!(
+            "{}m{:02}s",
+            start.elapsed().as_secs() / 60,
+            start.elapsed().as_secs() % 60
+        )
+    };
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
-        if start.elapsed().as_secs() % 30 == 0 && start.elapsed().subsec_millis() < 200 && start.elapsed().as_secs() > 0 {
+        if start.elapsed().as_secs() % 30 == 0
+            && start.elapsed().subsec_millis() < 200
+            && start.elapsed().as_secs() > 0
+        {
             let s = state.lock().unwrap();
-            eprintln!("xtask: building {what}: {} of about {expected_crates} crates compiled (now {}), {}", s.1, s.2, elapsed(start));
+            eprintln!(
+                "xtask: building {what}: {} of about {expected_crates} crates compiled (now {}), {}",
+                s.1,
+                s.2,
+                elapsed(start)
+            );
         }
     };
     let _ = reader.join();
@@ -353,11 +473,19 @@ pub fn node_checks() -> Vec<Check> {
         state: version_of(bin).ok_or_else(|| format!("`{bin}` not found on PATH")),
         install: format!("apt package {package}"),
     };
-    let mut checks = vec![tool("node (componentize-js)", "node", "nodejs"), tool("npm (componentize-js)", "npm", "npm")];
-    let module = crate::root().join("plugins/jump-js/node_modules/@bytecodealliance/componentize-js/package.json");
+    let mut checks = vec![
+        tool("node (componentize-js)", "node", "nodejs"),
+        tool("npm (componentize-js)", "npm", "npm"),
+    ];
+    let module = crate::root()
+        .join("plugins/jump-js/node_modules/@bytecodealliance/componentize-js/package.json");
     checks.push(Check {
         what: "componentize-js",
-        state: if module.is_file() { Ok(module.display().to_string()) } else { Err(format!("{} is missing", module.display())) },
+        state: if module.is_file() {
+            Ok(module.display().to_string())
+        } else {
+            Err(format!("{} is missing", module.display()))
+        },
         install: "`npm ci` in plugins/jump-js (run by `cargo xtask plugins`)".into(),
     });
     checks
@@ -371,17 +499,34 @@ pub fn ensure_node() -> Result<()> {
         return Ok(());
     }
     if !can_install() {
-        return Err(missing_error("node and npm (for componentize-js)", &failed, &apt_hint(&["nodejs", "npm"])));
+        return Err(missing_error(
+            "node and npm (for componentize-js)",
+            &failed,
+            &apt_hint(&["nodejs", "npm"]),
+        ));
     }
     // Some node distributions (NodeSource) ship npm inside `nodejs`, and
     // conflict with Debian's `npm`: install only what is missing.
-    let packages: Vec<&str> = failed.iter().map(|c| if c.what.starts_with("node ") { "nodejs" } else { "npm" }).collect();
+    let packages: Vec<&str> = failed
+        .iter()
+        .map(|c| {
+            if c.what.starts_with("node ") {
+                "nodejs"
+            } else {
+                "npm"
+            }
+        })
+        .collect();
     eprintln!("xtask: installing {} with apt-get", packages.join(" "));
     apt_install(&packages)?;
     let checks = node_checks();
     let failed: Vec<&Check> = checks[..2].iter().filter(|c| !c.ok()).collect();
     if !failed.is_empty() {
-        return Err(missing_error("after installing, node and npm", &failed, &apt_hint(&["nodejs", "npm"])));
+        return Err(missing_error(
+            "after installing, node and npm",
+            &failed,
+            &apt_hint(&["nodejs", "npm"]),
+        ));
     }
     Ok(())
 }
@@ -400,7 +545,10 @@ pub fn componentize_py() -> PathBuf {
 pub fn python_checks() -> Vec<Check> {
     let python = Check {
         what: "python3 with venv (componentize-py)",
-        state: match output(Command::new("python3").args(["-c", "import venv, ensurepip, sys; print(sys.version.split()[0])"])) {
+        state: match output(Command::new("python3").args([
+            "-c",
+            "import venv, ensurepip, sys; print(sys.version.split()[0])",
+        ])) {
             Some(v) => Ok(format!("python {v}")),
             None => Err("`python3` is missing, or lacks the venv/ensurepip modules".into()),
         },
@@ -409,10 +557,20 @@ pub fn python_checks() -> Vec<Check> {
     let componentize = Check {
         what: "componentize-py",
         state: match output(Command::new(componentize_py()).arg("--version")) {
-            Some(v) => Ok(format!("{} ({})", componentize_py().display(), first_line(&v))),
-            None => Err(format!("{} is missing or does not run", componentize_py().display())),
+            Some(v) => Ok(format!(
+                "{} ({})",
+                componentize_py().display(),
+                first_line(&v)
+            )),
+            None => Err(format!(
+                "{} is missing or does not run",
+                componentize_py().display()
+            )),
         },
-        install: format!("pip install {COMPONENTIZE_PY} into {} (by `cargo xtask plugins`)", python_env().display()),
+        install: format!(
+            "pip install {COMPONENTIZE_PY} into {} (by `cargo xtask plugins`)",
+            python_env().display()
+        ),
     };
     vec![python, componentize]
 }
@@ -425,17 +583,42 @@ pub fn ensure_componentize_py() -> Result<PathBuf> {
     }
     if !checks[0].ok() {
         if !can_install() {
-            return Err(missing_error("Python (for componentize-py)", &[&checks[0]], &apt_hint(&["python3", "python3-venv"])));
+            return Err(missing_error(
+                "Python (for componentize-py)",
+                &[&checks[0]],
+                &apt_hint(&["python3", "python3-venv"]),
+            ));
         }
         eprintln!("xtask: installing python3 python3-venv with apt-get");
         apt_install(&["python3", "python3-venv"])?;
     }
-    eprintln!("xtask: installing {COMPONENTIZE_PY} into {} (about 30 s)", python_env().display());
-    crate::run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(python_env()))?;
-    crate::run(Command::new(python_env().join("bin/python")).args(["-m", "pip", "install", "-q", "--disable-pip-version-check", COMPONENTIZE_PY]))?;
+    eprintln!(
+        "xtask: installing {COMPONENTIZE_PY} into {} (about 30 s)",
+        python_env().display()
+    );
+    crate::run(
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(python_env()),
+    )?;
+    crate::run(Command::new(python_env().join("bin/python")).args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        COMPONENTIZE_PY,
+    ]))?;
     let checks = python_checks();
     if !checks[1].ok() {
-        return Err(missing_error("componentize-py", &[&checks[1]], &format!("{} -m pip install {COMPONENTIZE_PY}", python_env().join("bin/python").display())));
+        return Err(missing_error(
+            "componentize-py",
+            &[&checks[1]],
+            &format!(
+                "{} -m pip install {COMPONENTIZE_PY}",
+                python_env().join("bin/python").display()
+            ),
+        ));
     }
     Ok(componentize_py())
 }
@@ -447,7 +630,11 @@ pub fn compose_check() -> Check {
         .or_else(|| output(Command::new("docker-compose").arg("version")))
         .map(|v| first_line(&v))
         .ok_or_else(|| "neither `docker compose` nor `docker-compose` answers".to_string());
-    Check { what: "Compose client (checks examples/docker-compose.yml)", state, install: "apt package docker-compose".into() }
+    Check {
+        what: "Compose client (checks examples/docker-compose.yml)",
+        state,
+        install: "apt package docker-compose".into(),
+    }
 }
 
 /// A Docker Compose client for checking `examples/docker-compose.yml`.
@@ -457,9 +644,15 @@ pub fn ensure_compose_client() -> Result<()> {
         return Ok(());
     }
     if !can_install() {
-        return Err(missing_error("the Compose client", &[&check], &apt_hint(&["docker-compose"])));
+        return Err(missing_error(
+            "the Compose client",
+            &[&check],
+            &apt_hint(&["docker-compose"]),
+        ));
     }
-    eprintln!("xtask: installing docker-compose with apt-get (to validate examples/docker-compose.yml)");
+    eprintln!(
+        "xtask: installing docker-compose with apt-get (to validate examples/docker-compose.yml)"
+    );
     apt_install(&["docker-compose"])
 }
 
@@ -478,7 +671,11 @@ pub fn host_checks() -> Vec<Check> {
         state: version_of(bin).ok_or_else(|| format!("`{bin}` not found on PATH")),
         install: format!("apt package {package}"),
     };
-    vec![rustup, tool("C compiler (librdkafka)", "cc", "gcc"), tool("make (librdkafka)", "make", "make")]
+    vec![
+        rustup,
+        tool("C compiler (librdkafka)", "cc", "gcc"),
+        tool("make (librdkafka)", "make", "make"),
+    ]
 }
 
 pub fn ensure_host() -> Result<()> {
@@ -488,7 +685,11 @@ pub fn ensure_host() -> Result<()> {
         return Ok(());
     }
     if !checks[0].ok() || !can_install() {
-        return Err(missing_error("the host build", &failed, &apt_hint(&["gcc", "make"])));
+        return Err(missing_error(
+            "the host build",
+            &failed,
+            &apt_hint(&["gcc", "make"]),
+        ));
     }
     eprintln!("xtask: installing gcc make with apt-get");
     apt_install(&["gcc", "make"])

@@ -95,8 +95,12 @@ async fn main() -> anyhow::Result<()> {
         .create()
         .context("creating the producer")?;
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let start = args.start.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-    let sensors: Vec<String> = (1..=args.sensors.max(1)).map(|i| format!("sensor_{i:03}")).collect();
+    let start = args
+        .start
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let sensors: Vec<String> = (1..=args.sensors.max(1))
+        .map(|i| format!("sensor_{i:03}"))
+        .collect();
     let began = Instant::now();
     let mut deliveries = Vec::new();
     let mut sent: u64 = 0;
@@ -107,9 +111,16 @@ async fn main() -> anyhow::Result<()> {
             if args.total > 0 && sent >= args.total {
                 break 'outer;
             }
-            let value = reading(&mut rng, sensor, start + round_no * args.interval_ms, args.anomaly_share);
+            let value = reading(
+                &mut rng,
+                sensor,
+                start + round_no * args.interval_ms,
+                args.anomaly_share,
+            );
             let payload = value.to_string();
-            let record = FutureRecord::to(&args.topic).key(sensor.as_str()).payload(&payload);
+            let record = FutureRecord::to(&args.topic)
+                .key(sensor.as_str())
+                .payload(&payload);
             match producer.send_result(record) {
                 Ok(d) => deliveries.push(d),
                 Err((e, _)) => {
@@ -118,7 +129,9 @@ async fn main() -> anyhow::Result<()> {
                     for d in deliveries.drain(..) {
                         d.await?.map_err(|(e, _)| e)?;
                     }
-                    let record = FutureRecord::to(&args.topic).key(sensor.as_str()).payload(&payload);
+                    let record = FutureRecord::to(&args.topic)
+                        .key(sensor.as_str())
+                        .payload(&payload);
                     deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
                 }
             }
@@ -141,6 +154,10 @@ async fn main() -> anyhow::Result<()> {
     for d in deliveries {
         d.await?.map_err(|(e, _)| e)?;
     }
-    eprintln!("sensor-producer: {sent} readings sent to {} in {:.1?}", args.topic, began.elapsed());
+    eprintln!(
+        "sensor-producer: {sent} readings sent to {} in {:.1?}",
+        args.topic,
+        began.elapsed()
+    );
     Ok(())
 }

@@ -40,14 +40,21 @@ fn main() -> anyhow::Result<()> {
     loop {
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m?;
-            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+            let v: serde_json::Value =
+                serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
             if m.topic() == args.alerts_topic {
                 alerts += 1;
                 for k in v["anomalies"].as_array().into_iter().flatten() {
-                    *kinds.entry(k.as_str().unwrap_or("?").to_string()).or_default() += 1;
+                    *kinds
+                        .entry(k.as_str().unwrap_or("?").to_string())
+                        .or_default() += 1;
                 }
-                let messages: Vec<&str> =
-                    v["alerts"].as_array().into_iter().flatten().filter_map(|a| a["message"].as_str()).collect();
+                let messages: Vec<&str> = v["alerts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a["message"].as_str())
+                    .collect();
                 println!(
                     "ALERT    {} {} [{}] {} (rule {} {})",
                     v["sensor_id"].as_str().unwrap_or("?"),
@@ -66,15 +73,23 @@ fn main() -> anyhow::Result<()> {
                         v["sensor_id"].as_str().unwrap_or("?"),
                         v["timestamp"].as_str().unwrap_or("?"),
                         w["count"],
-                        w["fields"]["temperature"]["mean"].as_f64().unwrap_or(f64::NAN),
-                        v["streamhost"]["trends"]["trend"]["direction"].as_str().unwrap_or("-"),
+                        w["fields"]["temperature"]["mean"]
+                            .as_f64()
+                            .unwrap_or(f64::NAN),
+                        v["streamhost"]["trends"]["trend"]["direction"]
+                            .as_str()
+                            .unwrap_or("-"),
                     );
                 }
             } else {
                 dead += 1;
                 let reason = m
                     .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "streamhost.reason").and_then(|h| h.value))
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "streamhost.reason")
+                            .and_then(|h| h.value)
+                    })
                     .map(|v| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_default();
                 println!("DEAD     reason={reason}");
@@ -82,7 +97,9 @@ fn main() -> anyhow::Result<()> {
         }
         if last_status.elapsed() > Duration::from_secs(1) {
             last_status = Instant::now();
-            println!("-- so far: {enriched} enriched, {alerts} alerts {kinds:?}, {dead} dead letters");
+            println!(
+                "-- so far: {enriched} enriched, {alerts} alerts {kinds:?}, {dead} dead letters"
+            );
         }
     }
 }

@@ -79,7 +79,11 @@ impl Committer {
                 .spawn(move || commit_loop(rx, &consumer, &topic, &sink, &shared))
                 .expect("spawning the committer")
         };
-        Committer { tx: Some(tx), thread: Some(thread), shared }
+        Committer {
+            tx: Some(tx),
+            thread: Some(thread),
+            shared,
+        }
     }
 
     /// Queues a batch; blocks while `depth` batches are already waiting.
@@ -119,7 +123,10 @@ impl Committer {
         let shared = self.shared.clone();
         move |timeout| {
             let guard = shared.in_flight.lock().unwrap();
-            let (guard, _) = shared.settled.wait_timeout_while(guard, timeout, |n| *n > 0).unwrap();
+            let (guard, _) = shared
+                .settled
+                .wait_timeout_while(guard, timeout, |n| *n > 0)
+                .unwrap();
             *guard == 0
         }
     }
@@ -147,7 +154,13 @@ impl Shared {
     }
 }
 
-fn commit_loop(rx: Receiver<Pending>, consumer: &StreamConsumer<ConsumerContext>, topic: &str, sink: &KafkaSink, shared: &Shared) {
+fn commit_loop(
+    rx: Receiver<Pending>,
+    consumer: &StreamConsumer<ConsumerContext>,
+    topic: &str,
+    sink: &KafkaSink,
+    shared: &Shared,
+) {
     for pending in rx {
         let mut ok = shared.failure.lock().unwrap().is_none();
         for (d, origin) in pending.deliveries {
@@ -170,16 +183,25 @@ fn commit_loop(rx: Receiver<Pending>, consumer: &StreamConsumer<ConsumerContext>
             if let Some(reason) = record_error(&error).filter(|_| origin.dest != Dest::DeadLetter) {
                 let failure = Failure {
                     reason,
-                    message: format!("the broker refused its {} record: {error}", origin.dest.name()),
+                    message: format!(
+                        "the broker refused its {} record: {error}",
+                        origin.dest.name()
+                    ),
                     plugin: None,
                 };
-                let source = SourcePos { topic, partition: origin.partition, offset: origin.offset };
+                let source = SourcePos {
+                    topic,
+                    partition: origin.partition,
+                    offset: origin.offset,
+                };
                 let reference = output::dead_letter(source, None, Vec::new(), &failure);
                 tracing::warn!(partition = origin.partition, offset = origin.offset, %error, "Output refused by the broker; dead-lettered a reference to its record.");
                 match sink.send_blocking(&reference) {
                     Ok(()) => continue,
                     Err(e) => {
-                        shared.fail(format!("{error}; and its reference dead letter failed too: {e}"));
+                        shared.fail(format!(
+                            "{error}; and its reference dead letter failed too: {e}"
+                        ));
                         ok = false;
                         continue;
                     }
@@ -190,18 +212,21 @@ fn commit_loop(rx: Receiver<Pending>, consumer: &StreamConsumer<ConsumerContext>
         }
         if ok {
             KafkaSource::store(consumer, topic, &pending.next_offsets);
-            shared.committed_records.fetch_add(pending.records, Ordering::SeqCst);
+            shared
+                .committed_records
+                .fetch_add(pending.records, Ordering::SeqCst);
         }
         shared.settle();
     }
 }
 
-
 /// Whether a delivery error is about the record itself, not the stream.
 fn record_error(e: &KafkaError) -> Option<Reason> {
     use RDKafkaErrorCode as C;
     match e.rdkafka_error_code()? {
-        C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize => Some(Reason::OutputTooLarge),
+        C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize => {
+            Some(Reason::OutputTooLarge)
+        }
         C::InvalidMessage | C::InvalidRecord | C::InvalidTimestamp => Some(Reason::OutputRefused),
         _ => None,
     }

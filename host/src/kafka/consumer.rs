@@ -39,8 +39,12 @@ impl rdkafka::consumer::ConsumerContext for ConsumerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                tracing::info!(partitions = tpl.count(), "Partitions revoked; draining in-flight outputs.");
-                self.assigned.store(false, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    partitions = tpl.count(),
+                    "Partitions revoked; draining in-flight outputs."
+                );
+                self.assigned
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 if let Some(drain) = self.drain.get() {
                     drain();
                 }
@@ -51,7 +55,8 @@ impl rdkafka::consumer::ConsumerContext for ConsumerContext {
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "Partitions assigned.");
-                self.assigned.store(tpl.count() > 0, std::sync::atomic::Ordering::Relaxed);
+                self.assigned
+                    .store(tpl.count() > 0, std::sync::atomic::Ordering::Relaxed);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "Rebalance error."),
         }
@@ -89,9 +94,16 @@ impl KafkaSource {
             .set("queued.max.messages.kbytes", "65536")
             .set("client.id", "streamhost");
         apply_properties(&mut config, settings, "consumer");
-        let consumer: StreamConsumer<ConsumerContext> = config.create_with_context(ConsumerContext { drain: OnceLock::new(), assigned })?;
+        let consumer: StreamConsumer<ConsumerContext> =
+            config.create_with_context(ConsumerContext {
+                drain: OnceLock::new(),
+                assigned,
+            })?;
         consumer.subscribe(&[&settings.input_topic])?;
-        Ok(KafkaSource { consumer: Arc::new(consumer), topic: settings.input_topic.clone() })
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            topic: settings.input_topic.clone(),
+        })
     }
 
     pub fn topic(&self) -> &str {
@@ -146,7 +158,10 @@ impl KafkaSource {
     pub fn store(consumer: &StreamConsumer<ConsumerContext>, topic: &str, next: &[(i32, i64)]) {
         let mut tpl = TopicPartitionList::new();
         for &(partition, offset) in next {
-            if tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).is_err() {
+            if tpl
+                .add_partition_offset(topic, partition, Offset::Offset(offset))
+                .is_err()
+            {
                 continue;
             }
         }
@@ -171,10 +186,16 @@ impl KafkaSource {
     /// last value: lag matters most while the broker is unreachable).
     /// Blocking (asks the broker for watermarks).
     pub fn lag(&self) -> Vec<(i32, Option<i64>)> {
-        let Ok(position) = self.consumer.position() else { return Vec::new() };
+        let Ok(position) = self.consumer.position() else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         for e in position.elements_for_topic(&self.topic) {
-            let high = self.consumer.fetch_watermarks(&self.topic, e.partition(), Duration::from_secs(1)).ok().map(|w| w.1);
+            let high = self
+                .consumer
+                .fetch_watermarks(&self.topic, e.partition(), Duration::from_secs(1))
+                .ok()
+                .map(|w| w.1);
             let lag = match (e.offset(), high) {
                 (Offset::Offset(pos), Some(high)) => Some((high - pos).max(0)),
                 _ => None,
@@ -186,7 +207,10 @@ impl KafkaSource {
 
     /// The number of partitions of the input topic, if the broker answers.
     pub fn partition_count(&self) -> Option<usize> {
-        let md = self.consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(2)).ok()?;
+        let md = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(2))
+            .ok()?;
         let topic = md.topics().iter().find(|t| t.name() == self.topic)?;
         topic.error().is_none().then(|| topic.partitions().len())
     }

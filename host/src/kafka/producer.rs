@@ -68,14 +68,20 @@ impl KafkaSink {
                 .producer
                 .client()
                 .fetch_metadata(Some(topic), timeout)
-                .map_err(|e| anyhow::anyhow!("asking the brokers about output topic {topic:?}: {e}"))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("asking the brokers about output topic {topic:?}: {e}")
+                })?;
             match md.topics().iter().find(|t| t.name() == topic.as_str()) {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => {}
                 Some(t) => anyhow::bail!(
                     "output topic {topic:?} is not usable: {}; create it (or fix its name) before starting",
-                    t.error().map(|e| format!("{:?}", RDKafkaErrorCode::from(e))).unwrap_or_else(|| "it has no partitions".into())
+                    t.error()
+                        .map(|e| format!("{:?}", RDKafkaErrorCode::from(e)))
+                        .unwrap_or_else(|| "it has no partitions".into())
                 ),
-                None => anyhow::bail!("output topic {topic:?} does not exist; create it (or fix its name) before starting"),
+                None => anyhow::bail!(
+                    "output topic {topic:?} does not exist; create it (or fix its name) before starting"
+                ),
             }
         }
         Ok(())
@@ -87,20 +93,36 @@ impl KafkaSink {
     pub async fn send(&self, records: &[OutRecord]) -> KafkaResult<Vec<(DeliveryFuture, Origin)>> {
         let mut deliveries = Vec::with_capacity(records.len());
         for r in records {
-            let origin = Origin { partition: r.source.0, offset: r.source.1, dest: r.dest };
+            let origin = Origin {
+                partition: r.source.0,
+                offset: r.source.1,
+                dest: r.dest,
+            };
             let delivery = match self.send_one(r).await {
                 // The pipeline sizes outputs against message.max.bytes, but
                 // should the producer still refuse one as too large, a
                 // reference dead letter takes its place.
                 Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
-                    tracing::warn!(partition = origin.partition, offset = origin.offset, "The producer refused an output as too large; dead-lettering a reference.");
+                    tracing::warn!(
+                        partition = origin.partition,
+                        offset = origin.offset,
+                        "The producer refused an output as too large; dead-lettering a reference."
+                    );
                     let failure = Failure {
                         reason: Reason::OutputTooLarge,
-                        message: format!("the producer refused its {} record as larger than its message.max.bytes", r.dest.name()),
+                        message: format!(
+                            "the producer refused its {} record as larger than its message.max.bytes",
+                            r.dest.name()
+                        ),
                         plugin: None,
                     };
-                    let source = SourcePos { topic: &self.input, partition: origin.partition, offset: origin.offset };
-                    self.send_one(&output::dead_letter(source, None, Vec::new(), &failure)).await?
+                    let source = SourcePos {
+                        topic: &self.input,
+                        partition: origin.partition,
+                        offset: origin.offset,
+                    };
+                    self.send_one(&output::dead_letter(source, None, Vec::new(), &failure))
+                        .await?
                 }
                 other => other?,
             };
@@ -115,7 +137,10 @@ impl KafkaSink {
         if !r.headers.is_empty() {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
             for (k, v) in &r.headers {
-                headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
             }
             record = record.headers(headers);
         }
@@ -168,7 +193,6 @@ pub struct Origin {
     pub offset: i64,
     pub dest: Dest,
 }
-
 
 /// Flushes the producer, waiting up to `timeout` for every queued record.
 pub fn flush(producer: &FutureProducer, timeout: Duration) {

@@ -44,7 +44,11 @@ pub struct Admin {
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": message.to_string() }))).into_response()
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.to_string() })),
+    )
+        .into_response()
 }
 
 fn router(admin: Arc<Admin>) -> Router {
@@ -55,9 +59,14 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/plugins", get(list))
         .route("/plugins/{name}", put(put_plugin).delete(remove_plugin))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
-        .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(admin)
 }
 
@@ -69,12 +78,21 @@ pub async fn serve(admin: Arc<Admin>, addr: SocketAddr) -> std::io::Result<Socke
     let app = router(admin);
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let service = TowerToHyperService::new(app.clone());
             tokio::spawn(async move {
-                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT);
-                if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEAD_TIMEOUT);
+                if let Err(error) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
                     tracing::debug!(%error, "Admin connection failed.");
                 }
             });
@@ -87,12 +105,22 @@ async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
     if admin.metrics.ready() {
         "ready\n".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for partitions or plugins\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for partitions or plugins\n",
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], admin.metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        admin.metrics.render(),
+    )
         .into_response()
 }
 
@@ -115,11 +143,28 @@ fn authorized(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
         .unwrap_or_default()
         .as_bytes();
     let want = token.as_bytes();
-    let same = given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if same { Ok(()) } else { Err(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")) }
+    let same = given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ))
+    }
 }
 
-async fn put_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn put_plugin(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authorized(&admin, &headers) {
         return r;
     }
@@ -134,7 +179,11 @@ async fn put_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<String>, h
     }
 }
 
-async fn remove_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn remove_plugin(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = authorized(&admin, &headers) {
         return r;
     }
@@ -146,7 +195,13 @@ async fn remove_plugin(State(admin): State<Arc<Admin>>, Path(name): Path<String>
 
 /// A blocking HTTP request to the admin API at `addr` (for `streamhost
 /// plugins ...` and tests): the status and the body as text.
-pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> anyhow::Result<(u16, String)> {
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(REQUEST_TIMEOUT))
         .http_status_as_error(false)
@@ -156,7 +211,11 @@ pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: 
     let auth = token.map(|t| format!("Bearer {t}"));
     let response = match method {
         "GET" | "DELETE" => {
-            let mut r = if method == "GET" { agent.get(&url) } else { agent.delete(&url) };
+            let mut r = if method == "GET" {
+                agent.get(&url)
+            } else {
+                agent.delete(&url)
+            };
             if let Some(a) = &auth {
                 r = r.header("Authorization", a);
             }
@@ -173,6 +232,9 @@ pub fn request(addr: &str, method: &str, path: &str, token: Option<&str>, body: 
     };
     let mut response = response.map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
     let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().map_err(|e| anyhow::anyhow!("reading the answer to {method} {url}: {e}"))?;
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| anyhow::anyhow!("reading the answer to {method} {url}: {e}"))?;
     Ok((status, text))
 }

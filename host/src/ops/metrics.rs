@@ -21,7 +21,9 @@ use crate::pipeline::Tally;
 use crate::rules::registry::Registry;
 
 /// Upper bounds (seconds) of the per-record processing-time histogram.
-const BUCKETS: [f64; 12] = [1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1];
+const BUCKETS: [f64; 12] = [
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 1e-1,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicPartition {
@@ -91,23 +93,51 @@ impl Default for Metrics {
         };
         {
             let mut r = m.prometheus.lock().unwrap();
-            r.register("messages_processed", "Input records processed (the article's counter)", m.processed.clone());
+            r.register(
+                "messages_processed",
+                "Input records processed (the article's counter)",
+                m.processed.clone(),
+            );
             r.register(
                 "message_processing_seconds",
                 "Processing time per input record, from decode to outputs handed to the producer",
                 m.processing.clone(),
             );
-            r.register("streamhost_records_consumed", "Records consumed, by topic and partition", m.consumed.clone());
-            r.register("streamhost_records_produced", "Records handed to the producer, by output topic", m.produced.clone());
-            r.register("streamhost_dead_letters", "Records sent to the dead-letter topic, by reason", m.dead.clone());
-            r.register("streamhost_alerts", "Anomalies raised, by kind", m.alerts.clone());
+            r.register(
+                "streamhost_records_consumed",
+                "Records consumed, by topic and partition",
+                m.consumed.clone(),
+            );
+            r.register(
+                "streamhost_records_produced",
+                "Records handed to the producer, by output topic",
+                m.produced.clone(),
+            );
+            r.register(
+                "streamhost_dead_letters",
+                "Records sent to the dead-letter topic, by reason",
+                m.dead.clone(),
+            );
+            r.register(
+                "streamhost_alerts",
+                "Anomalies raised, by kind",
+                m.alerts.clone(),
+            );
             r.register(
                 "streamhost_consumer_lag_records",
                 "High watermark minus the consumer's position, per assigned partition",
                 m.lag.clone(),
             );
-            r.register("streamhost_window_keys", "Keys holding a sliding window", m.window_keys.clone());
-            r.register("streamhost_window_readings", "Readings retained across all windows", m.window_readings.clone());
+            r.register(
+                "streamhost_window_keys",
+                "Keys holding a sliding window",
+                m.window_keys.clone(),
+            );
+            r.register(
+                "streamhost_window_readings",
+                "Readings retained across all windows",
+                m.window_readings.clone(),
+            );
         }
         m
     }
@@ -133,7 +163,12 @@ impl Metrics {
             }
         }
         for &(partition, n) in consumed {
-            self.consumed.get_or_create(&TopicPartition { topic: input_topic.to_string(), partition }).inc_by(n);
+            self.consumed
+                .get_or_create(&TopicPartition {
+                    topic: input_topic.to_string(),
+                    partition,
+                })
+                .inc_by(n);
         }
         let mut last: Option<(&str, u64)> = None;
         for topic in produced {
@@ -141,19 +176,33 @@ impl Metrics {
                 Some((t, n)) if *t == topic => *n += 1,
                 _ => {
                     if let Some((t, n)) = last.replace((topic, 1)) {
-                        self.produced.get_or_create(&Topic { topic: t.to_string() }).inc_by(n);
+                        self.produced
+                            .get_or_create(&Topic {
+                                topic: t.to_string(),
+                            })
+                            .inc_by(n);
                     }
                 }
             }
         }
         if let Some((t, n)) = last {
-            self.produced.get_or_create(&Topic { topic: t.to_string() }).inc_by(n);
+            self.produced
+                .get_or_create(&Topic {
+                    topic: t.to_string(),
+                })
+                .inc_by(n);
         }
         for (reason, n) in &tally.dead_by_reason {
-            self.dead.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc_by(*n);
+            self.dead
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc_by(*n);
         }
         for (kind, n) in &tally.alerts_by_kind {
-            self.alerts.get_or_create(&KindLabel { kind: kind.clone() }).inc_by(*n);
+            self.alerts
+                .get_or_create(&KindLabel { kind: kind.clone() })
+                .inc_by(*n);
         }
     }
 
@@ -165,12 +214,23 @@ impl Metrics {
     /// Sets the lag of the assigned partitions: partitions no longer
     /// assigned go, a partition whose lag is unknown now keeps its last value.
     pub fn set_lag(&self, topic: &str, lag: &[(i32, Option<i64>)], previously: &mut Vec<i32>) {
-        for p in previously.iter().filter(|p| !lag.iter().any(|(q, _)| q == *p)) {
-            self.lag.remove(&TopicPartition { topic: topic.to_string(), partition: *p });
+        for p in previously
+            .iter()
+            .filter(|p| !lag.iter().any(|(q, _)| q == *p))
+        {
+            self.lag.remove(&TopicPartition {
+                topic: topic.to_string(),
+                partition: *p,
+            });
         }
         for &(partition, v) in lag {
             if let Some(v) = v {
-                self.lag.get_or_create(&TopicPartition { topic: topic.to_string(), partition }).set(v);
+                self.lag
+                    .get_or_create(&TopicPartition {
+                        topic: topic.to_string(),
+                        partition,
+                    })
+                    .set(v);
             }
         }
         *previously = lag.iter().map(|(p, _)| *p).collect();
@@ -182,13 +242,17 @@ impl Metrics {
 
     /// Adds the plugin series, read from `registry` at each scrape.
     pub fn watch_plugins(&self, registry: Arc<Registry>) {
-        self.prometheus.lock().unwrap().register_collector(Box::new(PluginCollector(registry)));
+        self.prometheus
+            .lock()
+            .unwrap()
+            .register_collector(Box::new(PluginCollector(registry)));
     }
 
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        prometheus_client::encoding::text::encode(&mut out, &self.prometheus.lock().unwrap()).expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.prometheus.lock().unwrap())
+            .expect("writing to a String");
         out
     }
 }
@@ -237,7 +301,14 @@ impl Collector for PluginCollector {
             prometheus_client::metrics::MetricType::Histogram,
         )?;
         for p in &plugins {
-            family.encode_family(&labels(p))?.encode_histogram::<NoLabelSet>(p.call_seconds, p.calls, &[(f64::MAX, p.calls)], None)?;
+            family
+                .encode_family(&labels(p))?
+                .encode_histogram::<NoLabelSet>(
+                    p.call_seconds,
+                    p.calls,
+                    &[(f64::MAX, p.calls)],
+                    None,
+                )?;
         }
         let mut family = encoder.encode_descriptor(
             "streamhost_plugin_reloads",
@@ -245,8 +316,12 @@ impl Collector for PluginCollector {
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;
-        for (result, n) in [("ok", &self.0.reloads_ok), ("failed", &self.0.reloads_failed)] {
-            ConstCounter::new(n.load(Ordering::Relaxed)).encode(family.encode_family(&ResultLabel { result })?)?;
+        for (result, n) in [
+            ("ok", &self.0.reloads_ok),
+            ("failed", &self.0.reloads_failed),
+        ] {
+            ConstCounter::new(n.load(Ordering::Relaxed))
+                .encode(family.encode_family(&ResultLabel { result })?)?;
         }
         Ok(())
     }
@@ -259,13 +334,21 @@ mod tests {
     #[test]
     fn histogram_is_cumulative_and_counts_records() {
         let m = Metrics::default();
-        let tally = Tally { input: 4, ..Tally::default() };
+        let tally = Tally {
+            input: 4,
+            ..Tally::default()
+        };
         m.record_batch(&tally, "in", &[(0, 4)], ["out"; 4].into_iter(), 4.0e-6);
         let text = m.render();
         assert!(text.contains("messages_processed_total 4\n"), "{text}");
-        assert!(text.contains("message_processing_seconds_bucket{le=\"0.000001\"} 4\n"), "{text}");
+        assert!(
+            text.contains("message_processing_seconds_bucket{le=\"0.000001\"} 4\n"),
+            "{text}"
+        );
         assert!(text.contains("message_processing_seconds_bucket{le=\"+Inf\"} 4\n"));
-        assert!(text.contains("streamhost_records_consumed_total{topic=\"in\",partition=\"0\"} 4\n"));
+        assert!(
+            text.contains("streamhost_records_consumed_total{topic=\"in\",partition=\"0\"} 4\n")
+        );
         assert!(text.contains("streamhost_records_produced_total{topic=\"out\"} 4\n"));
     }
 }

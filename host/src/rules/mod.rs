@@ -15,13 +15,22 @@ use runtime::{CallError, Kind, Plugin, PluginInfo};
 pub trait Rule: Send + Sync {
     fn info(&self) -> &PluginInfo;
     fn transform(&self, _batch: &Batch) -> Result<TransformResults, CallError> {
-        Err(CallError::Contract(format!("{} is not a transform rule", self.info().name)))
+        Err(CallError::Contract(format!(
+            "{} is not a transform rule",
+            self.info().name
+        )))
     }
     fn trend(&self, _batch: &Batch, _windows: &WindowView) -> Result<TrendResults, CallError> {
-        Err(CallError::Contract(format!("{} is not a trend rule", self.info().name)))
+        Err(CallError::Contract(format!(
+            "{} is not a trend rule",
+            self.info().name
+        )))
     }
     fn detect(&self, _batch: &Batch, _windows: &WindowView) -> Result<AnomalyResults, CallError> {
-        Err(CallError::Contract(format!("{} is not an anomaly rule", self.info().name)))
+        Err(CallError::Contract(format!(
+            "{} is not an anomaly rule",
+            self.info().name
+        )))
     }
 }
 
@@ -59,11 +68,13 @@ impl RuleSet {
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Rule>> {
-        self.transform.iter().chain(&self.trend).chain(&self.anomaly)
+        self.transform
+            .iter()
+            .chain(&self.trend)
+            .chain(&self.anomaly)
     }
 }
 
 pub fn union_needs<'a>(rules: impl Iterator<Item = &'a Arc<dyn Rule>>) -> Needs {
     rules.fold(Needs::empty(), |n, r| n | r.info().needs)
 }
-

@@ -45,7 +45,11 @@ struct Stamp {
 fn stamp(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some(Stamp { len: m.len(), modified: m.modified().ok(), inode: m.ino() })
+    Some(Stamp {
+        len: m.len(),
+        modified: m.modified().ok(),
+        inode: m.ino(),
+    })
 }
 
 struct Slot {
@@ -98,7 +102,9 @@ impl Registry {
             let mut slots = registry.slots.lock().unwrap();
             for path in paths {
                 let seen = stamp(path);
-                let plugin = registry.load_file(path).map_err(|e| anyhow::anyhow!("loading plugin {}: {e}", path.display()))?;
+                let plugin = registry
+                    .load_file(path)
+                    .map_err(|e| anyhow::anyhow!("loading plugin {}: {e}", path.display()))?;
                 if let Some(other) = slots.iter().find(|s| s.plugin.name() == plugin.name()) {
                     anyhow::bail!(
                         "plugins {:?} and {} both call themselves {:?}; names must be unique",
@@ -117,7 +123,9 @@ impl Registry {
 
     fn load_file(&self, path: &Path) -> Result<Plugin, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        self.runtime.load(&bytes, &path.display().to_string()).map_err(|e| e.to_string())
+        self.runtime
+            .load(&bytes, &path.display().to_string())
+            .map_err(|e| e.to_string())
     }
 
     /// The rules to run the next batch with.
@@ -144,9 +152,16 @@ impl Registry {
     fn swap(&self, slots: &mut [Slot], i: usize, new: Plugin) -> Result<PluginInfo, ChangeError> {
         let was = slots[i].plugin.kind();
         if new.kind() != was {
-            return Err(ChangeError::KindChanged { was, now: new.kind() });
+            return Err(ChangeError::KindChanged {
+                was,
+                now: new.kind(),
+            });
         }
-        if let Some(other) = slots.iter().enumerate().find(|(j, s)| *j != i && s.plugin.name() == new.name()) {
+        if let Some(other) = slots
+            .iter()
+            .enumerate()
+            .find(|(j, s)| *j != i && s.plugin.name() == new.name())
+        {
             return Err(ChangeError::Duplicate(other.1.plugin.name().to_string()));
         }
         let info = new.info().clone();
@@ -173,7 +188,9 @@ impl Registry {
             let mut slots = self.slots.lock().unwrap();
             let mut todo = Vec::new();
             for (i, s) in slots.iter_mut().enumerate() {
-                let Origin::File(path) = &s.origin else { continue };
+                let Origin::File(path) = &s.origin else {
+                    continue;
+                };
                 let now = stamp(path);
                 if force {
                     todo.push((i, path.clone(), now));
@@ -190,7 +207,12 @@ impl Registry {
         for (i, path, seen) in todo {
             let loaded = self.load_file(&path);
             let mut slots = self.slots.lock().unwrap();
-            let Some(slot) = slots.get_mut(i).filter(|s| s.origin == Origin::File(path.clone())) else { continue };
+            let Some(slot) = slots
+                .get_mut(i)
+                .filter(|s| s.origin == Origin::File(path.clone()))
+            else {
+                continue;
+            };
             slot.seen = seen;
             slot.settling = None;
             match loaded {
@@ -223,7 +245,10 @@ impl Registry {
         };
         if new.name() != name {
             self.reloads_failed.fetch_add(1, Ordering::Relaxed);
-            return Err(ChangeError::NameMismatch { said: new.name().to_string(), asked: name.to_string() });
+            return Err(ChangeError::NameMismatch {
+                said: new.name().to_string(),
+                asked: name.to_string(),
+            });
         }
         match existing {
             Some(i) => self.swap(&mut slots, i, new).inspect_err(|_| {
@@ -243,7 +268,10 @@ impl Registry {
     /// Removes the plugin called `name` (admin API).
     pub fn remove(&self, name: &str) -> Result<(), ChangeError> {
         let mut slots = self.slots.lock().unwrap();
-        let i = slots.iter().position(|s| s.plugin.name() == name).ok_or_else(|| ChangeError::NotFound(name.into()))?;
+        let i = slots
+            .iter()
+            .position(|s| s.plugin.name() == name)
+            .ok_or_else(|| ChangeError::NotFound(name.into()))?;
         let slot = slots.remove(i);
         tracing::info!(plugin = %name, version = %slot.plugin.info().version, "Plugin removed.");
         self.publish(&slots);
@@ -263,7 +291,9 @@ impl Registry {
                         Origin::File(p) => p.display().to_string(),
                         Origin::Admin => "admin".into(),
                     },
-                    loaded_at: s.loaded_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    loaded_at: s
+                        .loaded_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     calls: st.calls.load(Ordering::Relaxed),
                     failures: st.failures.load(Ordering::Relaxed),
                     call_seconds: st.nanos.load(Ordering::Relaxed) as f64 / 1e9,

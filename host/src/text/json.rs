@@ -34,7 +34,11 @@ pub fn push_str(out: &mut String, s: &str) {
 }
 
 /// Appends `items` separated by commas, each written by `each`.
-pub fn push_joined<I: IntoIterator>(out: &mut String, items: I, mut each: impl FnMut(&mut String, I::Item)) {
+pub fn push_joined<I: IntoIterator>(
+    out: &mut String,
+    items: I,
+    mut each: impl FnMut(&mut String, I::Item),
+) {
     for (i, item) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -112,7 +116,11 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_like_serde_json() {
-        for s in ["plain", "quote\" back\\ nl\n tab\t bell\u{7} bs\u{8} ff\u{c} é ✓", ""] {
+        for s in [
+            "plain",
+            "quote\" back\\ nl\n tab\t bell\u{7} bs\u{8} ff\u{c} é ✓",
+            "",
+        ] {
             let mut out = String::new();
             push_str(&mut out, s);
             assert_eq!(out, serde_json::to_string(s).unwrap());
@@ -122,7 +130,19 @@ mod tests {
     #[test]
     fn numbers_are_shortest_round_trip() {
         let mut s = String::new();
-        for v in [40.0, 21.55, -0.5, -0.05, 0.0625, 1e-7, 1e300, 24.533333333333335, -3.25, 1010.05, 99999999999.9] {
+        for v in [
+            40.0,
+            21.55,
+            -0.5,
+            -0.05,
+            0.0625,
+            1e-7,
+            1e300,
+            24.533333333333335,
+            -3.25,
+            1010.05,
+            99999999999.9,
+        ] {
             s.clear();
             push_f64(&mut s, v);
             assert_eq!(s.parse::<f64>().unwrap(), v, "{s}");

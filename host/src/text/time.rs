@@ -43,7 +43,12 @@ pub fn push_iso8601(out: &mut String, ms: i64) {
         let _ = write!(out, "{ms}");
         return;
     }
-    let (h, m, s, milli) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+    let (h, m, s, milli) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000,
+    );
     let mut buf = *b"0000-00-00T00:00:00.000Z";
     let mut put = |at: usize, v: i64, width: usize| {
         let mut v = v;
@@ -67,14 +72,28 @@ pub fn push_iso8601(out: &mut String, ms: i64) {
 /// out-of-range fields are refused. See `decode::parse_time`.
 pub fn parse_rfc3339(b: &[u8]) -> Option<i64> {
     fn num(b: &[u8]) -> Option<i64> {
-        b.iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
+        b.iter().try_fold(0i64, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+        })
     }
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (year, month, day) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
     let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
     let mut i = 19;
@@ -98,7 +117,11 @@ pub fn parse_rfc3339(b: &[u8]) -> Option<i64> {
             if h > 23 || m > 59 {
                 return None;
             }
-            if *sign == b'-' { -(h * 60 + m) } else { h * 60 + m }
+            if *sign == b'-' {
+                -(h * 60 + m)
+            } else {
+                h * 60 + m
+            }
         }
         _ => return None,
     };
@@ -128,8 +151,20 @@ mod tests {
 
     #[test]
     fn iso8601_matches_chrono_across_eras() {
-        for ms in [0, 1, 86_399_999, 951_782_400_000, 1_795_541_405_123, -1, -86_400_001, 253_402_300_799_999] {
-            let want = chrono::DateTime::from_timestamp_millis(ms).unwrap().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        for ms in [
+            0,
+            1,
+            86_399_999,
+            951_782_400_000,
+            1_795_541_405_123,
+            -1,
+            -86_400_001,
+            253_402_300_799_999,
+        ] {
+            let want = chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string();
             assert_eq!(iso8601(ms), want, "{ms}");
         }
     }

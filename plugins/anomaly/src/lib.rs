@@ -174,7 +174,11 @@ mod tests {
 
     fn kinds(temperature: f64, humidity: f64, battery_level: f64) -> Vec<Kind> {
         let mut out = Vec::new();
-        let r = Reading { temperature, humidity, battery_level };
+        let r = Reading {
+            temperature,
+            humidity,
+            battery_level,
+        };
         detect(&r, &THRESHOLDS, |k, _| out.push(k));
         out
     }
@@ -195,7 +199,11 @@ mod tests {
     fn one_finding_per_kind_in_article_order() {
         assert_eq!(
             kinds(45.0, 95.0, 0.1),
-            [Kind::TemperatureOutOfRange, Kind::LowBattery, Kind::HighHumidity]
+            [
+                Kind::TemperatureOutOfRange,
+                Kind::LowBattery,
+                Kind::HighHumidity
+            ]
         );
     }
 

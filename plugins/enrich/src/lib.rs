@@ -49,7 +49,9 @@ mod component {
             // Every record of a batch shares the processing time, so the
             // members are formatted once.
             let members = super::members(batch.processing_time);
-            (0..batch.len).map(|_| members.clone().map(Transformed::Merge)).collect()
+            (0..batch.len)
+                .map(|_| members.clone().map(Transformed::Merge))
+                .collect()
         }
     }
 

@@ -41,7 +41,12 @@ mod component {
     struct Hostile;
 
     fn alert(message: String) -> Alert {
-        Alert { rule: "hostile".into(), kind: "echo".into(), severity: Severity::Low, message }
+        Alert {
+            rule: "hostile".into(),
+            kind: "echo".into(),
+            severity: Severity::Low,
+            message,
+        }
     }
 
     #[inline(never)]
@@ -87,7 +92,9 @@ mod component {
                     }
                     "reject" => out.push(Err("rejected by hostile".to_string())),
                     "huge-message" => out.push(Ok(vec![alert("x".repeat(2 << 20))])),
-                    "many-alerts" => out.push(Ok((0..100_000).map(|i| alert(i.to_string())).collect())),
+                    "many-alerts" => {
+                        out.push(Ok((0..100_000).map(|i| alert(i.to_string())).collect()))
+                    }
                     "wrong-count" => {
                         out.push(Ok(Vec::new()));
                         out.push(Ok(Vec::new()));
@@ -145,10 +152,18 @@ mod component {
                     ))),
                     "t-not-json" => Ok(Transformed::Replace("this is not JSON".into())),
                     "t-array-merge" => Ok(Transformed::Merge("[1,2]".into())),
-                    "t-no-key" => Ok(Transformed::Replace(r#"{"timestamp":"2026-11-24T06:40:00Z"}"#.into())),
-                    "t-future" => Ok(Transformed::Merge(r#"{"timestamp":"2100-01-01T00:00:00Z"}"#.into())),
+                    "t-no-key" => Ok(Transformed::Replace(
+                        r#"{"timestamp":"2026-11-24T06:40:00Z"}"#.into(),
+                    )),
+                    "t-future" => Ok(Transformed::Merge(
+                        r#"{"timestamp":"2100-01-01T00:00:00Z"}"#.into(),
+                    )),
                     "t-drop" => Ok(Transformed::Drop),
-                    "t-deep" => Ok(Transformed::Merge(format!(r#"{{"deep":{}1{}}}"#, "[".repeat(300), "]".repeat(300)))),
+                    "t-deep" => Ok(Transformed::Merge(format!(
+                        r#"{{"deep":{}1{}}}"#,
+                        "[".repeat(300),
+                        "]".repeat(300)
+                    ))),
                     "t-err" => Err("refused by hostile-transform".into()),
                     _ => Ok(Transformed::Keep),
                 })

@@ -54,7 +54,12 @@ impl CallTime {
     }
 
     pub fn random(&self, stream: u64) -> impl rand_core::Rng + Send + 'static {
-        SeededRandom { time: self.clone(), stream, call: u64::MAX, state: 0 }
+        SeededRandom {
+            time: self.clone(),
+            stream,
+            call: u64::MAX,
+            state: 0,
+        }
     }
 }
 
@@ -138,7 +143,10 @@ mod tests {
         assert_eq!(draw(&mut rng), a);
         time.begin(1_795_500_000_001);
         assert_ne!(draw(&mut rng), a);
-        assert_eq!(time.wall_clock().now(), Duration::from_millis(1_795_500_000_001));
+        assert_eq!(
+            time.wall_clock().now(),
+            Duration::from_millis(1_795_500_000_001)
+        );
         assert_eq!(time.monotonic_clock().now(), 1_795_500_000_001_000_000);
     }
 }

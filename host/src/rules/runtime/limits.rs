@@ -48,7 +48,10 @@ pub struct MemoryCap {
 
 impl MemoryCap {
     pub fn new(max_bytes: usize) -> Self {
-        Self { max_bytes, hit: false }
+        Self {
+            max_bytes,
+            hit: false,
+        }
     }
 }
 
@@ -95,7 +98,10 @@ mod tests {
         let mut cap = MemoryCap::new(1 << 20);
         assert!(cap.memory_growing(0, 1 << 20, None).unwrap());
         assert!(!cap.hit);
-        assert!(!cap.memory_growing(1 << 20, (1 << 20) + 65536, None).unwrap());
+        assert!(
+            !cap.memory_growing(1 << 20, (1 << 20) + 65536, None)
+                .unwrap()
+        );
         assert!(cap.hit);
     }
 }

@@ -27,8 +27,8 @@ use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::contract::{
-    AnomalyResults, Batch, Needs, TransformResults, TrendResults, WIT_PACKAGE, WIT_VERSION, WindowView, anomaly_rule, transform_rule,
-    trend_rule, types,
+    AnomalyResults, Batch, Needs, TransformResults, TrendResults, WIT_PACKAGE, WIT_VERSION,
+    WindowView, anomaly_rule, transform_rule, trend_rule, types,
 };
 use store::StoreState;
 
@@ -46,7 +46,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { deadline: Duration::from_millis(100), memory_bytes: 64 << 20, cache_bytes: 64 << 20 }
+        Self {
+            deadline: Duration::from_millis(100),
+            memory_bytes: 64 << 20,
+            cache_bytes: 64 << 20,
+        }
     }
 }
 
@@ -150,8 +154,13 @@ pub enum CallError {
     Contract(String),
     /// A failure of a sub-batch holding this record, when the search for
     /// the faulty records ran out of time before reaching it.
-    #[error("{cause} (not isolated: the search for the faulty records of the batch stopped after {budget:?})")]
-    Unisolated { cause: Box<CallError>, budget: Duration },
+    #[error(
+        "{cause} (not isolated: the search for the faulty records of the batch stopped after {budget:?})"
+    )]
+    Unisolated {
+        cause: Box<CallError>,
+        budget: Duration,
+    },
 }
 
 impl CallError {
@@ -171,7 +180,10 @@ impl CallError {
     pub fn unresolved(self, budget: Duration) -> CallError {
         match self {
             e @ CallError::Unisolated { .. } => e,
-            cause => CallError::Unisolated { cause: Box::new(cause), budget },
+            cause => CallError::Unisolated {
+                cause: Box::new(cause),
+                budget,
+            },
         }
     }
 }
@@ -202,7 +214,6 @@ pub struct Runtime {
     compiled: Mutex<Vec<(String, Component)>>,
 }
 
-
 impl Runtime {
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
         let mut config = Config::new();
@@ -214,7 +225,12 @@ impl Runtime {
         // with nothing in it (no files, sockets or environment).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         crate::contract::add_host_to_linker(&mut linker)?;
-        Ok(Self { engine, linker, limits, compiled: Mutex::new(Vec::new()) })
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            compiled: Mutex::new(Vec::new()),
+        })
     }
 
     /// Compiles, checks and describes a component. `origin` names it in logs
@@ -224,7 +240,10 @@ impl Runtime {
         let sha256 = hex(&Sha256::digest(bytes));
         let component = self.compile(bytes, &sha256)?;
         let (kind, wit) = self.exported_kind(&component)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let indices = Indices::new(kind, &pre).map_err(|reason| LoadError::Signature {
             interface: kind.interface().to_string(),
             reason,
@@ -245,10 +264,15 @@ impl Runtime {
             warm: Mutex::new(None),
             stats: Stats::default(),
         };
-        let described = plugin.call(|store, guest| guest.describe(store)).map_err(LoadError::Describe)?;
+        let described = plugin
+            .call(|store, guest| guest.describe(store))
+            .map_err(LoadError::Describe)?;
         let said = Kind::from(described.kind);
         if said != kind {
-            return Err(LoadError::KindMismatch { said, exported: kind });
+            return Err(LoadError::KindMismatch {
+                said,
+                exported: kind,
+            });
         }
         if described.name.trim().is_empty() {
             return Err(LoadError::EmptyName);
@@ -276,7 +300,8 @@ impl Runtime {
                 return Ok(component);
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let mut cache = self.compiled.lock().unwrap();
         cache.push((sha256.to_string(), component.clone()));
         let mut total: usize = cache.iter().map(|(_, c)| compiled_size(c)).sum();
@@ -293,8 +318,12 @@ impl Runtime {
         let mut all = Vec::new();
         for (name, item) in ty.exports(&self.engine) {
             all.push(format!("{name} ({})", extern_desc(&item.ty)));
-            let Some((pkg_iface, version)) = name.split_once('@') else { continue };
-            let Some(iface) = pkg_iface.strip_prefix("streamhost:plugin/") else { continue };
+            let Some((pkg_iface, version)) = name.split_once('@') else {
+                continue;
+            };
+            let Some(iface) = pkg_iface.strip_prefix("streamhost:plugin/") else {
+                continue;
+            };
             if let Some(kind) = Kind::ALL.into_iter().find(|k| k.interface() == iface) {
                 found.push((kind, version.to_string(), name.to_string()));
             }
@@ -303,11 +332,15 @@ impl Runtime {
             [] => Err(LoadError::NoRule { exports: all }),
             [(kind, version, name)] => {
                 if !version.starts_with("0.1.") {
-                    return Err(LoadError::Version { found: name.clone() });
+                    return Err(LoadError::Version {
+                        found: name.clone(),
+                    });
                 }
                 Ok((*kind, format!("{WIT_PACKAGE}@{version}")))
             }
-            many => Err(LoadError::Ambiguous(many.iter().map(|f| f.2.clone()).collect())),
+            many => Err(LoadError::Ambiguous(
+                many.iter().map(|f| f.2.clone()).collect(),
+            )),
         }
     }
 }
@@ -321,7 +354,12 @@ fn compiled_size(c: &Component) -> usize {
 /// Compiled bytes held by the cache of compiled components.
 impl Runtime {
     pub fn cached_bytes(&self) -> usize {
-        self.compiled.lock().unwrap().iter().map(|(_, c)| compiled_size(c)).sum()
+        self.compiled
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, c)| compiled_size(c))
+            .sum()
     }
 }
 
@@ -391,7 +429,9 @@ impl Indices {
     fn new(kind: Kind, pre: &InstancePre<StoreState>) -> Result<Self, String> {
         let e = |e: wasmtime::Error| format!("{e:#}");
         Ok(match kind {
-            Kind::Transform => Indices::Transform(transform_rule::GuestIndices::new(pre).map_err(e)?),
+            Kind::Transform => {
+                Indices::Transform(transform_rule::GuestIndices::new(pre).map_err(e)?)
+            }
             Kind::Trend => Indices::Trend(trend_rule::GuestIndices::new(pre).map_err(e)?),
             Kind::Anomaly => Indices::Anomaly(anomaly_rule::GuestIndices::new(pre).map_err(e)?),
         })
@@ -463,7 +503,10 @@ impl Plugin {
         let engine = self.pre.engine();
         let mut store = new_store(engine, &self.info.name, self.memory_bytes);
         store.set_epoch_deadline(limits::ticks(self.deadline));
-        let instance = self.pre.instantiate(&mut store).map_err(|e| self.classify(e, &store))?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e, &store))?;
         let guest = match &self.indices {
             Indices::Transform(i) => i.load(&mut store, &instance).map(Guest::Transform),
             Indices::Trend(i) => i.load(&mut store, &instance).map(Guest::Trend),
@@ -497,10 +540,16 @@ impl Plugin {
             }
         })();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats
+            .nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if let Err(e) = &result {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            *self.stats.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            *self
+                .stats
+                .last_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             tracing::warn!(plugin = %self.info.name, version = %self.info.version, error = %e, "Plugin call failed.");
         }
         result
@@ -528,7 +577,10 @@ impl Plugin {
             store.data().time.begin(processing_time);
             let out = f(store, guest)?;
             if out.len() != len as usize {
-                wasmtime::bail!("returned {} results for a batch of {len} records", out.len());
+                wasmtime::bail!(
+                    "returned {} results for a batch of {len} records",
+                    out.len()
+                );
             }
             Ok(out)
         })
@@ -536,26 +588,38 @@ impl Plugin {
 
     /// Calls a transform plugin.
     pub fn transform(&self, batch: &Batch) -> Result<TransformResults, CallError> {
-        self.call_batch(batch.len, batch.processing_time, |store, guest| match guest {
-            Guest::Transform(g) => g.call_transform(store, batch),
-            _ => unreachable!("kind checked at load"),
-        })
+        self.call_batch(
+            batch.len,
+            batch.processing_time,
+            |store, guest| match guest {
+                Guest::Transform(g) => g.call_transform(store, batch),
+                _ => unreachable!("kind checked at load"),
+            },
+        )
     }
 
     /// Calls a trend plugin.
     pub fn trend(&self, batch: &Batch, windows: &WindowView) -> Result<TrendResults, CallError> {
-        self.call_batch(batch.len, batch.processing_time, |store, guest| match guest {
-            Guest::Trend(g) => g.call_trend(store, batch, windows),
-            _ => unreachable!("kind checked at load"),
-        })
+        self.call_batch(
+            batch.len,
+            batch.processing_time,
+            |store, guest| match guest {
+                Guest::Trend(g) => g.call_trend(store, batch, windows),
+                _ => unreachable!("kind checked at load"),
+            },
+        )
     }
 
     /// Calls an anomaly plugin.
     pub fn detect(&self, batch: &Batch, windows: &WindowView) -> Result<AnomalyResults, CallError> {
-        self.call_batch(batch.len, batch.processing_time, |store, guest| match guest {
-            Guest::Anomaly(g) => g.call_detect(store, batch, windows),
-            _ => unreachable!("kind checked at load"),
-        })
+        self.call_batch(
+            batch.len,
+            batch.processing_time,
+            |store, guest| match guest {
+                Guest::Anomaly(g) => g.call_detect(store, batch, windows),
+                _ => unreachable!("kind checked at load"),
+            },
+        )
     }
 }
 
@@ -572,8 +636,14 @@ mod tests {
 
     #[test]
     fn headers_are_told_apart() {
-        assert!(matches!(check_header(b"hello world"), Err(LoadError::NotWasm)));
-        assert!(matches!(check_header(b"\0asm\x01\0\0\0"), Err(LoadError::CoreModule)));
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(LoadError::NotWasm)
+        ));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(LoadError::CoreModule)
+        ));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
     }
 }

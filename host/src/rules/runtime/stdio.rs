@@ -28,7 +28,10 @@ pub struct LogStream {
 
 impl LogStream {
     pub fn new(plugin: &str, which: Which) -> Self {
-        Self { plugin: plugin.into(), which }
+        Self {
+            plugin: plugin.into(),
+            which,
+        }
     }
 }
 
@@ -95,7 +98,10 @@ impl StdoutStream for LogStream {
 
 impl LogStream {
     fn writer(&self) -> LineWriter {
-        LineWriter { stream: self.clone(), pending: Vec::new() }
+        LineWriter {
+            stream: self.clone(),
+            pending: Vec::new(),
+        }
     }
 }
 
@@ -120,7 +126,11 @@ impl OutputStream for LineWriter {
 }
 
 impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.get_mut().push(buf);
         Poll::Ready(Ok(buf.len()))
     }

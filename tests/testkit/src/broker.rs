@@ -2,10 +2,7 @@
 //! Nisshi (crates.io `nisshi`), with in-memory storage, on a free loopback
 //! port. Installed once under `~/.streamhost-tools` and reused.
 //!
-//! This file only uses `std` and `anyhow` because the integration tests
-//! include it too (`#[path]`), so both start brokers the same way.
-
-#![allow(dead_code)]
+//! Only `std` and `anyhow`: `cargo xtask` uses it too, and stays light.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -52,7 +49,11 @@ pub struct Broker {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Broker {
@@ -76,7 +77,11 @@ impl Broker {
             .stderr(err)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut broker = Broker { child, port, bin: bin.to_path_buf() };
+        let mut broker = Broker {
+            child,
+            port,
+            bin: bin.to_path_buf(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Some(status) = broker.child.try_wait()? {
@@ -103,7 +108,12 @@ impl Broker {
     /// Creates a topic with the given number of partitions.
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
         let out = Command::new(&self.bin)
-            .args(["topic", "create", "--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args([
+                "topic",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
             .args(["--partitions", &partitions.to_string(), name])
             .output()?;
         if !out.status.success() {

@@ -1,0 +1,138 @@
+//! `cargo xtask bench`: streamhost measured against its limits, each
+//! comparison run back to back on the same data in one process so that the
+//! ratios hold on a noisy machine. Prints a markdown report and writes it to
+//! `target/bench/report.md`.
+//!
+//! 1. WASM against native, in process: the whole per-record path with the
+//!    example rules as components, and with the same rule code compiled in.
+//! 2. End to end against the broker: streamhost against a pass-through built
+//!    from the same source and sink, on the same pre-loaded topic; then the
+//!    latency from the producer's timestamp to the alert at half that rate.
+//! 3. Windows: bytes per retained reading and resident memory.
+
+mod common;
+mod end_to_end;
+mod hot_swap;
+mod in_process;
+mod windows;
+
+use streamhost_testkit::broker;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use streamhost::config::{RunArgs, Settings};
+use streamhost::contract::{
+    Alert, AnomalyResults, Batch, Needs, Severity, TransformResults, Transformed, TrendResult,
+    TrendResults, WindowView,
+};
+use streamhost::pipeline::Pipeline;
+use streamhost::record::InRecord;
+use streamhost::rules::runtime::{CallError, Kind, Limits, PluginInfo, Runtime};
+use streamhost::rules::{Rule, RuleSet};
+use streamhost::window::{ViewBuilder, WindowConfig, Windows};
+
+use common::*;
+
+/// Counts live heap bytes, for the window-memory figures.
+struct Counting;
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Best of `reps` runs of `f` (seconds): the least disturbed one.
+fn best(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
+    (0..reps).map(|_| f()).fold(f64::INFINITY, f64::min)
+}
+
+struct Report {
+    text: String,
+}
+
+impl Report {
+    fn line(&mut self, s: impl AsRef<str>) {
+        self.text.push_str(s.as_ref());
+        self.text.push('\n');
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    // `--profile`: one WASM pipeline pass only, for callgrind.
+    if std::env::args().any(|a| a == "--profile") {
+        let input = records(20_000, 1000);
+        let runtime = Runtime::new(Limits::default()).unwrap();
+        let rules = wasm_rules(&runtime);
+        println!("{:.3} s", run_pipeline(&rules, &input, 1000));
+        return;
+    }
+    let (n_inproc, n_e2e, keys) = if quick {
+        (100_000, 200_000, 20_000)
+    } else {
+        (500_000, 1_000_000, 100_000)
+    };
+    let mut report = Report {
+        text: String::new(),
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    report.line(format!(
+        "## streamhost benchmark{} — {}, {cores} cores, {:.0} GiB\n",
+        if quick { " (quick)" } else { "" },
+        chrono::Utc::now().format("%Y-%m-%d"),
+        mem as f64 / (1 << 20) as f64
+    ));
+    // Windows first: the resident-memory figure is only clean in a fresh process.
+    let mut windows = Report {
+        text: String::new(),
+    };
+    tokio::task::block_in_place(|| windows::windows_memory(&mut windows, keys, 300));
+    eprintln!("bench: WASM against native, in process");
+    in_process::in_process(&mut report, n_inproc);
+    eprintln!("bench: end to end on the local broker");
+    end_to_end::end_to_end(&mut report, n_e2e).await;
+    eprintln!("bench: hot swap");
+    report.line(windows.text.trim_end());
+    report.line("");
+    let phase = if quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(5)
+    };
+    tokio::task::block_in_place(|| hot_swap::hot_swap(&mut report, phase));
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("report.md"), &report.text).unwrap();
+    println!("{}", report.text);
+    println!("written to {}", dir.join("report.md").display());
+}

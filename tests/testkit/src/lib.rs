@@ -1,0 +1,367 @@
+//! The test kit: what the integration tests, the benchmarks and `cargo
+//! xtask` share to run streamhost against real parts.
+//!
+//! - `broker`: a local Kafka-compatible broker (Nisshi) on a free loopback
+//!   port (std only, so that `cargo xtask` stays light);
+//! - with the `kafka` feature: built plugins and a runtime to load them,
+//!   clusters with fresh topics, clients to fill and read them, and
+//!   streamhost processes.
+
+pub mod broker;
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[cfg(feature = "kafka")]
+pub use with_kafka::*;
+
+#[cfg(feature = "kafka")]
+mod with_kafka {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use streamhost::rules::runtime::{Limits, Plugin, Runtime};
+
+    use super::{broker, root};
+
+    /// Path of a component built by `cargo xtask plugins`.
+    pub fn plugin_path(name: &str) -> PathBuf {
+        let p = root().join("target/plugins").join(format!("{name}.wasm"));
+        assert!(
+            p.exists(),
+            "{} is missing: run `cargo xtask plugins` (or `cargo xtask test`)",
+            p.display()
+        );
+        p
+    }
+
+    pub fn runtime() -> Runtime {
+        Runtime::new(Limits::default()).expect("runtime")
+    }
+
+    pub fn load(rt: &Runtime, name: &str) -> Arc<Plugin> {
+        let bytes = std::fs::read(plugin_path(name)).unwrap();
+        Arc::new(
+            rt.load(&bytes, name)
+                .unwrap_or_else(|e| panic!("loading {name}: {e}")),
+        )
+    }
+
+    /// The broker binary, or a clear failure saying how to get one.
+    pub fn nisshi() -> PathBuf {
+        broker::find()
+            .expect("the nisshi broker is not installed: run `cargo xtask test`, which installs it")
+    }
+
+    /// A fresh topic name per test.
+    pub fn topic(prefix: &str) -> String {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        format!("{prefix}-{}-{nanos}", std::process::id())
+    }
+
+    pub mod kafka {
+        //! A broker with fresh topics per test, clients to fill and read them,
+        //! and streamhost processes on them.
+
+        use std::collections::HashMap;
+        use std::path::PathBuf;
+        use std::process::{Child, Command, Stdio};
+        use std::time::{Duration, Instant};
+
+        use rdkafka::config::ClientConfig;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::{Headers, Message};
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        use rdkafka::{Offset, TopicPartitionList};
+
+        use crate::broker::Broker;
+
+        /// A record read back from an output topic.
+        #[derive(Debug, Clone)]
+        pub struct Read {
+            pub key: Option<Vec<u8>>,
+            pub payload: Vec<u8>,
+            pub headers: HashMap<String, String>,
+            pub partition: i32,
+        }
+
+        impl Read {
+            pub fn json(&self) -> serde_json::Value {
+                serde_json::from_slice(&self.payload).expect("output is JSON")
+            }
+            pub fn header(&self, name: &str) -> &str {
+                self.headers
+                    .get(name)
+                    .map(String::as_str)
+                    .unwrap_or_else(|| panic!("no header {name}: {self:?}"))
+            }
+        }
+
+        /// A broker and a set of fresh topic names.
+        pub struct Cluster {
+            pub broker: Broker,
+            pub input: String,
+            pub enriched: String,
+            pub alerts: String,
+            pub dlq: String,
+            pub group: String,
+            pub log_dir: PathBuf,
+            producer: std::sync::OnceLock<FutureProducer>,
+        }
+
+        impl Cluster {
+            pub fn start(name: &str, input_partitions: u32) -> Cluster {
+                let log_dir = crate::root()
+                    .join("target/test-logs")
+                    .join(super::topic(name));
+                std::fs::create_dir_all(&log_dir).unwrap();
+                let broker = Broker::start(&super::nisshi(), Some(&log_dir.join("broker.log")))
+                    .expect("broker");
+                let c = Cluster {
+                    input: super::topic(&format!("{name}-in")),
+                    enriched: super::topic(&format!("{name}-enriched")),
+                    alerts: super::topic(&format!("{name}-alerts")),
+                    dlq: super::topic(&format!("{name}-dlq")),
+                    group: super::topic(&format!("{name}-group")),
+                    broker,
+                    log_dir,
+                    producer: Default::default(),
+                };
+                c.broker.create_topic(&c.input, input_partitions).unwrap();
+                for t in [&c.enriched, &c.alerts, &c.dlq] {
+                    c.broker.create_topic(t, 2).unwrap();
+                }
+                c
+            }
+
+            pub fn producer(&self) -> &FutureProducer {
+                self.producer.get_or_init(|| {
+                    ClientConfig::new()
+                        .set("bootstrap.servers", self.broker.bootstrap())
+                        .set("enable.idempotence", "true")
+                        .set("linger.ms", "5")
+                        .create()
+                        .unwrap()
+                })
+            }
+
+            /// Produces keyed records to the input topic, in order, and waits for
+            /// all of them. Returns (partition, offset) of each.
+            pub async fn produce(&self, records: &[(Option<String>, Vec<u8>)]) -> Vec<(i32, i64)> {
+                let producer = self.producer();
+                let mut futures = Vec::with_capacity(records.len());
+                for (key, payload) in records {
+                    let mut r = FutureRecord::to(&self.input).payload(&payload[..]);
+                    if let Some(k) = key {
+                        r = r.key(k.as_str());
+                    }
+                    futures.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
+                }
+                let mut out = Vec::with_capacity(futures.len());
+                for f in futures {
+                    let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
+                    out.push((d.partition, d.offset));
+                }
+                out
+            }
+
+            /// Produces records as they are: to a partition (or by key), with or
+            /// without key and value. Returns (partition, offset) of each.
+            pub async fn produce_raw(
+                &self,
+                records: &[(Option<i32>, Option<Vec<u8>>, Option<Vec<u8>>)],
+            ) -> Vec<(i32, i64)> {
+                let producer = self.producer();
+                let mut futures = Vec::with_capacity(records.len());
+                for (partition, key, payload) in records {
+                    let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.input);
+                    if let Some(p) = partition {
+                        r = r.partition(*p);
+                    }
+                    if let Some(k) = key {
+                        r = r.key(&k[..]);
+                    }
+                    if let Some(v) = payload {
+                        r = r.payload(&v[..]);
+                    }
+                    futures.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
+                }
+                let mut out = Vec::with_capacity(futures.len());
+                for f in futures {
+                    let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
+                    out.push((d.partition, d.offset));
+                }
+                out
+            }
+
+            /// Reads `topic` from the beginning until `stop` says enough or
+            /// `timeout` passes (then returns what it has).
+            pub fn read(
+                &self,
+                topic: &str,
+                timeout: Duration,
+                mut stop: impl FnMut(&[Read]) -> bool,
+            ) -> Vec<Read> {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", self.broker.bootstrap())
+                    .set("group.id", super::topic("reader"))
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .unwrap();
+                let md = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(10))
+                    .unwrap();
+                let mut tpl = TopicPartitionList::new();
+                for p in md.topics()[0].partitions() {
+                    tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                        .unwrap();
+                }
+                consumer.assign(&tpl).unwrap();
+                let deadline = Instant::now() + timeout;
+                let mut out = Vec::new();
+                while Instant::now() < deadline && !stop(&out) {
+                    if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+                        let m = m.unwrap();
+                        let headers = m
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| {
+                                        (
+                                            h.key.to_string(),
+                                            String::from_utf8_lossy(h.value.unwrap_or_default())
+                                                .into_owned(),
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        out.push(Read {
+                            key: m.key().map(<[u8]>::to_vec),
+                            payload: m.payload().unwrap_or_default().to_vec(),
+                            headers,
+                            partition: m.partition(),
+                        });
+                    }
+                }
+                out
+            }
+
+            /// Starts streamhost on this cluster's topics with the three example
+            /// plugins and any extra arguments; stderr goes to `<log>.log`.
+            pub fn streamhost(&self, log: &str, extra: &[&str]) -> Child {
+                let plugins = ["enrich", "trend", "anomaly"].map(super::plugin_path);
+                self.streamhost_with(log, &plugins, extra)
+            }
+
+            /// Starts streamhost with the given plugin files.
+            pub fn streamhost_with(&self, log: &str, plugins: &[PathBuf], extra: &[&str]) -> Child {
+                let err = std::fs::File::create(self.log_dir.join(format!("{log}.log"))).unwrap();
+                let mut cmd = Command::new(super::bin("streamhost"));
+                cmd.args([
+                    "--brokers",
+                    &self.broker.bootstrap(),
+                    "--admin",
+                    "127.0.0.1:0",
+                ])
+                .arg("--admin-address-file")
+                .arg(self.log_dir.join(format!("{log}.admin")))
+                .args(["--input-topic", &self.input, "--group", &self.group])
+                .args([
+                    "--enriched-topic",
+                    &self.enriched,
+                    "--alerts-topic",
+                    &self.alerts,
+                    "--dlq-topic",
+                    &self.dlq,
+                ]);
+                for p in plugins {
+                    cmd.arg("--plugin").arg(p);
+                }
+                cmd.args(extra)
+                    .env("RUST_LOG", "info")
+                    .stdout(Stdio::piped())
+                    .stderr(err)
+                    .spawn()
+                    .expect("starting streamhost")
+            }
+
+            /// Waits for a line containing `needle` in a process's log.
+            pub fn wait_log(&self, log: &str, needle: &str, timeout: Duration) -> String {
+                let t = Instant::now();
+                loop {
+                    if let Some(line) = self.log(log).lines().find(|l| l.contains(needle)) {
+                        return line.to_string();
+                    }
+                    assert!(
+                        t.elapsed() < timeout,
+                        "{log} never logged {needle:?}:\n{}",
+                        self.log(log)
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+
+            /// The admin API address a process wrote to its address file
+            /// (`--admin-address-file`), waiting for it.
+            pub fn admin_addr(&self, log: &str) -> String {
+                let file = self.log_dir.join(format!("{log}.admin"));
+                let t = Instant::now();
+                loop {
+                    if let Ok(addr) = std::fs::read_to_string(&file) {
+                        if !addr.is_empty() {
+                            return addr;
+                        }
+                    }
+                    assert!(
+                        t.elapsed() < Duration::from_secs(30),
+                        "{log} never wrote {}:\n{}",
+                        file.display(),
+                        self.log(log)
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+
+            pub fn log(&self, log: &str) -> String {
+                std::fs::read_to_string(self.log_dir.join(format!("{log}.log"))).unwrap_or_default()
+            }
+        }
+
+        /// Sends SIGTERM to a child and waits for it.
+        pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            child.wait().unwrap()
+        }
+    }
+
+    /// A binary of this workspace, built next to the test executable's folder
+    /// (`cargo xtask test` builds them before running the tests).
+    pub fn bin(name: &str) -> PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap();
+        let p = dir.join(name);
+        assert!(
+            p.exists(),
+            "{} is missing: run `cargo xtask test` (it builds the binaries first)",
+            p.display()
+        );
+        p
+    }
+}
