@@ -30,6 +30,8 @@ fn streamhost(c: &Cluster, log: &str, input: &str, enriched: &str, extra: &[&str
             "--group",
             &c.group,
         ])
+        .arg("--admin-address-file")
+        .arg(c.log_dir.join(format!("{log}.admin")))
         .args([
             "--input-topic",
             input,

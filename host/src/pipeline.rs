@@ -483,14 +483,15 @@ impl Pipeline {
                         .unwrap_or_else(|| d.key.clone().into_bytes());
                     let enriched =
                         output::enriched(text, &window, &trends, &kinds, &versions, source);
-                    let first = out.len();
-                    out.push(OutRecord {
-                        dest: Dest::Enriched,
+                    let record = |dest, payload: String| OutRecord {
+                        dest,
                         source: (inp.partition, inp.offset),
                         key: Some(key.clone()),
-                        payload: enriched.into_bytes(),
+                        payload: payload.into_bytes(),
                         headers: Vec::new(),
-                    });
+                    };
+                    let first = out.len();
+                    out.push(record(Dest::Enriched, enriched));
                     for (p, alerts) in &rec.alerts {
                         let info = rules.anomaly[*p].info();
                         let payload = output::alert(
@@ -503,13 +504,7 @@ impl Pipeline {
                             alerts,
                             source,
                         );
-                        out.push(OutRecord {
-                            dest: Dest::Alerts,
-                            source: (inp.partition, inp.offset),
-                            key: Some(key.clone()),
-                            payload: payload.into_bytes(),
-                            headers: Vec::new(),
-                        });
+                        out.push(record(Dest::Alerts, payload));
                     }
                     match out[first..].iter().find(|r| r.size() > max_bytes) {
                         None => {

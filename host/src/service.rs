@@ -107,6 +107,7 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
     })?);
     let registry = Arc::new(Registry::from_files(runtime, &settings.plugins)?);
     metrics.plugins_loaded.store(true, Ordering::Relaxed);
+    metrics.watch_plugins(registry.clone());
     if registry.current().all().next().is_none() {
         tracing::warn!("No plugins given: records get windows and pass through unchanged.");
     }

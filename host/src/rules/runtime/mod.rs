@@ -10,6 +10,11 @@
 //!   call getting a fresh one;
 //! - every call gets a deadline and a memory cap, and its failure is
 //!   classified (`CallError`) so the caller can route records by cause.
+//!
+//! wasmtime's pooling allocator is not enabled: it makes instantiation cheap
+//! by reserving memory slots up front, but instances here are created rarely
+//! (a warm one per plugin is reused; a fresh one only after a failure or a
+//! swap), so it would reserve address space and buy nothing.
 
 mod determinism;
 mod limits;
