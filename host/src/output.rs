@@ -198,6 +198,7 @@ pub fn alert(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Reason;
 
     #[test]
     fn alert_has_the_articles_shape() {
@@ -278,5 +279,41 @@ mod tests {
         assert_eq!(s["trends"]["trend"]["direction"], "stable");
         assert_eq!(s["plugins"]["trend"], "1.0.0");
         assert_eq!(s["source"]["offset"], 9);
+    }
+
+    #[test]
+    fn oversized_dead_letters_become_references() {
+        let failure = Failure {
+            reason: Reason::OutputTooLarge,
+            message: "x".repeat(10_000),
+            plugin: None,
+        };
+        let source = SourcePos {
+            topic: "t",
+            partition: 1,
+            offset: 2,
+        };
+        let small =
+            dead_letter(source, Some(b"k".to_vec()), b"{}".to_vec(), &failure)
+                .fit_dead_letter(100_000);
+        assert_eq!(small.payload, b"{}");
+        let big = dead_letter(
+            source,
+            Some(b"k".to_vec()),
+            vec![b'a'; 2_000_000],
+            &failure,
+        )
+        .fit_dead_letter(1_000_000);
+        assert!(big.size() <= 1_000_000);
+        assert_eq!(big.payload, vec![b'a'; 1024]);
+        let header = |name: &str| {
+            big.headers
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header(headers::ORIGINAL_BYTES).as_deref(), Some("2000000"));
+        assert_eq!(header(headers::OFFSET).as_deref(), Some("2"));
+        assert_eq!(header(headers::ERROR).unwrap().len(), 4099);
     }
 }
