@@ -87,20 +87,17 @@ pub fn can_install() -> bool {
         && std::env::var_os("STREAMHOST_NO_INSTALL").is_none_or(|v| v.is_empty() || v == "0")
 }
 
-fn apt_command(packages: &[&str]) -> String {
-    format!(
-        "apt-get update && apt-get install -y --no-install-recommends {}",
-        packages.join(" ")
-    )
+fn apt_command(packages: &[&str], flags: &str) -> String {
+    format!("apt-get update && apt-get install -y --no-install-recommends {flags}{}", packages.join(" "))
 }
 
 /// The command that installs `packages`, prefixed with `sudo` when not root.
 fn apt_hint(packages: &[&str]) -> String {
-    if is_root() {
-        apt_command(packages)
-    } else {
-        format!("sudo sh -c '{}'", apt_command(packages))
-    }
+    apt_hint_with(packages, "")
+}
+
+fn apt_hint_with(packages: &[&str], flags: &str) -> String {
+    if is_root() { apt_command(packages, flags) } else { format!("sudo sh -c '{}'", apt_command(packages, flags)) }
 }
 
 // ---------------------------------------------------------------- wasm32 --
@@ -272,8 +269,8 @@ pub fn ensure_debian() -> Result<()> {
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok()).collect();
     if !can_install() {
         let fix = format!(
-            "{} (or, with rustup able to download, `rustup target add wasm32-unknown-unknown`)",
-            apt_hint(DEBIAN_PACKAGES)
+            "{} (--reinstall restores a file lost from an installed package; or, with rustup able to download, `rustup target add wasm32-unknown-unknown`)",
+            apt_hint_with(DEBIAN_PACKAGES, "--reinstall ")
         );
         return Err(missing_error("the wasm32 toolchain", &failed, &fix));
     }
