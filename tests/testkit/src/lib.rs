@@ -352,8 +352,15 @@ mod with_kafka {
     }
 
     /// A binary of this workspace, built next to the test executable's folder
-    /// (`cargo xtask test` builds them before running the tests).
+    /// (`cargo xtask test` builds them before running the tests), or, for
+    /// `streamhost`, the one `STREAMHOST_BIN` names (to run the tests against
+    /// another build, an older one say).
     pub fn bin(name: &str) -> PathBuf {
+        if name == "streamhost" {
+            if let Some(p) = std::env::var_os("STREAMHOST_BIN") {
+                return PathBuf::from(p);
+            }
+        }
         let exe = std::env::current_exe().unwrap();
         let dir = exe.parent().unwrap().parent().unwrap();
         let p = dir.join(name);
