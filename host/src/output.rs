@@ -293,17 +293,11 @@ mod tests {
             partition: 1,
             offset: 2,
         };
-        let small =
-            dead_letter(source, Some(b"k".to_vec()), b"{}".to_vec(), &failure)
-                .fit_dead_letter(100_000);
+        let small = dead_letter(source, Some(b"k".to_vec()), b"{}".to_vec(), &failure)
+            .fit_dead_letter(100_000);
         assert_eq!(small.payload, b"{}");
-        let big = dead_letter(
-            source,
-            Some(b"k".to_vec()),
-            vec![b'a'; 2_000_000],
-            &failure,
-        )
-        .fit_dead_letter(1_000_000);
+        let big = dead_letter(source, Some(b"k".to_vec()), vec![b'a'; 2_000_000], &failure)
+            .fit_dead_letter(1_000_000);
         assert!(big.size() <= 1_000_000);
         assert_eq!(big.payload, vec![b'a'; 1024]);
         let header = |name: &str| {

@@ -88,7 +88,10 @@ pub fn can_install() -> bool {
 }
 
 fn apt_command(packages: &[&str], flags: &str) -> String {
-    format!("apt-get update && apt-get install -y --no-install-recommends {flags}{}", packages.join(" "))
+    format!(
+        "apt-get update && apt-get install -y --no-install-recommends {flags}{}",
+        packages.join(" ")
+    )
 }
 
 /// The command that installs `packages`, prefixed with `sudo` when not root.
@@ -97,7 +100,11 @@ fn apt_hint(packages: &[&str]) -> String {
 }
 
 fn apt_hint_with(packages: &[&str], flags: &str) -> String {
-    if is_root() { apt_command(packages, flags) } else { format!("sudo sh -c '{}'", apt_command(packages, flags)) }
+    if is_root() {
+        apt_command(packages, flags)
+    } else {
+        format!("sudo sh -c '{}'", apt_command(packages, flags))
+    }
 }
 
 // ---------------------------------------------------------------- wasm32 --
