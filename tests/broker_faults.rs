@@ -162,7 +162,7 @@ async fn a_failed_delivery_stops_streamhost_while_idle() {
     // freeze the broker meanwhile.
     let t = Instant::now();
     loop {
-        let metrics = http_get(&format!("http://{admin}/metrics"));
+        let metrics = http_get(&admin, "/metrics");
         if metrics.contains("messages_processed_total 1") {
             break;
         }
@@ -189,22 +189,9 @@ async fn a_failed_delivery_stops_streamhost_while_idle() {
     assert!(log.contains("could not be delivered"), "{log}");
 }
 
-/// A plain HTTP GET (the admin API), as text.
-fn http_get(url: &str) -> String {
-    let addr = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let path = format!(
-        "/{}",
-        url.trim_start_matches("http://")
-            .splitn(2, '/')
-            .nth(1)
-            .unwrap_or("")
-    );
-    streamhost::ops::admin::request(&addr, "GET", &path, None, b"")
+/// `GET path` on the admin API at `admin`, as text.
+fn http_get(admin: &str, path: &str) -> String {
+    streamhost::ops::admin::request(admin, "GET", path, None, b"")
         .map(|(_, body)| body)
         .unwrap_or_default()
 }

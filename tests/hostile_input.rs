@@ -718,13 +718,7 @@ impl Model {
 async fn windows_on_a_backlog_match_a_model_at_any_batch_size() {
     let mut records: Vec<(i32, String, i64, f64)> = Vec::new();
     let steps = [1_000i64, 3_000, 7_000, 20_000];
-    let mut seed = 99u64;
-    let mut rand = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rand = support::seeded_uniform(99);
     for i in 0..600i64 {
         for (p, step) in steps.iter().enumerate() {
             for s in 0..5 {

@@ -28,13 +28,10 @@ fn record(offset: i64, sensor: &str) -> InRecord {
     }
 }
 
-#[test]
-fn each_failure_is_dead_lettered_alone_with_its_reason() {
-    let rt = support::runtime();
-    let mut rules = RuleSet::default();
-    rules.push(support::load(&rt, "enrich"));
-    rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::rules::Rule>);
-    let mut pipeline = Pipeline::new(PipelineConfig {
+/// The pipeline both tests run: one field, a 5-minute window, a generous
+/// isolation budget.
+fn config() -> PipelineConfig {
+    PipelineConfig {
         schema: Schema {
             key_field: "sensor_id".into(),
             time_field: "timestamp".into(),
@@ -52,7 +49,16 @@ fn each_failure_is_dead_lettered_alone_with_its_reason() {
         max_future_ms: 3_600_000,
         isolation_budget: std::time::Duration::from_secs(30),
         limits: OutputLimits::default(),
-    });
+    }
+}
+
+#[test]
+fn each_failure_is_dead_lettered_alone_with_its_reason() {
+    let rt = support::runtime();
+    let mut rules = RuleSet::default();
+    rules.push(support::load(&rt, "enrich"));
+    rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::rules::Rule>);
+    let mut pipeline = Pipeline::new(config());
     let keys = [
         "a", "b", "panic", "c", "reject", "d", "bomb", "e", "spin", "f",
     ];
@@ -133,25 +139,7 @@ fn one_poisoned_record_in_a_thousand_is_found_alone() {
     let mut rules = RuleSet::default();
     rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::rules::Rule>);
     for poison in ["panic", "spin"] {
-        let mut pipeline = Pipeline::new(PipelineConfig {
-            schema: Schema {
-                key_field: "sensor_id".into(),
-                time_field: "timestamp".into(),
-                fields: vec!["temperature".into()],
-                epoch_unit: EpochUnit::Millis,
-            },
-            window: WindowConfig {
-                length_ms: 300_000,
-                lateness_ms: 0,
-                k: 3,
-                fields: 1,
-                idle_ms: 0,
-            },
-            source_topic: "in".into(),
-            max_future_ms: 3_600_000,
-            isolation_budget: std::time::Duration::from_secs(60),
-            limits: OutputLimits::default(),
-        });
+        let mut pipeline = Pipeline::new(config());
         let input: Vec<InRecord> = (0..1000)
             .map(|i| record(i, if i == 613 { poison } else { "fine" }))
             .collect();

@@ -137,13 +137,7 @@ fn model(
 /// arrive two minutes late (dead-lettered).
 fn readings() -> Vec<Reading> {
     let mut out = Vec::new();
-    let mut seed = 12345u64;
-    let mut rand = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rand = support::seeded_uniform(12345);
     for i in 0..45i64 {
         for s in 1..=6 {
             let mut r = Reading {

@@ -381,6 +381,12 @@ impl Settings {
         if self.plugin_memory_bytes < 1 << 20 {
             return Err(invalid("plugin-memory-mib", "must be at least 1"));
         }
+        if self.fields.len() > crate::decode::MAX_FIELDS {
+            return Err(invalid(
+                "fields",
+                format!("at most {} fields", crate::decode::MAX_FIELDS),
+            ));
+        }
         if self.key_field == self.time_field {
             return Err(invalid("key-field", "must differ from time-field"));
         }

@@ -13,6 +13,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visi
 pub use crate::text::time::EpochUnit;
 use crate::text::time::{MAX_TIME_MS, MIN_TIME_MS, parse_rfc3339};
 
+/// The most numeric fields a schema may name (they are tracked in a `u64`).
+pub const MAX_FIELDS: usize = 64;
+
 /// Which members to read.
 #[derive(Clone, Debug)]
 pub struct Schema {
@@ -120,8 +123,9 @@ struct Found {
     key: Option<String>,
     time: Option<i64>,
     values: Vec<f64>,
-    /// Which of the fields were seen, to refuse a member given twice.
-    seen: Vec<bool>,
+    /// Which of the fields were seen (bit f), to refuse a member given
+    /// twice without allocating per record (at most `MAX_FIELDS` fields).
+    seen: u64,
 }
 
 struct RecordSeed<'s> {
@@ -148,7 +152,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             key: None,
             time: None,
             values: vec![f64::NAN; s.fields.len()],
-            seen: vec![false; s.fields.len()],
+            seen: 0,
         };
         let twice = |name: &str| de::Error::custom(format!("member `{name}` appears twice"));
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
@@ -163,9 +167,10 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 }
                 found.time = Some(map.next_value_seed(TimeSeed(s.epoch_unit))?);
             } else if let Some(f) = s.fields.iter().position(|n| *n == name) {
-                if std::mem::replace(&mut found.seen[f], true) {
+                if found.seen & (1 << f) != 0 {
                     return Err(twice(&name));
                 }
+                found.seen |= 1 << f;
                 let v = map.next_value::<Option<f64>>().map_err(|e| {
                     de::Error::custom(format!(
                         "field `{name}` is not a number: {}",

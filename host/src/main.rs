@@ -51,10 +51,20 @@ enum Command {
     /// through its admin API.
     Plugins {
         /// The admin API's address.
-        #[arg(long, env = "STREAMHOST_ADMIN", default_value = "127.0.0.1:9464")]
+        #[arg(
+            long,
+            env = "STREAMHOST_ADMIN",
+            default_value = "127.0.0.1:9464",
+            global = true
+        )]
         admin: String,
         /// Bearer token for `put` and `rm`.
-        #[arg(long, env = "STREAMHOST_ADMIN_TOKEN", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "STREAMHOST_ADMIN_TOKEN",
+            hide_env_values = true,
+            global = true
+        )]
         token: Option<String>,
         #[command(subcommand)]
         action: PluginAction,

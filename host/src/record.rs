@@ -91,19 +91,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
-        Reason::Decode,
-        Reason::Late,
-        Reason::Future,
-        Reason::PluginTimeout,
-        Reason::PluginOom,
-        Reason::PluginTrap,
-        Reason::PluginError,
-        Reason::PluginOutputLimit,
-        Reason::OutputTooLarge,
-        Reason::OutputRefused,
-    ];
-
     /// The header value.
     pub fn as_str(self) -> &'static str {
         match self {

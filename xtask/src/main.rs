@@ -297,7 +297,7 @@ pub fn announce_plan() {
 /// `cargo xtask doctor`: every requirement of `cargo xtask test` and
 /// `cargo xtask demo`, present or missing, and how it is installed.
 fn doctor() -> Result<()> {
-    let wasm32 = if rustup_wasm32() {
+    let wasm32 = if toolchain::rustup_has_wasm32() {
         vec![toolchain::Check {
             what: "wasm32 target (rustup)",
             state: Ok(
@@ -353,17 +353,6 @@ everything is in place."
         }
     }
     Ok(())
-}
-
-fn rustup_wasm32() -> bool {
-    Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .is_ok_and(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.trim() == "wasm32-unknown-unknown")
-        })
 }
 
 /// Builds every binary the tests and the demo run, with one command and one

@@ -109,7 +109,7 @@ fn apt_hint_with(packages: &[&str], flags: &str) -> String {
 
 // ---------------------------------------------------------------- wasm32 --
 
-fn rustup_has_wasm32() -> bool {
+pub fn rustup_has_wasm32() -> bool {
     output(Command::new("rustup").args(["target", "list", "--installed"]))
         .is_some_and(|o| o.lines().any(|l| l.trim() == "wasm32-unknown-unknown"))
 }

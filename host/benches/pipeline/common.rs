@@ -136,13 +136,7 @@ pub fn wasm_rules(runtime: &Runtime) -> RuleSet {
 /// `n` readings like the article's producer, `sensors` sensors one second
 /// apart, with about 5% out of range.
 pub fn records(n: usize, sensors: usize) -> Vec<InRecord> {
-    let mut seed = 99u64;
-    let mut rand = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut rand = streamhost_testkit::seeded_uniform(99);
     let t0 = 1_795_500_000_000i64;
     (0..n)
         .map(|i| {

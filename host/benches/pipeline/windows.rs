@@ -24,13 +24,7 @@ pub fn windows_memory(report: &mut Report, keys: usize, per_key: usize) {
         idle_ms: 600_000,
     });
     // Sensor-like values: a random walk per key.
-    let mut seed = 7u64;
-    let mut rand = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    };
+    let mut rand = streamhost_testkit::seeded_uniform(7);
     let started = Instant::now();
     for s in 0..per_key {
         let mut view = ViewBuilder::new(4, 3, false, keys);

@@ -149,8 +149,9 @@ impl Shared {
     fn fail(&self, error: String) {
         tracing::error!(%error, "An output could not be delivered; no further offsets will be committed.");
         self.failure.lock().unwrap().get_or_insert(error);
+        // Wakes every `failed()` future created before this line; later
+        // ones see `failure` set before they wait.
         self.failed.notify_waiters();
-        self.failed.notify_one();
     }
 }
 

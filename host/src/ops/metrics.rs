@@ -170,25 +170,15 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
-        let mut last: Option<(&str, u64)> = None;
+        let mut per_topic: std::collections::BTreeMap<&str, u64> =
+            std::collections::BTreeMap::new();
         for topic in produced {
-            match &mut last {
-                Some((t, n)) if *t == topic => *n += 1,
-                _ => {
-                    if let Some((t, n)) = last.replace((topic, 1)) {
-                        self.produced
-                            .get_or_create(&Topic {
-                                topic: t.to_string(),
-                            })
-                            .inc_by(n);
-                    }
-                }
-            }
+            *per_topic.entry(topic).or_default() += 1;
         }
-        if let Some((t, n)) = last {
+        for (topic, n) in per_topic {
             self.produced
                 .get_or_create(&Topic {
-                    topic: t.to_string(),
+                    topic: topic.to_string(),
                 })
                 .inc_by(n);
         }

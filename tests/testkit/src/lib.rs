@@ -21,6 +21,17 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A seeded stream of uniform numbers in [0, 1) (a 64-bit LCG), so that
+/// generated test and benchmark data is the same on every run.
+pub fn seeded_uniform(mut seed: u64) -> impl FnMut() -> f64 {
+    move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 #[cfg(feature = "kafka")]
 pub use with_kafka::*;
 
@@ -161,21 +172,17 @@ mod with_kafka {
             /// Produces keyed records to the input topic, in order, and waits for
             /// all of them. Returns (partition, offset) of each.
             pub async fn produce(&self, records: &[(Option<String>, Vec<u8>)]) -> Vec<(i32, i64)> {
-                let producer = self.producer();
-                let mut futures = Vec::with_capacity(records.len());
-                for (key, payload) in records {
-                    let mut r = FutureRecord::to(&self.input).payload(&payload[..]);
-                    if let Some(k) = key {
-                        r = r.key(k.as_str());
-                    }
-                    futures.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
-                }
-                let mut out = Vec::with_capacity(futures.len());
-                for f in futures {
-                    let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
-                    out.push((d.partition, d.offset));
-                }
-                out
+                let raw: Vec<_> = records
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            None,
+                            k.as_ref().map(|k| k.clone().into_bytes()),
+                            Some(v.clone()),
+                        )
+                    })
+                    .collect();
+                self.produce_raw(&raw).await
             }
 
             /// Produces records as they are: to a partition (or by key), with or

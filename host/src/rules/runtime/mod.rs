@@ -238,6 +238,16 @@ impl Runtime {
         })
     }
 
+    /// Bytes of compiled code held by the cache of compiled components.
+    pub fn cached_bytes(&self) -> usize {
+        self.compiled
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, c)| compiled_size(c))
+            .sum()
+    }
+
     /// Compiles, checks and describes a component. `origin` names it in logs
     /// until its own name is known.
     pub fn load(&self, bytes: &[u8], origin: &str) -> Result<Plugin, LoadError> {
@@ -354,18 +364,6 @@ impl Runtime {
 fn compiled_size(c: &Component) -> usize {
     let r = c.image_range();
     r.end as usize - r.start as usize
-}
-
-/// Compiled bytes held by the cache of compiled components.
-impl Runtime {
-    pub fn cached_bytes(&self) -> usize {
-        self.compiled
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, c)| compiled_size(c))
-            .sum()
-    }
 }
 
 fn new_store(engine: &Engine, plugin: &str, memory_bytes: usize) -> Store<StoreState> {
