@@ -23,6 +23,7 @@ fn record(offset: i64, sensor: &str) -> InRecord {
     InRecord {
         partition: 0,
         offset,
+        timestamp: None,
         key: Some(sensor.as_bytes().to_vec()),
         payload: Some(payload.into_bytes()),
     }

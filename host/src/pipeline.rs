@@ -24,7 +24,7 @@ use crate::output::{self, WindowStats};
 use crate::record::{Dest, Failure, InRecord, OutRecord, Reason, SourcePos};
 use crate::rules::runtime::{CallError, PluginInfo};
 use crate::rules::{Rule, RuleSet, union_needs};
-use crate::text::time::iso8601;
+use crate::text::time::{MIN_TIME_MS, iso8601};
 use crate::transform::Merge;
 use crate::window::{Refused, ViewBuilder, WindowConfig, Windows};
 
@@ -122,6 +122,7 @@ enum Payload {
 /// A record on its way through the batch.
 struct Rec {
     partition: i32,
+    offset: i64,
     original: Payload,
     /// The record's JSON text after transforms; `None` while it is still the
     /// consumed payload.
@@ -132,7 +133,7 @@ struct Rec {
 }
 
 impl Rec {
-    fn new(partition: i32, payload: Option<Vec<u8>>, schema: &Schema) -> Rec {
+    fn new(partition: i32, offset: i64, payload: Option<Vec<u8>>, schema: &Schema) -> Rec {
         let fail = |e: String| {
             State::Failed(Failure {
                 reason: Reason::Decode,
@@ -162,6 +163,7 @@ impl Rec {
         };
         Rec {
             partition,
+            offset,
             original,
             text: None,
             state,
@@ -216,22 +218,40 @@ impl Pipeline {
         &self.cfg
     }
 
-    /// Runs one batch. `now_ms` is the batch's processing time, handed to
-    /// rules in place of a clock.
-    pub fn process(&mut self, rules: &RuleSet, mut input: Vec<InRecord>, now_ms: i64) -> Output {
+    /// Forgets the windows of `partition` (it was revoked).
+    pub fn drop_partition(&mut self, partition: i32) {
+        self.windows.drop_partition(partition);
+    }
+
+    /// Decodes, transforms and checks the event times of a batch: what comes
+    /// before the windows. `now_ms` is the batch's processing time; with
+    /// `replay`, a record's own Kafka timestamp stands in for it in the
+    /// event-time check, as the best estimate of when it was first
+    /// processed.
+    fn prepare(
+        &self,
+        transforms: &[std::sync::Arc<dyn Rule>],
+        input: &mut [InRecord],
+        now_ms: i64,
+        replay: bool,
+    ) -> Vec<Rec> {
         let schema = &self.cfg.schema;
         let mut recs: Vec<Rec> = input
             .iter_mut()
-            .map(|r| Rec::new(r.partition, r.payload.take(), schema))
+            .map(|r| Rec::new(r.partition, r.offset, r.payload.take(), schema))
             .collect();
 
-        for rule in &rules.transform {
+        for rule in transforms {
             self.transform_stage(rule.as_ref(), &mut recs, now_ms);
         }
 
         // Event-time sanity, after transforms (which may rewrite the time).
-        let horizon = now_ms.saturating_add(self.cfg.max_future_ms);
-        for rec in &mut recs {
+        for (rec, inp) in recs.iter_mut().zip(input.iter()) {
+            let processed = match (replay, inp.timestamp) {
+                (true, Some(ts)) => ts.max(MIN_TIME_MS),
+                _ => now_ms,
+            };
+            let horizon = processed.saturating_add(self.cfg.max_future_ms);
             let t = match &rec.state {
                 State::Live { decoded, .. } if decoded.time_ms > horizon => decoded.time_ms,
                 _ => continue,
@@ -241,13 +261,44 @@ impl Pipeline {
                 message: format!(
                     "event time {} is {} ms ahead of the processing time {}; at most {} ms ahead is accepted (--max-future)",
                     iso8601(t),
-                    t - now_ms,
-                    iso8601(now_ms),
+                    t - processed,
+                    iso8601(processed),
                     self.cfg.max_future_ms
                 ),
                 plugin: None,
             });
         }
+        recs
+    }
+
+    /// Replays records into the windows only, to rebuild them: decode,
+    /// transforms and the event-time check run as in `process`, but no trend
+    /// or anomaly rule is called and nothing is output. Returns how many
+    /// records entered a window.
+    pub fn replay(
+        &mut self,
+        transforms: &[std::sync::Arc<dyn Rule>],
+        mut input: Vec<InRecord>,
+        now_ms: i64,
+    ) -> u64 {
+        let recs = self.prepare(transforms, &mut input, now_ms, true);
+        let mut entered = 0;
+        for rec in &recs {
+            if let State::Live { decoded: d, .. } = &rec.state {
+                let inserted =
+                    self.windows
+                        .insert(rec.partition, rec.offset, &d.key, d.time_ms, &d.values, None);
+                entered += u64::from(inserted.is_ok());
+            }
+        }
+        entered
+    }
+
+    /// Runs one batch. `now_ms` is the batch's processing time, handed to
+    /// rules in place of a clock.
+    pub fn process(&mut self, rules: &RuleSet, mut input: Vec<InRecord>, now_ms: i64) -> Output {
+        let schema = &self.cfg.schema;
+        let mut recs = self.prepare(&rules.transform, &mut input, now_ms, false);
 
         // Windows: every live record enters its key's window in batch order.
         let wneeds = union_needs(rules.trend.iter().chain(&rules.anomaly));
@@ -265,10 +316,11 @@ impl Pipeline {
             };
             let refused = match self.windows.insert(
                 rec.partition,
+                rec.offset,
                 &d.key,
                 d.time_ms,
                 &d.values,
-                &mut view,
+                Some(&mut view),
             ) {
                 Ok(()) => {
                     *slot = Some(entered.len());

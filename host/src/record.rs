@@ -6,6 +6,8 @@
 pub struct InRecord {
     pub partition: i32,
     pub offset: i64,
+    /// The record's Kafka timestamp (milliseconds), if it has one.
+    pub timestamp: Option<i64>,
     pub key: Option<Vec<u8>>,
     /// `None` for a tombstone (a record without a value).
     pub payload: Option<Vec<u8>>,

@@ -13,21 +13,26 @@
 //! consumers), and each partition forgets idle keys on its own clock.
 //!
 //! Forgetting idle keys: a key must not hold memory forever once its sensor
-//! stops. Every `max(keys, 1024)` inserts into a partition, the partition is
-//! swept. A key is dropped only when both hold:
-//! - it received no record since the previous sweep, and
+//! stops. Each partition is read in intervals of `SWEEP_INTERVAL` offsets;
+//! when the first record of a new interval arrives, the partition is swept.
+//! The sweep first advances the partition's clock: the larger of the clock
+//! and the (lower) median event time of the records the closing interval
+//! brought to the windows. Then a key is dropped when both hold:
+//! - it received no record in the closing interval, and
 //! - its newest event time is more than `length + lateness + idle` behind
-//!   the partition's *median* key time (the lower median of its keys' newest
-//!   event times).
+//!   the partition's clock.
 //!
-//! The median, not the maximum, so that one far-ahead record (a broken clock)
-//! cannot make the partition's other keys look idle; "no record since the
-//! previous sweep", so that a key being read right now is never dropped,
-//! whatever order a backlog arrives in. A sweep depends only on the
-//! partition's own record sequence: not on batch sizes, nor on how partitions
-//! interleave. A dropped key that sends again starts a fresh window, which is
-//! the same window it would have had unless its new record is within
-//! `length` of its old newest event time.
+//! The median, not the maximum, so that a few far-ahead records (a broken
+//! clock) cannot make the partition's other keys look idle; "no record in
+//! the interval", so that a key being read right now is never dropped,
+//! whatever order a backlog arrives in. Sweeps happen at offsets and depend
+//! only on the partition's own records: not on batch sizes, on how
+//! partitions interleave, or on how many keys there are. That is what lets a
+//! rebuild (`crate::rebuild`) that replays the partition from an interval
+//! boundary reach the same sweeps as a run that was never interrupted. A
+//! dropped key that sends again starts a fresh window, which is the same
+//! window it would have had unless its new record is within `length` of its
+//! old newest event time.
 //!
 //! Layout, per key, for memory and speed:
 //! - readings are stored column-wise in two ring buffers, event times as
@@ -51,6 +56,9 @@
 use std::collections::{HashMap, VecDeque};
 
 pub use crate::text::time::{MAX_TIME_MS, MIN_TIME_MS};
+
+/// Offsets per sweep interval (see the module's documentation).
+pub const SWEEP_INTERVAL: i64 = 4096;
 
 /// Window settings.
 #[derive(Clone, Debug)]
@@ -132,10 +140,26 @@ pub struct Windows {
 }
 
 /// The windows of the keys arriving on one input partition.
-#[derive(Default)]
 struct PartitionWindows {
     keys: HashMap<Box<str>, KeyWindow>,
-    inserts_since_sweep: usize,
+    /// The sweep interval being read (`offset / SWEEP_INTERVAL`), once a
+    /// record arrived.
+    interval: Option<i64>,
+    /// Event times of the records the current interval brought.
+    times: Vec<i64>,
+    /// The partition's clock: the largest interval median so far.
+    clock: i64,
+}
+
+impl Default for PartitionWindows {
+    fn default() -> Self {
+        PartitionWindows {
+            keys: HashMap::new(),
+            interval: None,
+            times: Vec::new(),
+            clock: i64::MIN,
+        }
+    }
 }
 
 impl Windows {
@@ -175,16 +199,32 @@ impl Windows {
         }
     }
 
-    /// Adds a reading to `key`'s window on `partition` and appends the
-    /// window as it now is to `out`. `values` has one entry per field, NaN
-    /// for absent.
+    /// The partitions held, with how many keys hold a window on each.
+    pub fn partitions(&self) -> impl Iterator<Item = (i32, usize)> + '_ {
+        self.partitions.iter().map(|(p, w)| (*p, w.keys.len()))
+    }
+
+    /// `partition`'s clock (see the module's documentation), once one of
+    /// its sweep intervals has closed.
+    pub fn partition_clock(&self, partition: i32) -> Option<i64> {
+        self.partitions
+            .get(&partition)
+            .map(|p| p.clock)
+            .filter(|&c| c > i64::MIN)
+    }
+
+    /// Adds the reading at `offset` of `partition` to `key`'s window and,
+    /// when `out` is given, appends the window as it now is to it. `values`
+    /// has one entry per field, NaN for absent. Records must arrive in
+    /// offset order per partition.
     pub fn insert(
         &mut self,
         partition: i32,
+        offset: i64,
         key: &str,
         time_ms: i64,
         values: &[f64],
-        out: &mut ViewBuilder,
+        out: Option<&mut ViewBuilder>,
     ) -> Result<(), Refused> {
         debug_assert_eq!(values.len(), self.cfg.fields);
         if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&time_ms) {
@@ -192,6 +232,18 @@ impl Windows {
         }
         let cfg = &self.cfg;
         let part = self.partitions.entry(partition).or_default();
+        let interval = offset.div_euclid(SWEEP_INTERVAL);
+        match part.interval {
+            Some(current) if interval > current => {
+                let (keys, readings) = part.sweep(cfg.length_ms + cfg.lateness_ms + cfg.idle_ms);
+                self.keys -= keys;
+                self.readings -= readings;
+                part.interval = Some(interval);
+            }
+            Some(_) => {}
+            None => part.interval = Some(interval),
+        }
+        part.times.push(time_ms);
         let window = match part.keys.get_mut(key) {
             Some(w) => w,
             None => {
@@ -201,6 +253,7 @@ impl Windows {
                     .or_insert_with(|| KeyWindow::new(cfg.fields, time_ms))
             }
         };
+        window.active = true;
         if window.len() > 0 && time_ms < window.newest - cfg.lateness_ms {
             return Err(Refused::Late {
                 newest_ms: window.newest,
@@ -210,41 +263,26 @@ impl Windows {
         let before = window.len();
         window.insert(time_ms, values);
         window.evict(cfg.length_ms);
-        window.snapshot(cfg.k, out);
-        window.active = true;
+        if let Some(out) = out {
+            window.snapshot(cfg.k, out);
+        }
         self.readings = self.readings + window.len() - before;
-        part.inserts_since_sweep += 1;
-        if part.inserts_since_sweep > part.keys.len().max(1024) {
-            let (keys, readings) = part.sweep(cfg.length_ms + cfg.lateness_ms + cfg.idle_ms);
-            self.keys -= keys;
-            self.readings -= readings;
-        }
         Ok(())
-    }
-
-    /// Sweeps every partition now (see the module's documentation).
-    pub fn sweep(&mut self) {
-        let horizon = self.cfg.length_ms + self.cfg.lateness_ms + self.cfg.idle_ms;
-        for part in self.partitions.values_mut() {
-            let (keys, readings) = part.sweep(horizon);
-            self.keys -= keys;
-            self.readings -= readings;
-        }
     }
 }
 
 impl PartitionWindows {
-    /// Drops the keys that are idle (see the module's documentation) and
-    /// returns how many keys and readings went.
+    /// Closes the current interval: advances the clock, drops the keys that
+    /// are idle (see the module's documentation), and returns how many keys
+    /// and readings went.
     fn sweep(&mut self, horizon_ms: i64) -> (usize, usize) {
-        self.inserts_since_sweep = 0;
-        let mut newest: Vec<i64> = self.keys.values().map(|w| w.newest).collect();
-        if newest.is_empty() {
-            return (0, 0);
+        if !self.times.is_empty() {
+            let mid = (self.times.len() - 1) / 2;
+            let median = *self.times.select_nth_unstable(mid).1;
+            self.clock = self.clock.max(median);
+            self.times.clear();
         }
-        let mid = (newest.len() - 1) / 2;
-        let median = *newest.select_nth_unstable(mid).1;
-        let cutoff = median.saturating_sub(horizon_ms);
+        let cutoff = self.clock.saturating_sub(horizon_ms);
         let (mut keys, mut readings) = (0, 0);
         self.keys.retain(|_, w| {
             let keep = std::mem::replace(&mut w.active, false) || w.newest >= cutoff;
@@ -281,7 +319,7 @@ struct KeyWindow {
     mins: Vec<VecDeque<u32>>,
     maxs: Vec<VecDeque<u32>>,
     evicted_since_resum: usize,
-    /// Whether a record arrived since its partition's last sweep.
+    /// Whether a record arrived in its partition's current sweep interval.
     active: bool,
 }
 
@@ -563,7 +601,7 @@ mod tests {
 
     fn push(w: &mut Windows, key: &str, t: i64, a: f64, b: f64) -> Result<ViewBuilder, Refused> {
         let mut out = ViewBuilder::new(2, 3, true, 1);
-        w.insert(0, key, t, &[a, b], &mut out).map(|_| out)
+        w.insert(0, 0, key, t, &[a, b], Some(&mut out)).map(|_| out)
     }
 
     /// Naive reference: the stats of `readings` within the window ending at
@@ -662,49 +700,64 @@ mod tests {
         assert!(push(&mut w, "t", 0, 1.0, 0.0).is_ok());
     }
 
+    /// Inserts at `offset` of `partition`, without a view.
+    fn at(w: &mut Windows, partition: i32, offset: i64, key: &str, t: i64) {
+        w.insert(partition, offset, key, t, &[1.0, 1.0], None).unwrap();
+    }
+
+    const I: i64 = SWEEP_INTERVAL;
+
     #[test]
-    fn idle_keys_are_swept_on_their_partitions_median_time() {
+    fn idle_keys_are_swept_at_interval_boundaries_on_their_partitions_median_time() {
         let mut w = windows(0);
-        push(&mut w, "old", 0, 1.0, 1.0).unwrap();
-        for k in ["a", "b"] {
-            push(&mut w, k, 10 * MIN, 1.0, 1.0).unwrap();
-        }
-        // Every key was active since the last sweep: none goes.
-        w.sweep();
+        at(&mut w, 0, 0, "old", 0);
+        at(&mut w, 0, 1, "a", 10 * MIN);
+        at(&mut w, 0, 2, "b", 10 * MIN);
+        // The first record of the next interval sweeps; every key was active
+        // in the closing one: none goes, but the clock is now 10 minutes.
+        at(&mut w, 0, I, "a", 10 * MIN + 1);
         assert_eq!(w.keys(), 3);
-        push(&mut w, "a", 10 * MIN + 1, 1.0, 1.0).unwrap();
-        w.sweep();
-        // "old" is silent and 10 minutes behind the median: dropped.
-        assert_eq!((w.keys(), w.readings()), (2, 3));
+        assert_eq!(w.partition_clock(0), Some(10 * MIN));
+        // Offsets within an interval never sweep, however many records.
+        at(&mut w, 0, I + 1, "b", 10 * MIN + 2);
+        assert_eq!(w.keys(), 3);
+        // A gap in offsets still crosses the boundary: "old" was silent and
+        // is 10 minutes behind the clock, so it goes.
+        at(&mut w, 0, 5 * I + 7, "a", 10 * MIN + 3);
+        assert_eq!((w.keys(), w.readings()), (2, 5));
     }
 
     #[test]
     fn one_far_ahead_key_cannot_sweep_the_others() {
         let mut w = windows(0);
-        for k in ["a", "b", "c"] {
-            push(&mut w, k, 0, 1.0, 1.0).unwrap();
+        for (o, k) in ["a", "b", "c"].into_iter().enumerate() {
+            at(&mut w, 0, o as i64, k, 0);
         }
-        push(&mut w, "broken-clock", 10 * 365 * 24 * 60 * MIN, 1.0, 1.0).unwrap();
-        w.sweep();
-        w.sweep();
+        at(&mut w, 0, 3, "broken-clock", 10 * 365 * 24 * 60 * MIN);
+        at(&mut w, 0, I, "a", 1);
+        at(&mut w, 0, 2 * I, "b", 2);
+        at(&mut w, 0, 3 * I, "c", 3);
         assert_eq!(w.keys(), 4);
+        assert_eq!(w.partition_clock(0), Some(2));
     }
 
     #[test]
     fn partitions_keep_separate_clocks_and_can_be_dropped() {
         let mut w = windows(0);
-        let mut out = ViewBuilder::new(2, 3, false, 4);
         // Partition 1 runs an hour ahead of partition 0: it must not make
         // partition 0's keys idle.
-        for k in ["a", "b", "c"] {
-            w.insert(0, k, 0, &[1.0, 1.0], &mut out).unwrap();
-            w.insert(1, k, 60 * MIN, &[1.0, 1.0], &mut out).unwrap();
+        for (o, k) in ["a", "b", "c"].into_iter().enumerate() {
+            at(&mut w, 0, o as i64, k, 0);
+            at(&mut w, 1, o as i64, k, 60 * MIN);
         }
-        w.sweep();
-        w.sweep();
+        at(&mut w, 0, I, "a", 1);
+        at(&mut w, 1, I, "a", 60 * MIN + 1);
+        at(&mut w, 0, 2 * I, "a", 2);
+        at(&mut w, 1, 2 * I, "a", 60 * MIN + 2);
         assert_eq!((w.partition_keys(0), w.partition_keys(1)), (3, 3));
+        assert_eq!(w.partition_clock(1), Some(60 * MIN + 1));
         w.drop_partition(1);
-        assert_eq!((w.keys(), w.readings()), (3, 3));
+        assert_eq!((w.keys(), w.readings()), (3, 5));
     }
 
     #[test]
@@ -808,7 +861,7 @@ mod tests {
                     let t = entry.0 + s.dt;
                     entry.0 = t;
                     let mut out = ViewBuilder::new(1, 2, true, 1);
-                    let got = w.insert(s.partition, &format!("k{}", s.key), t, &[s.value], &mut out);
+                    let got = w.insert(s.partition, 0, &format!("k{}", s.key), t, &[s.value], Some(&mut out));
                     if !entry.2.is_empty() && t < entry.1 - lateness {
                         prop_assert_eq!(got, Err(Refused::Late { newest_ms: entry.1, behind_ms: entry.1 - t }));
                         continue;
@@ -833,9 +886,12 @@ mod tests {
                     prop_assert!(close(v.fields[0].min[0], min, 0.0) && close(v.fields[0].max[0], max, 0.0));
                     prop_assert!(close(v.fields[0].first[0], inside[0].1, 0.0) && close(v.fields[0].last[0], inside[inside.len() - 1].1, 0.0));
                 }
-                // Dropping keys may never break the counts.
-                w.sweep();
+                // Dropping partitions may never break the counts.
                 prop_assert!(w.keys() <= model.len());
+                for p in 0..3 {
+                    w.drop_partition(p);
+                }
+                prop_assert_eq!((w.keys(), w.readings()), (0, 0));
             }
         }
     }

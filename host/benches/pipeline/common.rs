@@ -156,7 +156,7 @@ pub fn records(n: usize, sensors: usize) -> Vec<InRecord> {
                 -74.0 + rand(),
                 0.25 + rand() * 0.75
             );
-            InRecord { partition: (i % 3) as i32, offset: i as i64, key: Some(sensor.into_bytes()), payload: Some(payload.into_bytes()) }
+            InRecord { partition: (i % 3) as i32, offset: i as i64, timestamp: None, key: Some(sensor.into_bytes()), payload: Some(payload.into_bytes()) }
         })
         .collect()
 }

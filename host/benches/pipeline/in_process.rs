@@ -41,11 +41,13 @@ pub fn in_process(report: &mut Report, n: usize) {
             idle_ms: 600_000,
         });
         let started = Instant::now();
+        let mut offset = 0;
         for chunk in decoded.chunks(batch) {
             let mut view = ViewBuilder::new(4, 3, true, chunk.len());
             for d in chunk {
-                w.insert(0, &d.key, d.time_ms, &d.values, &mut view)
+                w.insert(0, offset, &d.key, d.time_ms, &d.values, Some(&mut view))
                     .unwrap();
+                offset += 1;
             }
             std::hint::black_box(view.view);
         }

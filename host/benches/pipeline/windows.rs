@@ -33,10 +33,11 @@ pub fn windows_memory(report: &mut Report, keys: usize, per_key: usize) {
             let v = level[k];
             w.insert(
                 0,
+                (s * keys + k) as i64,
                 name,
                 1_795_500_000_000 + s as i64 * 1000,
                 &[v, v * 2.0, 1000.0 + v, 0.5 + v / 100.0],
-                &mut view,
+                Some(&mut view),
             )
             .unwrap();
         }

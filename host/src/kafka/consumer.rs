@@ -139,6 +139,7 @@ impl KafkaSource {
                     return Ok(InRecord {
                         partition: m.partition(),
                         offset: m.offset(),
+                        timestamp: m.timestamp().to_millis(),
                         key: m.key().map(<[u8]>::to_vec),
                         payload: m.payload().map(<[u8]>::to_vec),
                     });
