@@ -128,6 +128,33 @@ pub struct RunArgs {
     #[arg(long, env = "STREAMHOST_KEY_IDLE", value_name = "DURATION")]
     pub key_idle: Option<String>,
 
+    /// Partition-parallel workers: each owns whole input partitions, their
+    /// windows and its own plugin instances. [default: the number of cores]
+    #[arg(long, env = "STREAMHOST_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Extra event time replayed when windows are rebuilt, to cover records
+    /// whose Kafka timestamps are behind their place in the partition
+    /// (producer clock skew, buffering). [default: 30s]
+    #[arg(long, env = "STREAMHOST_REBUILD_MARGIN", value_name = "DURATION")]
+    pub rebuild_margin: Option<String>,
+
+    /// Static group membership (`group.instance.id`): a process restarted
+    /// with the same id within the session timeout gets its partitions back
+    /// without a rebalance. Give each process of the group its own.
+    #[arg(long, env = "STREAMHOST_INSTANCE_ID", value_name = "ID")]
+    pub instance_id: Option<String>,
+
+    /// How long the group waits for a silent member before moving its
+    /// partitions (`session.timeout.ms`). [default: 10s]
+    #[arg(long, env = "STREAMHOST_SESSION_TIMEOUT", value_name = "DURATION")]
+    pub session_timeout: Option<String>,
+
+    /// Partition assignment: `cooperative-sticky` (only moved partitions are
+    /// revoked and rebuilt), `range` or `roundrobin`. [default: cooperative-sticky]
+    #[arg(long, env = "STREAMHOST_ASSIGNMENT", value_name = "STRATEGY")]
+    pub assignment: Option<String>,
+
     /// Oldest and newest values per field passed to rules that ask for them. [default: 3]
     #[arg(long, env = "STREAMHOST_WINDOW_VALUES", value_name = "K")]
     pub window_values: Option<u32>,
@@ -207,6 +234,11 @@ struct FileConfig {
     epoch_unit: Option<String>,
     max_future: Option<String>,
     key_idle: Option<String>,
+    workers: Option<usize>,
+    rebuild_margin: Option<String>,
+    instance_id: Option<String>,
+    session_timeout: Option<String>,
+    assignment: Option<String>,
     batch_size: Option<usize>,
     batch_wait: Option<String>,
     plugin_deadline: Option<String>,
@@ -235,6 +267,11 @@ pub struct Settings {
     pub epoch_unit: crate::text::time::EpochUnit,
     pub max_future: Duration,
     pub key_idle: Duration,
+    pub workers: usize,
+    pub rebuild_margin: Duration,
+    pub instance_id: Option<String>,
+    pub session_timeout: Duration,
+    pub assignment: String,
     pub batch_size: usize,
     pub batch_wait: Duration,
     pub plugin_deadline: Duration,
@@ -314,6 +351,24 @@ impl Settings {
             },
             max_future: duration("max-future", args.max_future.or(file.max_future), "1h")?,
             key_idle: duration("key-idle", args.key_idle.or(file.key_idle), "10m")?,
+            workers: args.workers.or(file.workers).unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
+            rebuild_margin: duration(
+                "rebuild-margin",
+                args.rebuild_margin.or(file.rebuild_margin),
+                "30s",
+            )?,
+            instance_id: args
+                .instance_id
+                .or(file.instance_id)
+                .filter(|t| !t.is_empty()),
+            session_timeout: duration(
+                "session-timeout",
+                args.session_timeout.or(file.session_timeout),
+                "10s",
+            )?,
+            assignment: s(args.assignment, file.assignment, "cooperative-sticky"),
             batch_size: args.batch_size.or(file.batch_size).unwrap_or(1000),
             batch_wait: duration("batch-wait", args.batch_wait.or(file.batch_wait), "20ms")?,
             plugin_deadline: duration(
@@ -366,10 +421,23 @@ impl Settings {
         }
         if self.key_idle > Duration::from_secs(100 * 365 * 86_400)
             || self.max_future > Duration::from_secs(100 * 365 * 86_400)
+            || self.rebuild_margin > Duration::from_secs(100 * 365 * 86_400)
         {
             return Err(invalid(
                 "key-idle",
-                "key-idle and max-future must be under 100 years",
+                "key-idle, max-future and rebuild-margin must be under 100 years",
+            ));
+        }
+        if self.workers == 0 || self.workers > 256 {
+            return Err(invalid("workers", "must be 1 to 256"));
+        }
+        if !["cooperative-sticky", "range", "roundrobin"].contains(&self.assignment.as_str()) {
+            return Err(invalid(
+                "assignment",
+                format!(
+                    "{:?} is none of cooperative-sticky, range, roundrobin",
+                    self.assignment
+                ),
             ));
         }
         if self.batch_size == 0 {

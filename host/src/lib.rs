@@ -5,7 +5,8 @@
 //! - `record`: the records that move between stages (in, out, dead-letter
 //!   reasons); `contract`: the WIT contract's types; `text`: hand-written
 //!   JSON and time text for the hot path. These three are leaves, used by all.
-//! - `kafka::consumer`: Kafka in, batches of records.
+//! - `kafka::consumer`: Kafka in, batches of records; `kafka::replay`: a
+//!   span of one partition read again, outside the group.
 //! - `decode`: each record's JSON read once into key, event time and fields.
 //! - `transform`: what transform rules return, applied to the record's text.
 //! - `window`: sliding windows per key, per input partition.
@@ -13,6 +14,8 @@
 //!   that swaps rules while streamhost runs.
 //! - `output`: the shapes of enriched records, alerts and dead letters.
 //! - `pipeline`: one batch through all of the above.
+//! - `rebuild`: a partition's windows rebuilt by replaying its input
+//!   through the pipeline's windows, before its first record is processed.
 //! - `kafka::producer` and `kafka::committer`: Kafka out, and input offsets
 //!   stored once their outputs are durable.
 //! - `ops`: the admin API, metrics and health, beside the data path.
@@ -31,6 +34,7 @@ pub mod kafka;
 pub mod ops;
 pub mod output;
 pub mod pipeline;
+pub mod rebuild;
 pub mod rules;
 pub mod service;
 pub mod transform;

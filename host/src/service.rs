@@ -1,8 +1,19 @@
 //! The main job: consume, run the pipeline, produce, commit; until a signal
 //! (or `--max-records`) says stop, then drain and commit before returning.
+//!
+//! Work is split by input partition. One task consumes and cuts batches;
+//! each record goes to the worker that owns its partition (`partition mod
+//! workers`), a thread with that partition's windows, which processes its
+//! part of the batch in order, produces the outputs and hands them to its
+//! committer lane. Plugin instances come from each plugin's pool, so
+//! workers never share a `Store`. Before a worker processes a partition
+//! whose consumption (re)started somewhere its windows do not end, it
+//! rebuilds them (`crate::rebuild`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -12,12 +23,16 @@ use crate::decode::Schema;
 use crate::kafka::{
     self,
     committer::{Committer, Pending},
-    consumer::KafkaSource,
+    consumer::{Held, KafkaSource},
     producer::{KafkaSink, flush},
+    replay::PartitionReader,
 };
 use crate::ops::admin::{self, Admin};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{OutputLimits, Pipeline, PipelineConfig, Tally};
+use crate::rebuild::{Rebuilt, rebuild};
+use crate::record::InRecord;
+use crate::rules::RuleSet;
 use crate::rules::registry::Registry;
 use crate::rules::runtime::{Limits, Runtime};
 use crate::window::WindowConfig;
@@ -70,16 +85,38 @@ pub struct Summary {
     pub tally: Tally,
     /// When the first batch arrived (for throughput that excludes start-up).
     pub first_batch: Option<Instant>,
+    /// Partition window rebuilds, in the order they finished.
+    pub rebuilds: Vec<Rebuilt>,
 }
 
-/// Everything a run holds: the rules, Kafka in and out, the committer.
+/// Everything a run holds: the rules, Kafka in and out, the committer and
+/// the workers.
 struct Job {
     settings: Settings,
     metrics: Arc<Metrics>,
-    registry: Arc<Registry>,
     source: Arc<KafkaSource>,
+    shared: Arc<Shared>,
+    workers: Vec<(SyncSender<Work>, std::thread::JoinHandle<Worker>)>,
+}
+
+/// What the workers share.
+struct Shared {
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
     sink: Arc<KafkaSink>,
     committer: Committer,
+    /// Batches handed to workers and not yet handed to the committer.
+    dispatched: Counter,
+    /// Why a worker stopped, if one did.
+    failure: Mutex<Option<String>>,
+}
+
+/// A sub-batch for one worker: records of its partitions, in offset order
+/// per partition, and the partitions held when the batch was cut.
+struct Work {
+    records: Vec<InRecord>,
+    held: Arc<Held>,
 }
 
 /// Runs the main job until `shutdown` resolves (or `max_records` are done).
@@ -92,12 +129,14 @@ pub async fn run(
     let mut summary = Summary::default();
     let result = consume(&job, &mut summary, shutdown).await;
     lag_task.abort();
-    drain(job, &summary.tally)?;
+    let drained = tokio::task::block_in_place(|| drain(job, &mut summary));
     result?;
+    drained?;
     Ok(summary)
 }
 
-/// Loads the plugins, serves the admin API, and connects to Kafka.
+/// Loads the plugins, serves the admin API, connects to Kafka and starts
+/// the workers.
 async fn start(settings: Settings) -> anyhow::Result<Job> {
     let metrics = Arc::new(Metrics::default());
     let runtime = Arc::new(Runtime::new(Limits {
@@ -135,12 +174,27 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         let sink = sink.clone();
         tokio::task::spawn_blocking(move || sink.check_topics(Duration::from_secs(10))).await??;
     }
-    let committer = Committer::start(&source, sink.clone(), IN_FLIGHT_BATCHES);
+    let committer = Committer::start(&source, sink.clone(), IN_FLIGHT_BATCHES, settings.workers);
+    let settled = committer.waiter();
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        registry,
+        sink,
+        committer,
+        dispatched: Counter::default(),
+        failure: Mutex::new(None),
+    });
     {
-        let producer = sink.producer().clone();
-        let settled = committer.waiter();
+        // Before partitions are given up: every batch already handed to a
+        // worker is processed, its outputs acknowledged, and its offsets
+        // stored (the consumer then commits them).
+        let shared = shared.clone();
         source.on_revoke(Box::new(move || {
-            flush(&producer, DRAIN_TIMEOUT);
+            if !shared.dispatched.wait_zero(DRAIN_TIMEOUT) {
+                tracing::warn!("Workers still busy at revoke; their records will be consumed again.");
+            }
+            flush(shared.sink.producer(), DRAIN_TIMEOUT);
             if !settled(DRAIN_TIMEOUT) {
                 tracing::warn!(
                     "Outputs still unacknowledged at revoke; their records will be consumed again."
@@ -148,97 +202,122 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
             }
         }));
     }
+    let mut workers = Vec::with_capacity(settings.workers);
+    for id in 0..settings.workers {
+        let mut worker = Worker::new(id, &settings).context("creating a worker's replay consumer")?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Work>(2);
+        let shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("streamhost-worker-{id}"))
+            .spawn(move || {
+                for work in rx {
+                    worker.run(work, &shared);
+                    shared.dispatched.sub();
+                }
+                worker
+            })
+            .context("starting a worker")?;
+        workers.push((tx, thread));
+    }
+    tracing::info!(workers = settings.workers, "Workers started.");
     Ok(Job {
         settings,
         metrics,
-        registry,
         source,
-        sink,
-        committer,
+        shared,
+        workers,
     })
 }
 
-/// The batch loop: consume, process, produce, hand to the committer.
+/// The batch loop: consume, split by partition, hand each worker its part.
 async fn consume(
     job: &Job,
     summary: &mut Summary,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let settings = &job.settings;
-    let mut pipeline = Pipeline::new(pipeline_config(settings));
     let limit = settings.max_records.unwrap_or(u64::MAX);
+    let mut consumed = 0u64;
     tracing::info!(topic = %settings.input_topic, group = %settings.group, brokers = %settings.brokers, "Consuming.");
     let mut shutdown = std::pin::pin!(shutdown);
-    while summary.tally.input < limit {
-        if let Some(error) = job.committer.failure() {
-            bail!("stopping: an output could not be delivered: {error}");
+    while consumed < limit {
+        if let Some(error) = job.shared.stopped() {
+            bail!("stopping: {error}");
         }
-        let max = settings.batch_size.min(
-            (limit - summary.tally.input)
-                .try_into()
-                .unwrap_or(usize::MAX),
-        );
-        let batch = tokio::select! {
+        let max = settings
+            .batch_size
+            .min((limit - consumed).try_into().unwrap_or(usize::MAX));
+        let (batch, held) = tokio::select! {
             batch = job.source.next_batch(max, settings.batch_wait) => batch.context("consuming")?,
             _ = &mut shutdown => break,
             // An output failed while no input arrives: stop now, not at
             // the next record.
-            _ = job.committer.failed() => continue,
+            _ = job.shared.committer.failed() => continue,
         };
-        let started = Instant::now();
-        summary.first_batch.get_or_insert(started);
-        let offsets = kafka::batch_offsets(&batch);
-        let records = batch.len() as u64;
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        // The rules as of this batch's start: a swap lands at a batch boundary.
-        let rules = job.registry.current();
-        let output = tokio::task::block_in_place(|| pipeline.process(&rules, batch, now_ms));
-        let deliveries = job
-            .sink
-            .send(&output.records)
-            .await
-            .context("producing outputs")?;
-        let next_offsets = offsets.iter().map(|(p, (next, _))| (*p, *next)).collect();
-        tokio::task::block_in_place(|| {
-            job.committer.submit(Pending {
-                deliveries,
-                next_offsets,
+        if batch.is_empty() {
+            continue;
+        }
+        summary.first_batch.get_or_insert_with(Instant::now);
+        consumed += batch.len() as u64;
+        let held = Arc::new(held);
+        let n = job.workers.len();
+        let mut parts: Vec<Vec<InRecord>> = (0..n).map(|_| Vec::new()).collect();
+        for r in batch {
+            parts[worker_of(r.partition, n)].push(r);
+        }
+        for (records, (tx, _)) in parts.into_iter().zip(&job.workers) {
+            if records.is_empty() {
+                continue;
+            }
+            job.shared.dispatched.add();
+            let work = Work {
                 records,
-            })
-        });
-
-        let consumed: Vec<(i32, u64)> = offsets.iter().map(|(p, (_, n))| (*p, *n)).collect();
-        let produced = output.records.iter().map(|r| job.sink.topic(r.dest));
-        job.metrics.record_batch(
-            &output.tally,
-            &settings.input_topic,
-            &consumed,
-            produced,
-            started.elapsed().as_secs_f64(),
-        );
-        job.metrics
-            .set_windows(pipeline.windows().keys(), pipeline.windows().readings());
-        summary.tally.add(&output.tally);
+                held: held.clone(),
+            };
+            if tokio::task::block_in_place(|| tx.send(work)).is_err() {
+                job.shared.dispatched.sub();
+                bail!("a worker stopped unexpectedly");
+            }
+        }
     }
     Ok(())
 }
 
-/// Waits for every output to be acknowledged and commits what they cover.
-fn drain(job: Job, total: &Tally) -> anyhow::Result<()> {
-    tracing::info!(
-        records = total.input,
-        "Draining: waiting for outputs to be acknowledged."
-    );
-    let failure = tokio::task::block_in_place(|| {
-        flush(job.sink.producer(), DRAIN_TIMEOUT);
-        let failure = job.committer.failure();
-        job.committer.finish();
-        job.source.commit();
-        failure
-    });
+/// The worker that owns `partition`, of `workers`.
+pub fn worker_of(partition: i32, workers: usize) -> usize {
+    partition.unsigned_abs() as usize % workers
+}
+
+/// Stops the workers, waits for every output to be acknowledged and commits
+/// what they cover.
+fn drain(job: Job, summary: &mut Summary) -> anyhow::Result<()> {
+    tracing::info!("Draining: finishing batches and waiting for outputs to be acknowledged.");
+    let mut lost_worker = false;
+    for (tx, thread) in job.workers {
+        drop(tx);
+        match thread.join() {
+            Ok(worker) => {
+                summary.tally.add(&worker.tally);
+                summary.rebuilds.extend(worker.rebuilds);
+            }
+            Err(_) => lost_worker = true,
+        }
+    }
+    let shared = Arc::into_inner(job.shared).context("a worker still holds the job")?;
+    flush(shared.sink.producer(), DRAIN_TIMEOUT);
+    let failure = shared.committer.failure();
+    shared.committer.finish();
+    job.source.commit();
     if let Some(e) = failure {
         bail!("an output could not be delivered: {e}");
     }
+    if let Some(e) = shared.failure.into_inner().unwrap() {
+        bail!("{e}");
+    }
+    if lost_worker {
+        bail!("a worker panicked");
+    }
+    let total = &summary.tally;
     tracing::info!(
         records = total.input,
         enriched = total.enriched,
@@ -247,6 +326,218 @@ fn drain(job: Job, total: &Tally) -> anyhow::Result<()> {
         "Stopped after committing."
     );
     Ok(())
+}
+
+impl Shared {
+    /// Why the job must stop, if it must.
+    fn stopped(&self) -> Option<String> {
+        if let Some(e) = self.committer.failure() {
+            return Some(format!("an output could not be delivered: {e}"));
+        }
+        self.failure.lock().unwrap().clone()
+    }
+
+    fn fail(&self, error: String) {
+        tracing::error!(%error, "A worker stopped.");
+        self.failure.lock().unwrap().get_or_insert(error);
+    }
+}
+
+/// One worker: the windows of its partitions, processed in order.
+pub struct Worker {
+    id: usize,
+    pipeline: Pipeline,
+    reader: PartitionReader,
+    margin_ms: i64,
+    /// Per partition whose windows are held: the generation they were fed
+    /// in, and the offset after the last record fed.
+    fed: HashMap<i32, (u64, i64)>,
+    version: u64,
+    tally: Tally,
+    rebuilds: Vec<Rebuilt>,
+}
+
+impl Worker {
+    fn new(id: usize, settings: &Settings) -> rdkafka::error::KafkaResult<Worker> {
+        Ok(Worker {
+            id,
+            pipeline: Pipeline::new(pipeline_config(settings)),
+            reader: PartitionReader::new(settings)?,
+            margin_ms: settings.rebuild_margin.as_millis() as i64,
+            fed: HashMap::new(),
+            version: 0,
+            tally: Tally::default(),
+            rebuilds: Vec::new(),
+        })
+    }
+
+    fn run(&mut self, work: Work, shared: &Shared) {
+        if shared.stopped().is_some() {
+            return;
+        }
+        let started = Instant::now();
+        let settings = &shared.settings;
+        // The rules as of this batch's start: a swap lands at a batch boundary.
+        let rules = shared.registry.current();
+        self.forget_revoked(&work.held);
+        self.rebuild_restarted(&work, &rules, &shared.metrics);
+
+        let offsets = kafka::batch_offsets(&work.records);
+        let records = work.records.len() as u64;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let output = self.pipeline.process(&rules, work.records, now_ms);
+        let deliveries = match shared.sink.send(&output.records) {
+            Ok(d) => d,
+            Err(e) => return shared.fail(format!("producing outputs: {e}")),
+        };
+        for (&p, &(next, _)) in &offsets {
+            let generation = work.held.generations.get(&p).copied().unwrap_or(0);
+            self.fed.insert(p, (generation, next));
+        }
+        let next_offsets = offsets.iter().map(|(p, (next, _))| (*p, *next)).collect();
+        shared.committer.submit(
+            self.id,
+            Pending {
+                deliveries,
+                next_offsets,
+                records,
+            },
+        );
+
+        let consumed: Vec<(i32, u64)> = offsets.iter().map(|(p, (_, n))| (*p, *n)).collect();
+        let produced = output.records.iter().map(|r| shared.sink.topic(r.dest));
+        let metrics = &shared.metrics;
+        metrics.record_batch(
+            &output.tally,
+            &settings.input_topic,
+            &consumed,
+            produced,
+            started.elapsed().as_secs_f64(),
+        );
+        self.report_windows(metrics, &settings.input_topic);
+        self.tally.add(&output.tally);
+    }
+
+    /// Forgets the windows of partitions no longer held.
+    fn forget_revoked(&mut self, held: &Held) {
+        if held.version == self.version {
+            return;
+        }
+        self.version = held.version;
+        let gone: Vec<i32> = self
+            .fed
+            .keys()
+            .filter(|p| !held.generations.contains_key(p))
+            .copied()
+            .collect();
+        for p in gone {
+            self.fed.remove(&p);
+            self.pipeline.drop_partition(p);
+        }
+    }
+
+    /// Rebuilds the windows of every partition of the batch whose records
+    /// do not follow on from those its windows were fed, before any of them
+    /// is processed.
+    fn rebuild_restarted(&mut self, work: &Work, rules: &RuleSet, metrics: &Metrics) {
+        let mut firsts: Vec<&InRecord> = Vec::new();
+        for r in &work.records {
+            if !firsts.iter().any(|f| f.partition == r.partition) {
+                firsts.push(r);
+            }
+        }
+        for first in firsts {
+            let p = first.partition;
+            let generation = work.held.generations.get(&p).copied().unwrap_or(0);
+            match self.fed.get(&p) {
+                // Consumed without a break since the windows were fed.
+                Some(&(g, _)) if g == generation => continue,
+                // Given back and resumed right where this worker stopped.
+                Some(&(_, next)) if next == first.offset => continue,
+                _ => {}
+            }
+            let reference_ms = first
+                .timestamp
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            let result = rebuild(
+                &self.reader,
+                &mut self.pipeline,
+                &rules.transform,
+                p,
+                first.offset,
+                reference_ms,
+                self.margin_ms,
+            );
+            match result {
+                Ok(done) => {
+                    let outcome = if done.complete { "complete" } else { "incomplete" };
+                    metrics.record_rebuild(outcome, done.seconds, done.records);
+                    if done.complete {
+                        tracing::info!(
+                            worker = self.id,
+                            partition = p,
+                            from = done.from,
+                            to = done.to,
+                            records = done.records,
+                            keys = self.pipeline.windows().partition_keys(p),
+                            passes = done.passes,
+                            seconds = done.seconds,
+                            "Rebuilt the partition's windows."
+                        );
+                    } else {
+                        tracing::warn!(
+                            worker = self.id,
+                            partition = p,
+                            from = done.from,
+                            to = done.to,
+                            records = done.records,
+                            "The input no longer holds the span the partition's windows need (retention deleted it); rebuilt from the oldest record held, so windows may be short until a window length has passed."
+                        );
+                    }
+                    self.rebuilds.push(done);
+                }
+                Err(error) => {
+                    metrics.record_rebuild("failed", 0.0, 0);
+                    self.pipeline.drop_partition(p);
+                    tracing::warn!(worker = self.id, partition = p, %error, "Could not replay the input to rebuild the partition's windows; going on with empty windows.");
+                }
+            }
+            self.fed.insert(p, (generation, first.offset));
+        }
+    }
+
+    fn report_windows(&self, metrics: &Metrics, topic: &str) {
+        let w = self.pipeline.windows();
+        let partitions: Vec<(i32, usize)> = w.partitions().collect();
+        metrics.set_windows(topic, self.id, w.keys(), w.readings(), &partitions);
+    }
+}
+
+/// A count of work in progress that can be waited on to reach zero.
+#[derive(Default)]
+struct Counter {
+    n: Mutex<usize>,
+    zero: Condvar,
+}
+
+impl Counter {
+    fn add(&self) {
+        *self.n.lock().unwrap() += 1;
+    }
+
+    fn sub(&self) {
+        let mut n = self.n.lock().unwrap();
+        *n -= 1;
+        if *n == 0 {
+            self.zero.notify_all();
+        }
+    }
+
+    fn wait_zero(&self, timeout: Duration) -> bool {
+        let n = self.n.lock().unwrap();
+        let (n, _) = self.zero.wait_timeout_while(n, timeout, |n| *n > 0).unwrap();
+        *n == 0
+    }
 }
 
 /// Reloads every plugin file on SIGHUP.

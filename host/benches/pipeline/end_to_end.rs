@@ -52,13 +52,13 @@ async fn pass_through(settings: Settings, fanout: f64, out_bytes: usize) -> f64 
     use streamhost::record::{Dest, OutRecord};
     let source = Source::new(&settings, Arc::default()).unwrap();
     let sink = Arc::new(Sink::new(&settings).unwrap());
-    let committer = Committer::start(&source, sink.clone(), 8);
+    let committer = Committer::start(&source, sink.clone(), 8, 1);
     let limit = settings.max_records.unwrap();
     let mut done = 0u64;
     let mut owed = 0.0;
     let mut started = None;
     while done < limit {
-        let batch = source
+        let (batch, _) = source
             .next_batch(
                 settings.batch_size.min((limit - done) as usize),
                 settings.batch_wait,
@@ -85,9 +85,9 @@ async fn pass_through(settings: Settings, fanout: f64, out_bytes: usize) -> f64 
             }
         }
         done += batch.len() as u64;
-        let deliveries = sink.send(&out).await.unwrap();
+        let deliveries = tokio::task::block_in_place(|| sink.send(&out)).unwrap();
         tokio::task::block_in_place(|| {
-            committer.submit(Pending {
+            committer.submit(0, Pending {
                 deliveries,
                 next_offsets: next.iter().map(|(p, (o, _))| (*p, *o)).collect(),
                 records: batch.len() as u64,

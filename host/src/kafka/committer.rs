@@ -1,8 +1,9 @@
 //! The committer: stores a batch's input offsets once every output of that
 //! batch and of all batches before it has been acknowledged.
 //!
-//! Batches complete in order because the committer awaits them in order, on
-//! its own thread, so the stored offset of a partition never passes a record
+//! The committer has one lane per worker, each a thread that awaits its
+//! worker's batches in order. A partition belongs to one worker, so its
+//! batches complete in order and its stored offset never passes a record
 //! whose outputs are not yet durable.
 //!
 //! A delivery that fails for a reason tied to the record itself (the broker
@@ -42,8 +43,7 @@ pub struct Pending {
 
 /// Stores offsets of batches whose outputs are all acknowledged, in order.
 pub struct Committer {
-    tx: Option<SyncSender<Pending>>,
-    thread: Option<JoinHandle<()>>,
+    lanes: Vec<(SyncSender<Pending>, JoinHandle<()>)>,
     shared: Arc<Shared>,
 }
 
@@ -59,10 +59,15 @@ struct Shared {
 }
 
 impl Committer {
-    /// `depth` bounds the batches awaiting acknowledgement; `submit` waits
-    /// when it is reached, which is the pipeline's back-pressure.
-    pub fn start(source: &KafkaSource, sink: Arc<KafkaSink>, depth: usize) -> Committer {
-        let (tx, rx) = sync_channel::<Pending>(depth);
+    /// `depth` bounds the batches awaiting acknowledgement per lane;
+    /// `submit` waits when it is reached, which is the pipeline's
+    /// back-pressure.
+    pub fn start(
+        source: &KafkaSource,
+        sink: Arc<KafkaSink>,
+        depth: usize,
+        lanes: usize,
+    ) -> Committer {
         let shared = Arc::new(Shared {
             in_flight: Mutex::new(0),
             settled: std::sync::Condvar::new(),
@@ -70,29 +75,29 @@ impl Committer {
             failure: Mutex::new(None),
             failed: tokio::sync::Notify::new(),
         });
-        let consumer = source.consumer();
-        let topic = source.topic().to_string();
-        let thread = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("streamhost-commit".into())
-                .spawn(move || commit_loop(rx, &consumer, &topic, &sink, &shared))
-                .expect("spawning the committer")
-        };
-        Committer {
-            tx: Some(tx),
-            thread: Some(thread),
-            shared,
-        }
+        let lanes = (0..lanes.max(1))
+            .map(|lane| {
+                let (tx, rx) = sync_channel::<Pending>(depth);
+                let consumer = source.consumer();
+                let topic = source.topic().to_string();
+                let shared = shared.clone();
+                let sink = sink.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("streamhost-commit-{lane}"))
+                    .spawn(move || commit_loop(rx, &consumer, &topic, &sink, &shared))
+                    .expect("spawning a committer lane");
+                (tx, thread)
+            })
+            .collect();
+        Committer { lanes, shared }
     }
 
-    /// Queues a batch; blocks while `depth` batches are already waiting.
-    pub fn submit(&self, pending: Pending) {
+    /// Queues a batch on `lane`; blocks while `depth` batches are already
+    /// waiting there.
+    pub fn submit(&self, lane: usize, pending: Pending) {
         *self.shared.in_flight.lock().unwrap() += 1;
-        if let Some(tx) = &self.tx {
-            if tx.send(pending).is_err() {
-                self.shared.settle();
-            }
+        if self.lanes[lane].0.send(pending).is_err() {
+            self.shared.settle();
         }
     }
 
@@ -131,11 +136,11 @@ impl Committer {
         }
     }
 
-    /// Waits for every submitted batch to settle and stops the thread.
-    pub fn finish(mut self) {
-        drop(self.tx.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// Waits for every submitted batch to settle and stops the lanes.
+    pub fn finish(self) {
+        for (tx, thread) in self.lanes {
+            drop(tx);
+            let _ = thread.join();
         }
     }
 }

@@ -8,9 +8,15 @@
 //! for the committer) runs before the partitions are given up, and what it
 //! stored is committed synchronously, so the next owner starts where this
 //! one finished rather than at the last periodic commit.
+//!
+//! The partitions held are tracked in an `Assignment`, with a generation
+//! each, so that a batch never mixes records fetched before a partition was
+//! revoked with those fetched after it came back, and workers can tell a
+//! partition consumed without a break from one whose consumption restarted.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
@@ -31,6 +37,51 @@ pub struct ConsumerContext {
     drain: OnceLock<Drain>,
     /// Set while partitions are assigned (read by `/readyz`).
     assigned: Arc<AtomicBool>,
+    assignment: Arc<Assignment>,
+}
+
+/// The input partitions this process holds, each with the generation it
+/// was assigned in (a partition revoked and assigned again gets a new one,
+/// and its consumption restarts from the committed offset), and a version
+/// that changes whenever any of this does.
+#[derive(Default)]
+pub struct Assignment {
+    inner: Mutex<Held>,
+}
+
+/// A snapshot of an `Assignment`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Held {
+    pub version: u64,
+    pub generations: BTreeMap<i32, u64>,
+}
+
+impl Assignment {
+    fn change(&self, partitions: &TopicPartitionList, assign: bool) {
+        let mut g = self.inner.lock().unwrap();
+        for e in partitions.elements() {
+            g.version += 1;
+            if assign {
+                let generation = g.version;
+                g.generations.insert(e.partition(), generation);
+            } else {
+                g.generations.remove(&e.partition());
+            }
+        }
+    }
+
+    pub fn held(&self) -> Held {
+        self.inner.lock().unwrap().clone()
+    }
+
+    /// The version alone (cheap to poll).
+    pub fn version(&self) -> u64 {
+        self.inner.lock().unwrap().version
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inner.lock().unwrap().generations.is_empty()
+    }
 }
 
 impl ClientContext for ConsumerContext {}
@@ -40,11 +91,9 @@ impl rdkafka::consumer::ConsumerContext for ConsumerContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(
-                    partitions = tpl.count(),
+                    partitions = ?partitions(tpl),
                     "Partitions revoked; draining in-flight outputs."
                 );
-                self.assigned
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 if let Some(drain) = self.drain.get() {
                     drain();
                 }
@@ -52,11 +101,15 @@ impl rdkafka::consumer::ConsumerContext for ConsumerContext {
                     // Nothing stored since the last commit is not an error.
                     tracing::debug!(%error, "Commit on revoke returned an error.");
                 }
+                self.assignment.change(tpl, false);
+                self.assigned
+                    .store(!self.assignment.is_empty(), Ordering::Relaxed);
             }
             Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "Partitions assigned.");
+                tracing::info!(partitions = ?partitions(tpl), "Partitions assigned.");
+                self.assignment.change(tpl, true);
                 self.assigned
-                    .store(tpl.count() > 0, std::sync::atomic::Ordering::Relaxed);
+                    .store(!self.assignment.is_empty(), Ordering::Relaxed);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "Rebalance error."),
         }
@@ -69,9 +122,14 @@ impl rdkafka::consumer::ConsumerContext for ConsumerContext {
     }
 }
 
+fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<ConsumerContext>>,
     topic: String,
+    assignment: Arc<Assignment>,
 }
 
 impl KafkaSource {
@@ -86,28 +144,43 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             // A new group reads what the topic retains rather than skipping it.
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout.as_millis().to_string(),
+            )
+            .set("partition.assignment.strategy", &settings.assignment)
             .set("fetch.wait.max.ms", "50")
             // A topic created (or grown) after start is noticed within 10 s,
             // not librdkafka's default 5 minutes.
             .set("topic.metadata.refresh.interval.ms", "10000")
             .set("queued.max.messages.kbytes", "65536")
             .set("client.id", "streamhost");
+        if let Some(id) = &settings.instance_id {
+            config.set("group.instance.id", id);
+        }
         apply_properties(&mut config, settings, "consumer");
+        let assignment = Arc::new(Assignment::default());
         let consumer: StreamConsumer<ConsumerContext> =
             config.create_with_context(ConsumerContext {
                 drain: OnceLock::new(),
                 assigned,
+                assignment: assignment.clone(),
             })?;
         consumer.subscribe(&[&settings.input_topic])?;
         Ok(KafkaSource {
             consumer: Arc::new(consumer),
             topic: settings.input_topic.clone(),
+            assignment,
         })
     }
 
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The partitions held now.
+    pub fn assignment(&self) -> &Arc<Assignment> {
+        &self.assignment
     }
 
     /// Registers what to do before partitions are revoked.
@@ -116,10 +189,17 @@ impl KafkaSource {
     }
 
     /// Waits for a record, then gathers more until `max` or until `wait` has
-    /// passed since the first.
-    pub async fn next_batch(&self, max: usize, wait: Duration) -> KafkaResult<Vec<InRecord>> {
+    /// passed since the first. Returns the batch with the partitions held
+    /// when it was cut: every record belongs to a partition's current
+    /// generation. Records fetched before a rebalance that revoked their
+    /// partition are left out: they are fetched again from the committed
+    /// offset if the partition comes back.
+    pub async fn next_batch(&self, max: usize, wait: Duration) -> KafkaResult<(Vec<InRecord>, Held)> {
         let mut batch = Vec::with_capacity(max.min(4096));
+        // Rebalance callbacks run inside `recv`, and a record it returns
+        // belongs to the assignment as it is after them.
         let first = self.recv().await?;
+        let mut held = self.assignment.held();
         batch.push(first);
         let deadline = tokio::time::Instant::now() + wait;
         while batch.len() < max {
@@ -128,8 +208,18 @@ impl KafkaSource {
                 Ok(Err(e)) => return Err(e),
                 Err(_) => break,
             }
+            if self.assignment.version() != held.version {
+                let now = self.assignment.held();
+                let last = batch.pop().expect("just pushed");
+                batch.retain(|r| {
+                    held.generations.get(&r.partition) == now.generations.get(&r.partition)
+                });
+                batch.push(last);
+                held = now;
+            }
         }
-        Ok(batch)
+        batch.retain(|r| held.generations.contains_key(&r.partition));
+        Ok((batch, held))
     }
 
     async fn recv(&self) -> KafkaResult<InRecord> {

@@ -5,6 +5,7 @@
 pub mod committer;
 pub mod consumer;
 pub mod producer;
+pub mod replay;
 
 use std::collections::BTreeMap;
 

@@ -88,9 +88,9 @@ impl KafkaSink {
     }
 
     /// Hands every record to the producer, in order, and returns their
-    /// delivery futures. Waits (without blocking the runtime) while the
+    /// delivery futures. Blocks the calling thread (a worker) while the
     /// producer's queue is full.
-    pub async fn send(&self, records: &[OutRecord]) -> KafkaResult<Vec<(DeliveryFuture, Origin)>> {
+    pub fn send(&self, records: &[OutRecord]) -> KafkaResult<Vec<(DeliveryFuture, Origin)>> {
         let mut deliveries = Vec::with_capacity(records.len());
         for r in records {
             let origin = Origin {
@@ -98,7 +98,7 @@ impl KafkaSink {
                 offset: r.source.1,
                 dest: r.dest,
             };
-            let delivery = match self.send_one(r).await {
+            let delivery = match self.enqueue(r) {
                 // The pipeline sizes outputs against message.max.bytes, but
                 // should the producer still refuse one as too large, a
                 // reference dead letter takes its place.
@@ -121,8 +121,7 @@ impl KafkaSink {
                         partition: origin.partition,
                         offset: origin.offset,
                     };
-                    self.send_one(&output::dead_letter(source, None, Vec::new(), &failure))
-                        .await?
+                    self.enqueue(&output::dead_letter(source, None, Vec::new(), &failure))?
                 }
                 other => other?,
             };
@@ -150,34 +149,24 @@ impl KafkaSink {
         record
     }
 
-    async fn send_one(&self, r: &OutRecord) -> KafkaResult<DeliveryFuture> {
+    /// Hands one record to the producer, waiting while its queue is full.
+    fn enqueue(&self, r: &OutRecord) -> KafkaResult<DeliveryFuture> {
         let mut record = self.record(r);
         loop {
             match self.producer.send_result(record) {
                 Ok(d) => return Ok(d),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    std::thread::sleep(Duration::from_millis(2));
                 }
                 Err((e, _)) => return Err(e),
             }
         }
     }
 
-    /// Sends one record from a thread outside the runtime and waits for its
-    /// acknowledgement.
+    /// Sends one record and waits for its acknowledgement.
     pub(super) fn send_blocking(&self, r: &OutRecord) -> Result<(), String> {
-        let mut record = self.record(r);
-        let delivery = loop {
-            match self.producer.send_result(record) {
-                Ok(d) => break d,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => return Err(e.to_string()),
-            }
-        };
+        let delivery = self.enqueue(r).map_err(|e| e.to_string())?;
         match block_on(delivery) {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((e, _))) => Err(e.to_string()),

@@ -54,6 +54,11 @@ struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    worker: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -73,6 +78,13 @@ pub struct Metrics {
     lag: Family<TopicPartition, Gauge>,
     window_keys: Gauge,
     window_readings: Gauge,
+    /// Per worker: keys, readings and the partitions whose windows it holds.
+    worker_windows: std::sync::Mutex<Vec<(usize, usize, Vec<i32>)>>,
+    partition_keys: Family<TopicPartition, Gauge>,
+    worker_partitions: Family<WorkerLabel, Gauge>,
+    rebuild_seconds: Histogram,
+    rebuilds: Family<ResultLabel, Counter>,
+    records_replayed: Counter,
 }
 
 impl Default for Metrics {
@@ -90,6 +102,12 @@ impl Default for Metrics {
             lag: Family::default(),
             window_keys: Gauge::default(),
             window_readings: Gauge::default(),
+            worker_windows: std::sync::Mutex::default(),
+            partition_keys: Family::default(),
+            worker_partitions: Family::default(),
+            rebuild_seconds: Histogram::new([0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            rebuilds: Family::default(),
+            records_replayed: Counter::default(),
         };
         {
             let mut r = m.prometheus.lock().unwrap();
@@ -137,6 +155,31 @@ impl Default for Metrics {
                 "streamhost_window_readings",
                 "Readings retained across all windows",
                 m.window_readings.clone(),
+            );
+            r.register(
+                "streamhost_partition_window_keys",
+                "Keys holding a window, per input partition held",
+                m.partition_keys.clone(),
+            );
+            r.register(
+                "streamhost_worker_partitions",
+                "Input partitions whose windows each worker holds",
+                m.worker_partitions.clone(),
+            );
+            r.register(
+                "streamhost_rebuild_seconds",
+                "Time to rebuild a partition's windows by replaying the input",
+                m.rebuild_seconds.clone(),
+            );
+            r.register(
+                "streamhost_rebuilds",
+                "Partition window rebuilds, by result: complete, incomplete (the input no longer held the span needed) or failed (the replay could not be read)",
+                m.rebuilds.clone(),
+            );
+            r.register(
+                "streamhost_records_replayed",
+                "Input records replayed to rebuild windows",
+                m.records_replayed.clone(),
             );
         }
         m
@@ -196,9 +239,46 @@ impl Metrics {
         }
     }
 
-    pub fn set_windows(&self, keys: usize, readings: usize) {
-        self.window_keys.set(keys as i64);
-        self.window_readings.set(readings as i64);
+    /// Sets one worker's window gauges: its totals, and keys per partition.
+    pub fn set_windows(
+        &self,
+        topic: &str,
+        worker: usize,
+        keys: usize,
+        readings: usize,
+        partitions: &[(i32, usize)],
+    ) {
+        let mut all = self.worker_windows.lock().unwrap();
+        if all.len() <= worker {
+            all.resize_with(worker + 1, Default::default);
+        }
+        let label = |partition| TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        };
+        for p in &all[worker].2 {
+            if !partitions.iter().any(|(q, _)| q == p) {
+                self.partition_keys.remove(&label(*p));
+            }
+        }
+        for &(p, n) in partitions {
+            self.partition_keys.get_or_create(&label(p)).set(n as i64);
+        }
+        all[worker] = (keys, readings, partitions.iter().map(|(p, _)| *p).collect());
+        self.window_keys.set(all.iter().map(|w| w.0 as i64).sum());
+        self.window_readings.set(all.iter().map(|w| w.1 as i64).sum());
+        self.worker_partitions
+            .get_or_create(&WorkerLabel {
+                worker: worker as u32,
+            })
+            .set(partitions.len() as i64);
+    }
+
+    /// Counts a rebuild of a partition's windows.
+    pub fn record_rebuild(&self, result: &'static str, seconds: f64, records: u64) {
+        self.rebuild_seconds.observe(seconds);
+        self.rebuilds.get_or_create(&ResultLabel { result }).inc();
+        self.records_replayed.inc_by(records);
     }
 
     /// Sets the lag of the assigned partitions: partitions no longer

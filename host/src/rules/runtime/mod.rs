@@ -5,16 +5,19 @@
 //! - one `Engine` per process, with epoch interruption on;
 //! - each plugin is compiled once and pre-instantiated (`InstancePre`), so a
 //!   new instance costs a store and a memory image, not a compilation;
-//! - one warm instance per plugin is reused across batches and thrown away
-//!   after any failure (a trap can leave guest memory half-updated), the next
-//!   call getting a fresh one;
+//! - warm instances are kept in a small pool per plugin: a call takes one
+//!   (or instantiates one when the pool is empty), so each worker calling at
+//!   once has its own `Store` and calls run in parallel; an instance goes
+//!   back after a successful call and is thrown away after any failure (a
+//!   trap can leave guest memory half-updated). The pool never holds more
+//!   instances than calls ever ran at once, i.e. the number of workers;
 //! - every call gets a deadline and a memory cap, and its failure is
 //!   classified (`CallError`) so the caller can route records by cause.
 //!
 //! wasmtime's pooling allocator is not enabled: it makes instantiation cheap
 //! by reserving memory slots up front, but instances here are created rarely
-//! (a warm one per plugin is reused; a fresh one only after a failure or a
-//! swap), so it would reserve address space and buy nothing.
+//! (warm ones are reused; a fresh one only after a failure or a swap), so it
+//! would reserve address space and buy nothing.
 
 mod determinism;
 mod limits;
@@ -276,7 +279,7 @@ impl Runtime {
             indices,
             deadline: self.limits.deadline,
             memory_bytes: self.limits.memory_bytes,
-            warm: Mutex::new(None),
+            warm: Mutex::new(Vec::new()),
             stats: Stats::default(),
         };
         let described = plugin
@@ -297,7 +300,7 @@ impl Runtime {
         plugin.info.needs = described.needs;
         // The instance that answered `describe` becomes the warm one; its log
         // name must become the plugin's own.
-        if let Some(warm) = plugin.warm.get_mut().unwrap().as_mut() {
+        for warm in plugin.warm.get_mut().unwrap().iter_mut() {
             warm.store.data_mut().plugin = plugin.info.name.clone();
         }
         plugin.stats = Stats::default();
@@ -480,8 +483,8 @@ pub struct Plugin {
     indices: Indices,
     deadline: Duration,
     memory_bytes: usize,
-    /// The warm instance; the lock also serialises calls to one plugin.
-    warm: Mutex<Option<Warm>>,
+    /// Warm instances not in a call right now.
+    warm: Mutex<Vec<Warm>>,
     stats: Stats,
 }
 
@@ -519,15 +522,15 @@ impl Plugin {
         Ok(Warm { store, guest })
     }
 
-    /// Runs `f` on the warm instance (or a fresh one) under the limits.
+    /// Runs `f` on a warm instance (or a fresh one) under the limits.
     fn call<R>(
         &self,
         f: impl FnOnce(&mut Store<StoreState>, &Guest) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let started = std::time::Instant::now();
-        let mut slot = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        let pooled = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let result = (|| {
-            let mut warm = match slot.take() {
+            let mut warm = match pooled {
                 Some(w) => w,
                 None => self.instantiate()?,
             };
@@ -535,7 +538,10 @@ impl Plugin {
             warm.store.set_epoch_deadline(limits::ticks(self.deadline));
             match f(&mut warm.store, &warm.guest) {
                 Ok(r) => {
-                    *slot = Some(warm);
+                    self.warm
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(warm);
                     Ok(r)
                 }
                 // The instance is dropped: a trap may have left it broken.

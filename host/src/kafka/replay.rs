@@ -1,0 +1,139 @@
+//! Reading a span of one input partition again, outside the consumer group:
+//! what a window rebuild replays.
+//!
+//! A plain consumer with its own `assign`, so the group's offsets and
+//! membership are never touched. One per worker, reused for every rebuild.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Settings;
+use crate::record::InRecord;
+
+use super::apply_properties;
+
+/// How long the broker may leave a replay without a record before it fails.
+const STALL: Duration = Duration::from_secs(30);
+/// Broker requests (watermarks, offsets for times).
+const REQUEST: Duration = Duration::from_secs(10);
+
+pub struct PartitionReader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl PartitionReader {
+    pub fn new(settings: &Settings) -> KafkaResult<PartitionReader> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            // Never joins or commits: `assign` only. librdkafka still wants
+            // a group id for a consumer.
+            .set("group.id", format!("{}.rebuild", settings.group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "10")
+            .set("queued.max.messages.kbytes", "262144")
+            .set("client.id", "streamhost-rebuild");
+        apply_properties(&mut config, settings, "consumer");
+        // Settings for the group member only.
+        for key in ["group.instance.id", "partition.assignment.strategy"] {
+            config.remove(key);
+        }
+        Ok(PartitionReader {
+            consumer: config.create()?,
+            topic: settings.input_topic.clone(),
+        })
+    }
+
+    /// The partition's low and high watermarks.
+    pub fn watermarks(&self, partition: i32) -> KafkaResult<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, REQUEST)
+    }
+
+    /// The first offset whose Kafka timestamp is at least `time_ms`, or
+    /// `None` when no record is that recent.
+    pub fn offset_for_time(&self, partition: i32, time_ms: i64) -> KafkaResult<Option<i64>> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(time_ms))?;
+        let found = self.consumer.offsets_for_times(tpl, REQUEST)?;
+        let offset = found
+            .find_partition(&self.topic, partition)
+            .map(|e| e.offset());
+        Ok(match offset {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+    }
+
+    /// Reads offsets `from..to` of `partition` and hands them to `each` in
+    /// chunks of up to `chunk` records, in offset order.
+    pub fn read(
+        &self,
+        partition: i32,
+        from: i64,
+        to: i64,
+        chunk: usize,
+        mut each: impl FnMut(Vec<InRecord>),
+    ) -> KafkaResult<u64> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(from))?;
+        self.consumer.assign(&tpl)?;
+        let result = (|| {
+            let mut records = 0u64;
+            let mut buf = Vec::with_capacity(chunk);
+            let mut heard = Instant::now();
+            'read: while from < to {
+                match self.consumer.poll(Duration::from_millis(200)) {
+                    None => {
+                        if heard.elapsed() > STALL {
+                            return Err(KafkaError::MessageConsumption(
+                                rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+                            ));
+                        }
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => break 'read,
+                    Some(Err(KafkaError::MessageConsumption(code))) => {
+                        tracing::warn!(partition, error = %code, "Consumer error while replaying; continuing.");
+                        heard = Instant::now();
+                    }
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(m)) => {
+                        heard = Instant::now();
+                        if m.offset() >= to {
+                            break 'read;
+                        }
+                        buf.push(InRecord {
+                            partition,
+                            offset: m.offset(),
+                            timestamp: m.timestamp().to_millis(),
+                            key: m.key().map(<[u8]>::to_vec),
+                            payload: m.payload().map(<[u8]>::to_vec),
+                        });
+                        records += 1;
+                        let last = m.offset() + 1 >= to;
+                        if buf.len() >= chunk || last {
+                            each(std::mem::replace(&mut buf, Vec::with_capacity(chunk)));
+                        }
+                        if last {
+                            break 'read;
+                        }
+                    }
+                }
+            }
+            if !buf.is_empty() {
+                each(buf);
+            }
+            Ok(records)
+        })();
+        let _ = self.consumer.unassign();
+        result
+    }
+}
