@@ -285,9 +285,14 @@ impl Pipeline {
         let mut entered = 0;
         for rec in &recs {
             if let State::Live { decoded: d, .. } = &rec.state {
-                let inserted =
-                    self.windows
-                        .insert(rec.partition, rec.offset, &d.key, d.time_ms, &d.values, None);
+                let inserted = self.windows.insert(
+                    rec.partition,
+                    rec.offset,
+                    &d.key,
+                    d.time_ms,
+                    &d.values,
+                    None,
+                );
                 entered += u64::from(inserted.is_ok());
             }
         }

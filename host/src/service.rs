@@ -192,7 +192,9 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         let shared = shared.clone();
         source.on_revoke(Box::new(move || {
             if !shared.dispatched.wait_zero(DRAIN_TIMEOUT) {
-                tracing::warn!("Workers still busy at revoke; their records will be consumed again.");
+                tracing::warn!(
+                    "Workers still busy at revoke; their records will be consumed again."
+                );
             }
             flush(shared.sink.producer(), DRAIN_TIMEOUT);
             if !settled(DRAIN_TIMEOUT) {
@@ -204,7 +206,8 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
     }
     let mut workers = Vec::with_capacity(settings.workers);
     for id in 0..settings.workers {
-        let mut worker = Worker::new(id, &settings).context("creating a worker's replay consumer")?;
+        let mut worker =
+            Worker::new(id, &settings).context("creating a worker's replay consumer")?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Work>(2);
         let shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -470,7 +473,11 @@ impl Worker {
             );
             match result {
                 Ok(done) => {
-                    let outcome = if done.complete { "complete" } else { "incomplete" };
+                    let outcome = if done.complete {
+                        "complete"
+                    } else {
+                        "incomplete"
+                    };
                     metrics.record_rebuild(outcome, done.seconds, done.records);
                     if done.complete {
                         tracing::info!(
@@ -535,7 +542,10 @@ impl Counter {
 
     fn wait_zero(&self, timeout: Duration) -> bool {
         let n = self.n.lock().unwrap();
-        let (n, _) = self.zero.wait_timeout_while(n, timeout, |n| *n > 0).unwrap();
+        let (n, _) = self
+            .zero
+            .wait_timeout_while(n, timeout, |n| *n > 0)
+            .unwrap();
         *n == 0
     }
 }

@@ -39,9 +39,11 @@
 //!   `i32` milliseconds from a per-key base and values as `f64` interleaved
 //!   `fields` at a time, so a reading of four fields costs 36 bytes, grown
 //!   by an eighth at a time rather than doubled;
-//! - sums per field are updated on insert and evict (recomputed exactly once
-//!   per window's worth of evictions, so rounding cannot drift, and at once
-//!   when a sum overflows; a mean is then computed without overflow);
+//! - sums per field are updated on insert and evict, and recomputed exactly
+//!   whenever the key's newest event time enters another half window length
+//!   (so rounding cannot drift, and a mean depends only on recent readings,
+//!   which a rebuild replays), and at once when a sum overflows or cancels
+//!   (a mean is then computed without overflow);
 //! - minimums and maximums come from monotonic deques of reading sequence
 //!   numbers, so every insert and evict is amortised O(1).
 //!
@@ -263,6 +265,7 @@ impl Windows {
         let before = window.len();
         window.insert(time_ms, values);
         window.evict(cfg.length_ms);
+        window.resum_on_epoch(cfg.length_ms);
         if let Some(out) = out {
             window.snapshot(cfg.k, out);
         }
@@ -318,7 +321,8 @@ struct KeyWindow {
     /// or decrease (for the maximum) from front to back; NaNs are left out.
     mins: Vec<VecDeque<u32>>,
     maxs: Vec<VecDeque<u32>>,
-    evicted_since_resum: usize,
+    /// `newest` in half-window-lengths when the sums were last recomputed.
+    resum_epoch: i64,
     /// Whether a record arrived in its partition's current sweep interval.
     active: bool,
 }
@@ -336,7 +340,7 @@ impl KeyWindow {
             present: vec![0; fields],
             mins: vec![VecDeque::new(); fields],
             maxs: vec![VecDeque::new(); fields],
-            evicted_since_resum: 0,
+            resum_epoch: i64::MIN,
             active: false,
         }
     }
@@ -498,14 +502,10 @@ impl KeyWindow {
             self.times.pop_front();
             self.values.drain(..self.fields);
             self.front_seq = self.front_seq.wrapping_add(1);
-            self.evicted_since_resum += 1;
         }
         // A sum that overflowed (or became inf - inf) is recomputed from
         // what is left rather than carried forward.
-        if cancelled
-            || self.evicted_since_resum > self.len() + 64
-            || self.sums.iter().any(|s| !s.is_finite())
-        {
+        if cancelled || self.sums.iter().any(|s| !s.is_finite()) {
             self.resum();
         }
         // Give memory back when a window shrank a lot (a burst passed).
@@ -516,8 +516,20 @@ impl KeyWindow {
     }
 
     /// Recomputes the sums exactly, so add/subtract rounding cannot drift.
+    /// Recomputes the sums whenever the newest event time enters another
+    /// half window length. Besides bounding rounding drift, this makes the
+    /// sums, and so the means, a function of the readings of the last one
+    /// and a half window lengths only, not of the whole history: a rebuild
+    /// that replays that much gets bit-identical means.
+    fn resum_on_epoch(&mut self, length_ms: i64) {
+        let epoch = self.newest.div_euclid((length_ms / 2).max(1));
+        if epoch != self.resum_epoch {
+            self.resum_epoch = epoch;
+            self.resum();
+        }
+    }
+
     fn resum(&mut self) {
-        self.evicted_since_resum = 0;
         for f in 0..self.fields {
             let (mut s, mut n) = (0.0, 0);
             for i in 0..self.len() {
@@ -702,7 +714,8 @@ mod tests {
 
     /// Inserts at `offset` of `partition`, without a view.
     fn at(w: &mut Windows, partition: i32, offset: i64, key: &str, t: i64) {
-        w.insert(partition, offset, key, t, &[1.0, 1.0], None).unwrap();
+        w.insert(partition, offset, key, t, &[1.0, 1.0], None)
+            .unwrap();
     }
 
     const I: i64 = SWEEP_INTERVAL;

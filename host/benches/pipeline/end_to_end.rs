@@ -87,11 +87,14 @@ async fn pass_through(settings: Settings, fanout: f64, out_bytes: usize) -> f64 
         done += batch.len() as u64;
         let deliveries = tokio::task::block_in_place(|| sink.send(&out)).unwrap();
         tokio::task::block_in_place(|| {
-            committer.submit(0, Pending {
-                deliveries,
-                next_offsets: next.iter().map(|(p, (o, _))| (*p, *o)).collect(),
-                records: batch.len() as u64,
-            })
+            committer.submit(
+                0,
+                Pending {
+                    deliveries,
+                    next_offsets: next.iter().map(|(p, (o, _))| (*p, *o)).collect(),
+                    records: batch.len() as u64,
+                },
+            )
         });
     }
     streamhost::kafka::producer::flush(sink.producer(), Duration::from_secs(30));
@@ -113,7 +116,7 @@ pub async fn end_to_end(report: &mut Report, n: usize) {
     let brokers = b.bootstrap();
     let input = records(n, 1000);
     let topic = format!("bench-in-{}", std::process::id());
-    b.create_topic(&topic, 3).unwrap();
+    b.create_topic(&topic, 4).unwrap();
     for suffix in ["enriched", "alerts", "dlq"] {
         b.create_topic(&format!("{topic}-{suffix}"), 3).unwrap();
     }
@@ -186,7 +189,7 @@ async fn latency(b: &broker::Broker, rate: f64, seconds: f64) -> (i64, i64, usiz
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let brokers = b.bootstrap();
     let topic = format!("bench-lat-{}", std::process::id());
-    b.create_topic(&topic, 3).unwrap();
+    b.create_topic(&topic, 4).unwrap();
     for suffix in ["enriched", "alerts", "dlq"] {
         b.create_topic(&format!("{topic}-{suffix}"), 3).unwrap();
     }

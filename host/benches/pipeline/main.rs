@@ -9,11 +9,14 @@
 //!    from the same source and sink, on the same pre-loaded topic; then the
 //!    latency from the producer's timestamp to the alert at half that rate.
 //! 3. Windows: bytes per retained reading and resident memory.
+//! 4. Workers: 2 partition-parallel workers against 1, in process.
+//! 5. Rebuild: a partition's windows rebuilt by replaying it from the broker.
 
 mod common;
 mod end_to_end;
 mod hot_swap;
 mod in_process;
+mod state;
 mod windows;
 
 use streamhost_testkit::broker;
@@ -130,6 +133,12 @@ async fn main() {
         Duration::from_secs(5)
     };
     tokio::task::block_in_place(|| hot_swap::hot_swap(&mut report, phase));
+    eprintln!("bench: workers");
+    tokio::task::block_in_place(|| {
+        state::scaling(&mut report, n_inproc / 5, if quick { 5 } else { 11 })
+    });
+    eprintln!("bench: window rebuild");
+    state::rebuild_time(&mut report, quick).await;
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("report.md"), &report.text).unwrap();

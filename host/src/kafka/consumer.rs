@@ -194,7 +194,11 @@ impl KafkaSource {
     /// generation. Records fetched before a rebalance that revoked their
     /// partition are left out: they are fetched again from the committed
     /// offset if the partition comes back.
-    pub async fn next_batch(&self, max: usize, wait: Duration) -> KafkaResult<(Vec<InRecord>, Held)> {
+    pub async fn next_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> KafkaResult<(Vec<InRecord>, Held)> {
         let mut batch = Vec::with_capacity(max.min(4096));
         // Rebalance callbacks run inside `recv`, and a record it returns
         // belongs to the assignment as it is after them.

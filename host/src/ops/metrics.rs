@@ -105,7 +105,9 @@ impl Default for Metrics {
             worker_windows: std::sync::Mutex::default(),
             partition_keys: Family::default(),
             worker_partitions: Family::default(),
-            rebuild_seconds: Histogram::new([0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            rebuild_seconds: Histogram::new([
+                0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
             rebuilds: Family::default(),
             records_replayed: Counter::default(),
         };
@@ -266,7 +268,8 @@ impl Metrics {
         }
         all[worker] = (keys, readings, partitions.iter().map(|(p, _)| *p).collect());
         self.window_keys.set(all.iter().map(|w| w.0 as i64).sum());
-        self.window_readings.set(all.iter().map(|w| w.1 as i64).sum());
+        self.window_readings
+            .set(all.iter().map(|w| w.1 as i64).sum());
         self.worker_partitions
             .get_or_create(&WorkerLabel {
                 worker: worker as u32,

@@ -214,6 +214,32 @@ mod with_kafka {
                 out
             }
 
+            /// Produces keyed records to given partitions with given Kafka
+            /// timestamps (a producer that stamps records with their event
+            /// time), and waits for all of them. Returns (partition, offset)
+            /// of each.
+            pub async fn produce_stamped(
+                &self,
+                records: &[(i32, String, Vec<u8>, i64)],
+            ) -> Vec<(i32, i64)> {
+                let producer = self.producer();
+                let mut futures = Vec::with_capacity(records.len());
+                for (partition, key, payload, timestamp) in records {
+                    let r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.input)
+                        .partition(*partition)
+                        .key(key.as_bytes())
+                        .payload(&payload[..])
+                        .timestamp(*timestamp);
+                    futures.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
+                }
+                let mut out = Vec::with_capacity(futures.len());
+                for f in futures {
+                    let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
+                    out.push((d.partition, d.offset));
+                }
+                out
+            }
+
             /// Reads `topic` from the beginning until `stop` says enough or
             /// `timeout` passes (then returns what it has).
             pub fn read(
