@@ -10,7 +10,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use streamhost::ops::admin::request;
-use support::kafka::{Cluster, Read, terminate};
+use support::kafka::{Cluster, terminate};
 
 const PARTITIONS: i32 = 6;
 const KEYS_PER_PARTITION: i32 = 8;
@@ -106,31 +106,11 @@ fn source(v: &serde_json::Value) -> (i32, i64) {
     )
 }
 
-/// Every output of a run, by source record, read until every input record
-/// has its enriched record or dead letter.
-fn outcomes(cluster: &Cluster, inputs: usize) -> Outcomes {
+/// Every output of a run, by source record, once the run has stopped.
+fn outcomes(cluster: &Cluster) -> Outcomes {
     let mut all = Outcomes::new();
-    let complete = |reads: &[Read], dead: bool| {
-        let mut seen = std::collections::HashSet::new();
-        for r in reads {
-            let at = if dead {
-                (
-                    r.header("streamhost.source.partition").parse().unwrap(),
-                    r.header("streamhost.source.offset").parse().unwrap(),
-                )
-            } else {
-                source(&r.json()["streamhost"]["source"])
-            };
-            seen.insert(at);
-        }
-        seen
-    };
-    let dead = cluster.read(&cluster.dlq, Duration::from_secs(20), |_| false);
-    let dead_sources = complete(&dead, true);
-    let enriched = cluster.read(&cluster.enriched, Duration::from_secs(180), |r| {
-        r.len() + dead_sources.len() >= inputs
-            && complete(r, false).len() + dead_sources.len() >= inputs
-    });
+    let dead = cluster.read_all(&cluster.dlq, Duration::from_secs(60));
+    let enriched = cluster.read_all(&cluster.enriched, Duration::from_secs(180));
     for r in &dead {
         let at = (
             r.header("streamhost.source.partition").parse().unwrap(),
@@ -146,7 +126,7 @@ fn outcomes(cluster: &Cluster, inputs: usize) -> Outcomes {
             .or_default()
             .push(Outcome::Enriched(member.to_string()));
     }
-    let alerts = cluster.read(&cluster.alerts, Duration::from_secs(20), |_| false);
+    let alerts = cluster.read_all(&cluster.alerts, Duration::from_secs(180));
     for r in &alerts {
         let v = r.json();
         let kept = serde_json::json!({
@@ -215,7 +195,9 @@ async fn run_backlog(cluster: &Cluster, log: &str, workers: &str, n: usize) -> O
         .unwrap()
         .unwrap();
     assert!(out.status.success(), "{}", cluster.log(log));
-    outcomes(cluster, n)
+    let all = outcomes(cluster);
+    assert_eq!(all.len(), n, "every input has an output");
+    all
 }
 
 fn kill9(child: &mut Child) {
@@ -318,7 +300,7 @@ async fn outputs_are_the_same_across_kills_restarts_and_rebalances() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(terminate(&mut main).success(), "{}", cluster.log(&last));
-    let run = outcomes(&cluster, n);
+    let run = outcomes(&cluster);
     let duplicated = compare(&reference, &run, "kills and rebalances");
 
     let rebuilt: Vec<String> = (0..=restarts)

@@ -189,8 +189,12 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         // Before partitions are given up: every batch already handed to a
         // worker is processed, its outputs acknowledged, and its offsets
         // stored (the consumer then commits them).
-        let shared = shared.clone();
+        // Weak: the consumer outlives the job's hold on `shared`.
+        let shared = Arc::downgrade(&shared);
         source.on_revoke(Box::new(move || {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
             if !shared.dispatched.wait_zero(DRAIN_TIMEOUT) {
                 tracing::warn!(
                     "Workers still busy at revoke; their records will be consumed again."
@@ -479,7 +483,13 @@ impl Worker {
                         "incomplete"
                     };
                     metrics.record_rebuild(outcome, done.seconds, done.records);
-                    if done.complete {
+                    if done.records == 0 && done.complete {
+                        tracing::debug!(
+                            worker = self.id,
+                            partition = p,
+                            "Nothing before the resume position: the partition's windows start empty."
+                        );
+                    } else if done.complete {
                         tracing::info!(
                             worker = self.id,
                             partition = p,

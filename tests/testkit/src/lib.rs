@@ -240,6 +240,26 @@ mod with_kafka {
                 out
             }
 
+            /// Reads everything `topic` holds now (up to its high watermarks,
+            /// asked first), waiting up to `timeout`.
+            pub fn read_all(&self, topic: &str, timeout: Duration) -> Vec<Read> {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", self.broker.bootstrap())
+                    .create()
+                    .unwrap();
+                let md = consumer
+                    .fetch_metadata(Some(topic), Duration::from_secs(10))
+                    .unwrap();
+                let mut held = 0i64;
+                for p in md.topics()[0].partitions() {
+                    let (low, high) = consumer
+                        .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                        .unwrap();
+                    held += high - low;
+                }
+                self.read(topic, timeout, |r| r.len() as i64 >= held)
+            }
+
             /// Reads `topic` from the beginning until `stop` says enough or
             /// `timeout` passes (then returns what it has).
             pub fn read(
