@@ -200,6 +200,15 @@ async fn run_backlog(cluster: &Cluster, log: &str, workers: &str, n: usize) -> O
     all
 }
 
+/// Whether a process's log says it was assigned at least one partition.
+fn holds_partitions(log: &str) -> bool {
+    log.lines().any(|l| {
+        l.split("Partitions assigned. partitions=[")
+            .nth(1)
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+    })
+}
+
 fn kill9(child: &mut Child) {
     child.kill().unwrap();
     child.wait().unwrap();
@@ -274,11 +283,34 @@ async fn outputs_are_the_same_across_kills_restarts_and_rebalances() {
                 restarts += 1;
                 main = start(&format!("main-{restarts}"));
             }
-            // A second process joins the group, then leaves it cleanly.
+            // A second process joins the group, takes partitions over,
+            // then leaves it cleanly.
             20 => second = Some(start("second")),
+            26 => {
+                let t = Instant::now();
+                while !holds_partitions(&cluster.log("second")) {
+                    assert!(
+                        t.elapsed() < Duration::from_secs(60),
+                        "the second process never got partitions:\n{}",
+                        cluster.log("second")
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
             38 => {
                 let mut s = second.take().unwrap();
                 assert!(terminate(&mut s).success(), "{}", cluster.log("second"));
+                let log = cluster.log("second");
+                let processed = log
+                    .split("Stopped after committing. records=")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+                    .unwrap_or(0);
+                assert!(
+                    processed > 0,
+                    "the second process processed nothing:\n{log}"
+                );
+                println!("faults: the second process processed {processed} records");
             }
             _ => {}
         }
