@@ -473,6 +473,70 @@ async fn sigterm_mid_stream_then_restart_loses_nothing() {
         "restart: {n} inputs, first run produced {after_first}, {} enriched in all, {duplicated} duplicated",
         enriched.len()
     );
+    // A clean stop commits everything it produced: nothing is repeated.
+    assert_eq!(duplicated, 0);
+}
+
+/// A second process joins mid-stream, takes partitions over (only those:
+/// cooperative-sticky), and leaves with SIGTERM: both hand-overs are clean,
+/// so every input has exactly one enriched record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_joining_and_leaving_mid_stream_repeats_nothing() {
+    let cluster = Cluster::start("handover", 4);
+    let n = 30_000;
+    let input = steady(n, 40);
+    let mut first = cluster.streamhost("first", &["--batch-size", "200"]);
+    cluster.wait_log("first", "Partitions assigned", Duration::from_secs(60));
+    let mut second = None;
+    let mut positions = Vec::with_capacity(n);
+    for (i, chunk) in input.chunks(500).enumerate() {
+        positions.extend(cluster.produce(chunk).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if i == 10 {
+            second = Some(cluster.streamhost("second", &["--batch-size", "200"]));
+        }
+        if i == 20 {
+            // Cooperative assignment takes two rounds: wait for the second.
+            let t = std::time::Instant::now();
+            while !cluster.log("second").lines().any(|l| {
+                l.split("Partitions assigned. partitions=[")
+                    .nth(1)
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            }) {
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "{}",
+                    cluster.log("second")
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if i == 40 {
+            let mut s = second.take().unwrap();
+            assert!(terminate(&mut s).success(), "{}", cluster.log("second"));
+        }
+    }
+    let enriched = cluster.read(&cluster.enriched, Duration::from_secs(120), |r| {
+        r.len() >= n
+    });
+    assert!(terminate(&mut first).success());
+    // Only moved partitions were revoked from the first process.
+    assert!(
+        cluster
+            .log("first")
+            .lines()
+            .any(|l| l.contains("Partitions revoked") && !l.contains("partitions=[0, 1, 2, 3]")),
+        "{}",
+        cluster.log("first")
+    );
+    let seen = positions_seen(&enriched);
+    assert_all_present(&positions, &seen);
+    let duplicated: usize = seen.values().map(|c| c - 1).sum();
+    println!(
+        "hand-over: {n} inputs, {} enriched, {duplicated} duplicated",
+        enriched.len()
+    );
+    assert_eq!(duplicated, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
