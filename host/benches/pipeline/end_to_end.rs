@@ -153,7 +153,7 @@ pub async fn end_to_end(report: &mut Report, n: usize) {
         );
     }
     let (r_sh, r_pt) = (n as f64 / t_sh, n as f64 / t_pt);
-    report.line(format!("### 2. End to end on the local broker ({n} pre-loaded records, 3 partitions, best of 3 alternating runs)\n"));
+    report.line(format!("### 2. End to end on the local broker ({n} pre-loaded records, 4 partitions, {} workers, best of 3 alternating runs)\n", settings().workers));
     report.line("| path | records/s |");
     report.line("|---|---:|");
     report.line(format!(

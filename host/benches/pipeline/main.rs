@@ -9,8 +9,9 @@
 //!    from the same source and sink, on the same pre-loaded topic; then the
 //!    latency from the producer's timestamp to the alert at half that rate.
 //! 3. Windows: bytes per retained reading and resident memory.
-//! 4. Workers: 2 partition-parallel workers against 1, in process.
-//! 5. Rebuild: a partition's windows rebuilt by replaying it from the broker.
+//! 4. Hot swap: swapping plugins against not swapping.
+//! 5. Workers: 2 partition-parallel workers against 1, in process.
+//! 6. Rebuild: a partition's windows rebuilt by replaying it from the broker.
 
 mod common;
 mod end_to_end;

@@ -84,7 +84,7 @@ pub fn scaling(report: &mut Report, n: usize, rounds: usize) {
     let m = median(&mut ratios.clone());
     let rate = |t: f64| n as f64 / t;
     report.line(format!(
-        "### 4. Workers, in process ({n} records, 4 partitions, 1000 sensors, WASM rules; {rounds} interleaved rounds)\n"
+        "### 5. Workers, in process ({n} records, 4 partitions, 1000 sensors, WASM rules; {rounds} interleaved rounds)\n"
     ));
     report.line("| workers | records/s (median round) |\n|---|---:|");
     report.line(format!("| 1 | {:.0} |", rate(median(&mut one))));
@@ -209,7 +209,7 @@ async fn rebuild_case(b: &broker::Broker, keys: usize, every_ms: i64) -> (usize,
 
 pub async fn rebuild_time(report: &mut Report, quick: bool) {
     let Some(nisshi) = broker::find() else {
-        report.line("### 5. Rebuild: skipped (no nisshi broker)\n");
+        report.line("### 6. Rebuild: skipped (no nisshi broker)\n");
         return;
     };
     let log = root().join("target/bench/broker-rebuild.log");
@@ -220,7 +220,7 @@ pub async fn rebuild_time(report: &mut Report, quick: bool) {
         s.rebuild_margin.as_millis() as i64,
     );
     report.line(format!(
-        "### 5. Window rebuild from the broker (one partition; default settings replay {:.1} minutes of event time before the resume position)\n",
+        "### 6. Window rebuild from the broker (one partition; default settings replay {:.1} minutes of event time before the resume position)\n",
         reach as f64 / 60_000.0
     ));
     report.line("| partition | records replayed | keys rebuilt | readings held | seconds | records/s |\n|---|---:|---:|---:|---:|---:|");
