@@ -90,6 +90,15 @@ async fn main() {
         println!("{:.3} s", run_pipeline(&rules, &input, 1000));
         return;
     }
+    // `--rebuild-only`: the window rebuild section alone.
+    if std::env::args().any(|a| a == "--rebuild-only") {
+        let mut report = Report {
+            text: String::new(),
+        };
+        state::rebuild_time(&mut report, quick).await;
+        println!("{}", report.text);
+        return;
+    }
     let (n_inproc, n_e2e, keys) = if quick {
         (100_000, 200_000, 20_000)
     } else {
