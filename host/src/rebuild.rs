@@ -17,10 +17,11 @@
 //!   and the same clock.
 //!
 //! Records are found by their Kafka timestamps (`offsets_for_times`). The
-//! first pass starts `reach` before the timestamp of the first record to
-//! process; once replayed, the partition's clock is known, and if it calls
-//! for an earlier start (a slow partition whose clock trails its
-//! timestamps), the replay runs again from there.
+//! first pass starts `reach` before the timestamp of the first record of the
+//! interval that sets the clock (or of the first record to process, if
+//! earlier); once replayed, the partition's clock is known, and if it calls
+//! for an earlier start (a partition whose clock trails its timestamps),
+//! the replay runs again from there.
 //!
 //! Replayed records go through decode, transforms and the event-time check
 //! as they did the first time, but no trend or anomaly rule is called and
@@ -145,7 +146,18 @@ pub fn rebuild(
     }
     // The interval whose records set the clock of the last sweep.
     let clock_interval = (align_down(resume - 1) - SWEEP_INTERVAL).max(0);
-    let mut since_ms = reference_ms.saturating_sub(reach);
+    // The clock is about the timestamp at the start of that interval (its
+    // median, or later): reaching back from there rather than from the
+    // resume position saves a second pass when an interval spans seconds.
+    let mut clock_estimate = reference_ms;
+    if clock_interval >= low {
+        reader.read(partition, clock_interval, clock_interval + 1, 1, &mut |c| {
+            if let Some(t) = c.first().and_then(|r| r.timestamp) {
+                clock_estimate = clock_estimate.min(t);
+            }
+        })?;
+    }
+    let mut since_ms = clock_estimate.saturating_sub(reach);
     loop {
         let needed = reader
             .offset_for_time(partition, since_ms)?
