@@ -206,12 +206,7 @@ mod with_kafka {
                     }
                     futures.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
                 }
-                let mut out = Vec::with_capacity(futures.len());
-                for f in futures {
-                    let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
-                    out.push((d.partition, d.offset));
-                }
-                out
+                delivered(futures).await
             }
 
             /// Produces keyed records to given partitions with given Kafka
@@ -232,12 +227,7 @@ mod with_kafka {
                         .timestamp(*timestamp);
                     futures.push(producer.send_result(r).map_err(|(e, _)| e).unwrap());
                 }
-                let mut out = Vec::with_capacity(futures.len());
-                for f in futures {
-                    let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
-                    out.push((d.partition, d.offset));
-                }
-                out
+                delivered(futures).await
             }
 
             /// Reads everything `topic` holds now (up to its high watermarks,
@@ -392,6 +382,16 @@ mod with_kafka {
             pub fn log(&self, log: &str) -> String {
                 std::fs::read_to_string(self.log_dir.join(format!("{log}.log"))).unwrap_or_default()
             }
+        }
+
+        /// Waits for every delivery; returns (partition, offset) of each.
+        async fn delivered(futures: Vec<rdkafka::producer::DeliveryFuture>) -> Vec<(i32, i64)> {
+            let mut out = Vec::with_capacity(futures.len());
+            for f in futures {
+                let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
+                out.push((d.partition, d.offset));
+            }
+            out
         }
 
         /// Sends SIGTERM to a child and waits for it.
