@@ -15,7 +15,7 @@
 //! partition consumed without a break from one whose consumption restarted.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub struct ConsumerContext {
 #[derive(Default)]
 pub struct Assignment {
     inner: Mutex<Held>,
+    /// `inner.version`, readable without the lock (polled once per record).
+    version: AtomicU64,
 }
 
 /// A snapshot of an `Assignment`.
@@ -68,6 +70,7 @@ impl Assignment {
                 g.generations.remove(&e.partition());
             }
         }
+        self.version.store(g.version, Ordering::Release);
     }
 
     pub fn held(&self) -> Held {
@@ -76,7 +79,7 @@ impl Assignment {
 
     /// The version alone (cheap to poll).
     pub fn version(&self) -> u64 {
-        self.inner.lock().unwrap().version
+        self.version.load(Ordering::Acquire)
     }
 
     fn is_empty(&self) -> bool {
