@@ -33,6 +33,8 @@ fn record(offset: i64, sensor: &str) -> InRecord {
 /// isolation budget.
 fn config() -> PipelineConfig {
     PipelineConfig {
+        input: Default::default(),
+        avro_output: None,
         schema: Schema {
             key_field: "sensor_id".into(),
             time_field: "timestamp".into(),

@@ -21,10 +21,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    /// Without the source line toml's own message quotes, which could hold
+    /// a secret.
+    #[error("{path}:{line}:{column}: {message}")]
     Toml {
         path: PathBuf,
-        source: toml::de::Error,
+        line: usize,
+        column: usize,
+        message: String,
     },
     #[error("{setting}: {message}")]
     Invalid {
@@ -42,7 +46,7 @@ fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
 
 /// Flags of the main job. Defaults are shown in `--help` and applied in
 /// `Settings::resolve`.
-#[derive(Args, Debug, Default, Clone)]
+#[derive(Args, Default, Clone)]
 pub struct RunArgs {
     /// TOML file with any of these settings (kebab-case keys, e.g.
     /// `input-topic = "iot-sensors"`, `window = "5m"`, and a
@@ -116,6 +120,43 @@ pub struct RunArgs {
     /// Unit of event times written as numbers: `ms` or `s`. [default: ms]
     #[arg(long, env = "STREAMHOST_EPOCH_UNIT", value_name = "UNIT")]
     pub epoch_unit: Option<String>,
+
+    /// How input records are written: `json`, or `avro` in the Confluent
+    /// framing (needs --schema-registry). [default: json]
+    #[arg(long, env = "STREAMHOST_INPUT_FORMAT", value_name = "FORMAT")]
+    pub input_format: Option<String>,
+
+    /// How enriched records and alerts are written: `json`, or `avro` in the
+    /// Confluent framing with schemas registered (needs --schema-registry).
+    /// Dead letters keep the input's bytes. [default: json]
+    #[arg(long, env = "STREAMHOST_OUTPUT_FORMAT", value_name = "FORMAT")]
+    pub output_format: Option<String>,
+
+    /// Schema registry URL (Confluent REST API), for Avro.
+    #[arg(long, env = "STREAMHOST_SCHEMA_REGISTRY", value_name = "URL")]
+    pub schema_registry: Option<String>,
+
+    /// HTTP basic authentication for the schema registry, USER:PASSWORD.
+    #[arg(
+        long,
+        env = "STREAMHOST_SCHEMA_REGISTRY_AUTH",
+        value_name = "USER:PASSWORD",
+        hide_env_values = true
+    )]
+    pub schema_registry_auth: Option<String>,
+
+    /// How output schemas' subjects are named: `topic` (`<topic>-value`),
+    /// `record` (the record's full name) or `topic-record`. [default: topic]
+    #[arg(long, env = "STREAMHOST_SUBJECT_STRATEGY", value_name = "STRATEGY")]
+    pub subject_strategy: Option<String>,
+
+    /// Subject for the enriched topic's schemas, instead of the strategy's.
+    #[arg(long, env = "STREAMHOST_ENRICHED_SUBJECT", value_name = "SUBJECT")]
+    pub enriched_subject: Option<String>,
+
+    /// Subject for the alerts topic's schemas, instead of the strategy's.
+    #[arg(long, env = "STREAMHOST_ALERTS_SUBJECT", value_name = "SUBJECT")]
+    pub alerts_subject: Option<String>,
 
     /// How far ahead of the processing time an event time may be; records
     /// further ahead go to the dead-letter topic with reason `future`.
@@ -232,6 +273,13 @@ struct FileConfig {
     allowed_lateness: Option<String>,
     window_values: Option<u32>,
     epoch_unit: Option<String>,
+    input_format: Option<String>,
+    output_format: Option<String>,
+    schema_registry: Option<String>,
+    schema_registry_auth: Option<String>,
+    subject_strategy: Option<String>,
+    enriched_subject: Option<String>,
+    alerts_subject: Option<String>,
     max_future: Option<String>,
     key_idle: Option<String>,
     workers: Option<usize>,
@@ -265,6 +313,13 @@ pub struct Settings {
     pub allowed_lateness: Duration,
     pub window_values: u32,
     pub epoch_unit: crate::text::time::EpochUnit,
+    pub input_format: Format,
+    pub output_format: Format,
+    /// Needed by either format when it is Avro.
+    pub registry: Option<crate::avro::RegistryConfig>,
+    pub subject_strategy: crate::avro::SubjectStrategy,
+    pub enriched_subject: Option<String>,
+    pub alerts_subject: Option<String>,
     pub max_future: Duration,
     pub key_idle: Duration,
     pub workers: usize,
@@ -276,11 +331,96 @@ pub struct Settings {
     pub batch_wait: Duration,
     pub plugin_deadline: Duration,
     pub plugin_memory_bytes: usize,
-    pub librdkafka: BTreeMap<String, String>,
+    pub librdkafka: Properties,
     pub admin: std::net::SocketAddr,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     pub admin_address_file: Option<PathBuf>,
     pub max_records: Option<u64>,
+}
+
+/// librdkafka properties (`-X` and the file's `[librdkafka]` table). Their
+/// `Debug` form, the only way settings are ever printed, shows secrets
+/// (passwords, private keys, JAAS and OAuth configuration) as `[redacted]`.
+#[derive(Clone, Default, PartialEq)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for Properties {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Properties {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let v: &dyn std::fmt::Debug = if is_secret(k) { &"[redacted]" } else { v };
+                (k, v)
+            }))
+            .finish()
+    }
+}
+
+/// Whether a librdkafka property holds a secret: `sasl.password`,
+/// `ssl.key.password`, `ssl.keystore.password`, `ssl.key.pem`,
+/// `sasl.oauthbearer.client.secret`, `sasl.jaas.config` and the like, also
+/// behind a `consumer.`/`producer.` prefix.
+pub fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "key.pem",
+        "jaas",
+        "oauthbearer.config",
+        "token",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+}
+
+/// A secret setting (the admin token): `Debug` shows `[redacted]`.
+#[derive(Clone, PartialEq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A record format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    /// Avro in the Confluent framing, with a schema registry.
+    Avro,
+}
+
+fn format(setting: &'static str, text: Option<String>) -> Result<Format, ConfigError> {
+    match text.as_deref().unwrap_or("json") {
+        "json" => Ok(Format::Json),
+        "avro" => Ok(Format::Avro),
+        other => Err(invalid(
+            setting,
+            format!("{other:?} is neither `json` nor `avro`"),
+        )),
+    }
 }
 
 fn duration(
@@ -349,6 +489,29 @@ impl Settings {
                     ));
                 }
             },
+            input_format: format("input-format", args.input_format.or(file.input_format))?,
+            output_format: format("output-format", args.output_format.or(file.output_format))?,
+            registry: match args.schema_registry.or(file.schema_registry) {
+                None => None,
+                Some(url) => Some(crate::avro::RegistryConfig {
+                    url,
+                    timeout: Duration::from_secs(10),
+                    basic_auth: match args.schema_registry_auth.or(file.schema_registry_auth) {
+                        None => None,
+                        Some(auth) => {
+                            let (user, password) = auth.split_once(':').ok_or_else(|| {
+                                invalid("schema-registry-auth", "expected USER:PASSWORD")
+                            })?;
+                            Some((user.to_string(), Secret(password.to_string())))
+                        }
+                    },
+                }),
+            },
+            subject_strategy: s(args.subject_strategy, file.subject_strategy, "topic")
+                .parse()
+                .map_err(|e: String| invalid("subject-strategy", e))?,
+            enriched_subject: args.enriched_subject.or(file.enriched_subject),
+            alerts_subject: args.alerts_subject.or(file.alerts_subject),
             max_future: duration("max-future", args.max_future.or(file.max_future), "1h")?,
             key_idle: duration("key-idle", args.key_idle.or(file.key_idle), "10m")?,
             workers: args.workers.or(file.workers).unwrap_or_else(|| {
@@ -381,7 +544,7 @@ impl Settings {
                 .or(file.plugin_memory_mib)
                 .unwrap_or(64)
                 << 20,
-            librdkafka,
+            librdkafka: Properties(librdkafka),
             admin: {
                 let text = s(args.admin, file.admin, "127.0.0.1:9464");
                 text.parse()
@@ -390,7 +553,8 @@ impl Settings {
             admin_token: args
                 .admin_token
                 .or(file.admin_token)
-                .filter(|t| !t.is_empty()),
+                .filter(|t| !t.is_empty())
+                .map(Secret),
             admin_address_file: args.admin_address_file,
             max_records: args.max_records,
         };
@@ -426,6 +590,14 @@ impl Settings {
             return Err(invalid(
                 "key-idle",
                 "key-idle, max-future and rebuild-margin must be under 100 years",
+            ));
+        }
+        if (self.input_format == Format::Avro || self.output_format == Format::Avro)
+            && self.registry.is_none()
+        {
+            return Err(invalid(
+                "schema-registry",
+                "the Avro format needs a schema registry URL",
             ));
         }
         if self.workers == 0 || self.workers > 256 {
@@ -478,9 +650,15 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.into(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Toml {
-        path: path.into(),
-        source,
+    toml::from_str(&text).map_err(|e: toml::de::Error| {
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        let before = text.get(..at).unwrap_or_default();
+        ConfigError::Toml {
+            path: path.into(),
+            line: before.matches('\n').count() + 1,
+            column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+            message: e.message().trim_end().to_string(),
+        }
     })
 }
 

@@ -16,6 +16,15 @@ use crate::text::time::{MAX_TIME_MS, MIN_TIME_MS, parse_rfc3339};
 /// The most numeric fields a schema may name (they are tracked in a `u64`).
 pub const MAX_FIELDS: usize = 64;
 
+/// How consumed records are written.
+#[derive(Clone, Debug, Default)]
+pub enum InputFormat {
+    #[default]
+    Json,
+    /// Avro in the Confluent framing, read as JSON text first.
+    Avro(std::sync::Arc<crate::avro::AvroInput>),
+}
+
 /// Which members to read.
 #[derive(Clone, Debug)]
 pub struct Schema {

@@ -7,6 +7,9 @@
 //!   JSON and time text for the hot path. These three are leaves, used by all.
 //! - `kafka::consumer`: Kafka in, batches of records; `kafka::replay`: a
 //!   span of one partition read again, outside the group.
+//! - `avro`: records in the Confluent Avro framing read as JSON text with a
+//!   schema registry, and outputs written back to it (`--input-format`,
+//!   `--output-format`).
 //! - `decode`: each record's JSON read once into key, event time and fields.
 //! - `transform`: what transform rules return, applied to the record's text.
 //! - `window`: sliding windows per key, per input partition.
@@ -28,6 +31,7 @@ pub mod contract;
 pub mod record;
 pub mod text;
 
+pub mod avro;
 pub mod config;
 pub mod decode;
 pub mod kafka;

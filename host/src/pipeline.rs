@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use crate::contract::{Alert, Batch, FieldWindow, Needs, Transformed, TrendResult, WindowView};
-use crate::decode::{DecodeError, Decoded, Schema, decode};
+use crate::decode::{DecodeError, Decoded, InputFormat, Schema, decode};
 use crate::output::{self, WindowStats};
 use crate::record::{Dest, Failure, InRecord, OutRecord, Reason, SourcePos};
 use crate::rules::runtime::{CallError, PluginInfo};
@@ -31,6 +31,10 @@ use crate::window::{Refused, ViewBuilder, WindowConfig, Windows};
 /// Settings of a pipeline.
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
+    /// How consumed records are read (JSON, or Avro with a registry).
+    pub input: InputFormat,
+    /// How enriched records and alerts are written: JSON when `None`.
+    pub avro_output: Option<std::sync::Arc<crate::avro::AvroOutput>>,
     pub schema: Schema,
     pub window: WindowConfig,
     pub source_topic: String,
@@ -113,9 +117,11 @@ enum State {
 }
 
 /// A consumed payload: text once checked to be UTF-8 (checked once, here),
-/// else the raw bytes, kept for the dead letter.
+/// JSON text read from another format (with the bytes as consumed, for a
+/// dead letter), else the raw bytes, kept for the dead letter.
 enum Payload {
     Text(String),
+    Converted { text: String, original: Vec<u8> },
     Bytes(Vec<u8>),
 }
 
@@ -133,7 +139,13 @@ struct Rec {
 }
 
 impl Rec {
-    fn new(partition: i32, offset: i64, payload: Option<Vec<u8>>, schema: &Schema) -> Rec {
+    fn new(
+        partition: i32,
+        offset: i64,
+        payload: Option<Vec<u8>>,
+        schema: &Schema,
+        format: &InputFormat,
+    ) -> Rec {
         let fail = |e: String| {
             State::Failed(Failure {
                 reason: Reason::Decode,
@@ -141,25 +153,41 @@ impl Rec {
                 plugin: None,
             })
         };
-        let (original, state) = match payload.map(String::from_utf8) {
-            None => (
+        let decoded = |text: &str| match decode(schema, text.as_bytes()) {
+            Ok(decoded) => State::Live {
+                decoded,
+                slot: None,
+            },
+            Err(e) => fail(e.to_string()),
+        };
+        let (original, state) = match (payload, format) {
+            (None, _) => (
                 Payload::Bytes(Vec::new()),
                 fail(DecodeError::Tombstone.to_string()),
             ),
-            Some(Ok(text)) => {
-                let state = match decode(schema, text.as_bytes()) {
-                    Ok(decoded) => State::Live {
-                        decoded,
-                        slot: None,
-                    },
-                    Err(e) => fail(e.to_string()),
-                };
-                (Payload::Text(text), state)
-            }
-            Some(Err(e)) => {
-                let state = fail(format!("not UTF-8: {}", e.utf8_error()));
-                (Payload::Bytes(e.into_bytes()), state)
-            }
+            (Some(bytes), InputFormat::Json) => match String::from_utf8(bytes) {
+                Ok(text) => {
+                    let state = decoded(&text);
+                    (Payload::Text(text), state)
+                }
+                Err(e) => {
+                    let state = fail(format!("not UTF-8: {}", e.utf8_error()));
+                    (Payload::Bytes(e.into_bytes()), state)
+                }
+            },
+            (Some(bytes), InputFormat::Avro(avro)) => match avro.to_json(&bytes) {
+                Ok(text) => {
+                    let state = decoded(&text);
+                    (
+                        Payload::Converted {
+                            text,
+                            original: bytes,
+                        },
+                        state,
+                    )
+                }
+                Err(e) => (Payload::Bytes(bytes), fail(e)),
+            },
         };
         Rec {
             partition,
@@ -175,7 +203,9 @@ impl Rec {
     /// The record's current JSON text.
     fn text(&self) -> &str {
         match (&self.text, &self.original) {
-            (Some(t), _) | (None, Payload::Text(t)) => t,
+            (Some(t), _)
+            | (None, Payload::Text(t))
+            | (None, Payload::Converted { text: t, .. }) => t,
             (None, Payload::Bytes(_)) => "{}",
         }
     }
@@ -194,7 +224,7 @@ impl Rec {
     fn into_original(self) -> Vec<u8> {
         match self.original {
             Payload::Text(t) => t.into_bytes(),
-            Payload::Bytes(b) => b,
+            Payload::Converted { original, .. } | Payload::Bytes(original) => original,
         }
     }
 }
@@ -235,10 +265,10 @@ impl Pipeline {
         now_ms: i64,
         replay: bool,
     ) -> Vec<Rec> {
-        let schema = &self.cfg.schema;
+        let (schema, format) = (&self.cfg.schema, &self.cfg.input);
         let mut recs: Vec<Rec> = input
             .iter_mut()
-            .map(|r| Rec::new(r.partition, r.offset, r.payload.take(), schema))
+            .map(|r| Rec::new(r.partition, r.offset, r.payload.take(), schema, format))
             .collect();
 
         for rule in transforms {
@@ -563,29 +593,47 @@ impl Pipeline {
                         );
                         out.push(record(Dest::Alerts, payload));
                     }
-                    match out[first..].iter().find(|r| r.size() > max_bytes) {
-                        None => {
-                            tally.enriched += 1;
-                            for (_, alerts) in &rec.alerts {
-                                tally.alert_records += 1;
-                                for a in alerts {
-                                    *tally.alerts_by_kind.entry(a.kind.clone()).or_default() += 1;
-                                }
-                            }
-                            continue;
+                    let refused = match &self.cfg.avro_output {
+                        None => None,
+                        Some(avro) => out[first..].iter_mut().find_map(|r| {
+                            avro.encode(r.dest, &r.payload)
+                                .map(|bytes| r.payload = bytes)
+                                .err()
+                        }),
+                    };
+                    if let Some(message) = refused {
+                        out.truncate(first);
+                        Failure {
+                            reason: Reason::OutputRefused,
+                            message,
+                            plugin: None,
                         }
-                        Some(big) => {
-                            let failure = Failure {
-                                reason: Reason::OutputTooLarge,
-                                message: format!(
-                                    "its {} record would be {} bytes; the producer's message.max.bytes is {max_bytes}",
-                                    big.dest.name(),
-                                    big.size()
-                                ),
-                                plugin: None,
-                            };
-                            out.truncate(first);
-                            failure
+                    } else {
+                        match out[first..].iter().find(|r| r.size() > max_bytes) {
+                            None => {
+                                tally.enriched += 1;
+                                for (_, alerts) in &rec.alerts {
+                                    tally.alert_records += 1;
+                                    for a in alerts {
+                                        *tally.alerts_by_kind.entry(a.kind.clone()).or_default() +=
+                                            1;
+                                    }
+                                }
+                                continue;
+                            }
+                            Some(big) => {
+                                let failure = Failure {
+                                    reason: Reason::OutputTooLarge,
+                                    message: format!(
+                                        "its {} record would be {} bytes; the producer's message.max.bytes is {max_bytes}",
+                                        big.dest.name(),
+                                        big.size()
+                                    ),
+                                    plugin: None,
+                                };
+                                out.truncate(first);
+                                failure
+                            }
                         }
                     }
                 }

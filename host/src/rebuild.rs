@@ -240,6 +240,8 @@ mod tests {
 
     fn config() -> PipelineConfig {
         PipelineConfig {
+            input: Default::default(),
+            avro_output: None,
             schema: Schema {
                 key_field: "k".into(),
                 time_field: "t".into(),

@@ -88,7 +88,8 @@ pub enum Reason {
     /// An output of the record is larger than the producer may send, or
     /// than the broker accepts for its topic.
     OutputTooLarge,
-    /// The broker refused an output of the record as invalid.
+    /// The broker refused an output of the record as invalid, or the schema
+    /// registry refused the schema of its Avro output.
     OutputRefused,
 }
 

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::config::Settings;
-use crate::decode::Schema;
+use crate::avro::{AvroInput, AvroOutput, Target};
+use crate::config::{Format, Settings};
+use crate::decode::{InputFormat, Schema};
 use crate::kafka::{
     self,
     committer::{Committer, Pending},
@@ -44,6 +45,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn pipeline_config(settings: &Settings) -> PipelineConfig {
     PipelineConfig {
+        // JSON in and out; `with_formats` sets Avro up.
+        input: InputFormat::Json,
+        avro_output: None,
         schema: Schema {
             key_field: settings.key_field.clone(),
             time_field: settings.time_field.clone(),
@@ -67,6 +71,44 @@ pub fn pipeline_config(settings: &Settings) -> PipelineConfig {
             ..OutputLimits::default()
         },
     }
+}
+
+/// `config` with the record formats the settings ask for: Avro's reader and
+/// writer share one registry client each across the workers (and their
+/// schema caches).
+pub fn with_formats(
+    mut config: PipelineConfig,
+    settings: &Settings,
+) -> anyhow::Result<PipelineConfig> {
+    let registry = || {
+        settings
+            .registry
+            .as_ref()
+            .context("the Avro format needs --schema-registry")
+    };
+    if settings.input_format == Format::Avro {
+        config.input = InputFormat::Avro(Arc::new(
+            AvroInput::new(registry()?).map_err(anyhow::Error::msg)?,
+        ));
+    }
+    if settings.output_format == Format::Avro {
+        config.avro_output = Some(Arc::new(
+            AvroOutput::new(
+                registry()?,
+                settings.subject_strategy,
+                Target {
+                    topic: settings.enriched_topic.clone(),
+                    subject: settings.enriched_subject.clone(),
+                },
+                Target {
+                    topic: settings.alerts_topic.clone(),
+                    subject: settings.alerts_subject.clone(),
+                },
+            )
+            .map_err(anyhow::Error::msg)?,
+        ));
+    }
+    Ok(config)
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -154,7 +196,10 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
     let admin = Arc::new(Admin {
         registry: registry.clone(),
         metrics: metrics.clone(),
-        token: settings.admin_token.clone(),
+        token: settings
+            .admin_token
+            .as_ref()
+            .map(|t| t.expose().to_string()),
     });
     let bound = admin::serve(admin, settings.admin)
         .await
@@ -208,10 +253,11 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
             }
         }));
     }
+    let config = with_formats(pipeline_config(&settings), &settings)?;
     let mut workers = Vec::with_capacity(settings.workers);
     for id in 0..settings.workers {
-        let mut worker =
-            Worker::new(id, &settings).context("creating a worker's replay consumer")?;
+        let mut worker = Worker::new(id, &settings, config.clone())
+            .context("creating a worker's replay consumer")?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Work>(2);
         let shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -255,7 +301,9 @@ async fn consume(
             .batch_size
             .min((limit - consumed).try_into().unwrap_or(usize::MAX));
         let (batch, held) = tokio::select! {
-            batch = job.source.next_batch(max, settings.batch_wait) => batch.context("consuming")?,
+            batch = job.source.next_batch(max, settings.batch_wait) => {
+                batch.map_err(crate::kafka::consumer::explain).context("consuming")?
+            }
             _ = &mut shutdown => break,
             // An output failed while no input arrives: stop now, not at
             // the next record.
@@ -365,10 +413,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn new(id: usize, settings: &Settings) -> rdkafka::error::KafkaResult<Worker> {
+    fn new(
+        id: usize,
+        settings: &Settings,
+        config: PipelineConfig,
+    ) -> rdkafka::error::KafkaResult<Worker> {
         Ok(Worker {
             id,
-            pipeline: Pipeline::new(pipeline_config(settings)),
+            pipeline: Pipeline::new(config),
             reader: PartitionReader::new(settings)?,
             margin_ms: settings.rebuild_margin.as_millis() as i64,
             fed: HashMap::new(),

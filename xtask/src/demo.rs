@@ -28,6 +28,10 @@ pub struct DemoArgs {
     /// Partitions of the input topic.
     #[arg(long, default_value_t = 3)]
     pub partitions: u32,
+    /// Avro in the Confluent framing for readings, enriched records and
+    /// alerts, with the schema registry stand-in.
+    #[arg(long)]
+    pub avro: bool,
 }
 
 /// Children killed when the demo ends, however it ends.
@@ -61,6 +65,33 @@ pub fn run(args: DemoArgs) -> Result<()> {
     println!("demo: broker on {brokers}; logs in {}", dir.display());
 
     let mut children = Children(Vec::new());
+    // With --avro: the registry stand-in, and its URL for every process.
+    let registry = if args.avro {
+        let file = dir.join("registry.url");
+        let _ = std::fs::remove_file(&file);
+        children.0.push(
+            Command::new(bin("schema-registry-standin"))
+                .args(["--listen", "127.0.0.1:0", "--address-file"])
+                .arg(&file)
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting the schema registry stand-in")?,
+        );
+        let started = std::time::Instant::now();
+        let url = loop {
+            match std::fs::read_to_string(&file) {
+                Ok(url) if !url.is_empty() => break url,
+                _ if started.elapsed() > std::time::Duration::from_secs(20) => {
+                    bail!("the schema registry stand-in did not start")
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        println!("demo: Avro, with the schema registry stand-in on {url}");
+        Some(url)
+    } else {
+        None
+    };
     let plugin = |n: &str| -> PathBuf { plugins.join(format!("{n}.wasm")) };
     let mut streamhost = Command::new(bin("streamhost"));
     streamhost
@@ -76,13 +107,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if let Some(n) = args.records {
         streamhost.args(["--max-records", &n.to_string()]);
     }
+    let mut watch = Command::new(bin("stream-watch"));
+    watch.args(["--brokers", &brokers]);
+    if let Some(url) = &registry {
+        streamhost.args(["--input-format", "avro", "--output-format", "avro"]);
+        streamhost.args(["--schema-registry", url]);
+        watch.args(["--avro", url]);
+    }
     let streamhost = streamhost.spawn().context("starting streamhost")?;
-    children.0.push(
-        Command::new(bin("stream-watch"))
-            .args(["--brokers", &brokers])
-            .spawn()
-            .context("starting stream-watch")?,
-    );
+    children
+        .0
+        .push(watch.spawn().context("starting stream-watch")?);
     let mut producer = Command::new(bin("sensor-producer"));
     producer.args([
         "--brokers",
@@ -94,6 +129,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     ]);
     if let Some(n) = args.records {
         producer.args(["--total", &n.to_string()]);
+    }
+    if let Some(url) = &registry {
+        producer.args(["--avro", url]);
     }
     children
         .0

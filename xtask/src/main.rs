@@ -389,7 +389,10 @@ fn test(args: &[String]) -> Result<()> {
 
 fn bench(quick: bool) -> Result<()> {
     announce_plan();
+    toolchain::ensure_host()?;
     build_plugins()?;
+    // The registry stand-in, for the Avro section.
+    build_binaries()?;
     let mut cmd = Command::new(cargo());
     cmd.current_dir(root())
         .args(["bench", "-p", "streamhost", "--bench", "pipeline", "--"]);

@@ -345,6 +345,43 @@ pub fn wasm32() -> Result<Wasm32> {
 /// takes on two cores; shown as progress while it builds.
 const NISSHI_CRATES: usize = 430;
 const NISSHI_MINUTES: &str = "about 20 minutes on two cores";
+/// Nisshi's storage engines: `dynostore` (the in-memory engine the tests
+/// run on) and `libsql` (`sqlite://`, the engine that keeps SCRAM users for
+/// the security tests). One binary serves both.
+const NISSHI_FEATURES: &[&str] = &["dynostore", "libsql"];
+
+/// For the broker installed under the tools root, the features it lacks, read
+/// from cargo's own install record. A broker found elsewhere is taken as is.
+fn missing_broker_features(bin: &Path) -> Vec<&'static str> {
+    let root = crate::broker::tools_root();
+    if bin != root.join("bin/nisshi") {
+        return Vec::new();
+    }
+    let record = std::fs::read_to_string(root.join(".crates2.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+    let features: Vec<String> = record
+        .as_ref()
+        .and_then(|r| r["installs"].as_object())
+        .and_then(|installs| {
+            installs
+                .iter()
+                .find(|(k, _)| k.starts_with("nisshi "))
+                .map(|(_, v)| v)
+        })
+        .and_then(|v| v["features"].as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    NISSHI_FEATURES
+        .iter()
+        .copied()
+        .filter(|f| !features.iter().any(|have| have == f))
+        .collect()
+}
 
 pub fn broker_check() -> Check {
     let install = format!(
@@ -357,6 +394,11 @@ pub fn broker_check() -> Check {
             crate::broker::tools_root().display()
         )),
         Some(p) => match output(Command::new(&p).arg("--version")) {
+            Some(_) if !missing_broker_features(&p).is_empty() => Err(format!(
+                "{} was built without the feature(s) {}",
+                p.display(),
+                missing_broker_features(&p).join(", ")
+            )),
             Some(v) => Ok(format!("{} ({})", p.display(), first_line(&v))),
             None => Err(format!("{} does not run", p.display())),
         },
@@ -373,7 +415,15 @@ pub fn broker_check() -> Check {
 /// same toolchain the plugins use.
 pub fn ensure_broker() -> Result<PathBuf> {
     if let Some(p) = crate::broker::find() {
-        return Ok(p);
+        let missing = missing_broker_features(&p);
+        if missing.is_empty() {
+            return Ok(p);
+        }
+        eprintln!(
+            "xtask: {} lacks the feature(s) {}; rebuilding it",
+            p.display(),
+            missing.join(", ")
+        );
     }
     ensure_debian()?;
     eprintln!(
@@ -389,7 +439,12 @@ pub fn ensure_broker() -> Result<PathBuf> {
         crate::broker::VERSION,
         "--locked",
     ])
-    .args(["--no-default-features", "--features", "dynostore", "--root"])
+    .args([
+        "--no-default-features",
+        "--features",
+        &NISSHI_FEATURES.join(","),
+    ])
+    .arg("--root")
     .arg(crate::broker::tools_root())
     .env("RUSTC", DEBIAN_RUSTC)
     .env(
@@ -663,7 +718,8 @@ pub fn ensure_compose_client() -> Result<()> {
 // ------------------------------------------------------------------ host --
 
 /// What building the host needs beyond rustup's toolchain: a C toolchain for
-/// librdkafka (built from source by rdkafka-sys).
+/// librdkafka (built from source by rdkafka-sys), and OpenSSL's headers and
+/// library found through pkg-config for its TLS support (openssl-sys).
 pub fn host_checks() -> Vec<Check> {
     let rustup = Check {
         what: "Rust toolchain (host build)",
@@ -679,8 +735,29 @@ pub fn host_checks() -> Vec<Check> {
         rustup,
         tool("C compiler (librdkafka)", "cc", "gcc"),
         tool("make (librdkafka)", "make", "make"),
+        tool("pkg-config (finds OpenSSL)", "pkg-config", "pkg-config"),
+        openssl_check(),
     ]
 }
+
+/// OpenSSL as openssl-sys finds it: `pkg-config openssl` answering, and the
+/// header librdkafka's TLS code includes.
+fn openssl_check() -> Check {
+    let header = Path::new("/usr/include/openssl/ssl.h");
+    let state = match output(Command::new("pkg-config").args(["--modversion", "openssl"])) {
+        None => Err("`pkg-config --modversion openssl` finds no openssl.pc".to_string()),
+        Some(_) if !header.is_file() => Err(format!("{} is missing", header.display())),
+        Some(v) => Ok(format!("OpenSSL {v}")),
+    };
+    Check {
+        what: "OpenSSL development files (TLS)",
+        state,
+        install: "apt package libssl-dev".into(),
+    }
+}
+
+/// The apt package that repairs each host check, by position.
+const HOST_PACKAGES: &[&str] = &["", "gcc", "make", "pkg-config", "libssl-dev"];
 
 pub fn ensure_host() -> Result<()> {
     let checks = host_checks();
@@ -688,15 +765,31 @@ pub fn ensure_host() -> Result<()> {
     if failed.is_empty() {
         return Ok(());
     }
+    let packages: Vec<&str> = checks
+        .iter()
+        .zip(HOST_PACKAGES)
+        .filter(|(c, p)| !c.ok() && !p.is_empty())
+        .map(|(_, p)| *p)
+        .collect();
     if !checks[0].ok() || !can_install() {
         return Err(missing_error(
             "the host build",
             &failed,
-            &apt_hint(&["gcc", "make"]),
+            &apt_hint(&packages),
         ));
     }
-    eprintln!("xtask: installing gcc make with apt-get");
-    apt_install(&["gcc", "make"])
+    eprintln!("xtask: installing {} with apt-get", packages.join(" "));
+    apt_install(&packages)?;
+    let checks = host_checks();
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok()).collect();
+    if !failed.is_empty() {
+        return Err(missing_error(
+            "after installing the packages, the host build",
+            &failed,
+            &apt_hint(&packages),
+        ));
+    }
+    Ok(())
 }
 
 // ------------------------------------------------------------------- apt --

@@ -23,6 +23,25 @@ struct Args {
     /// Print one enriched record in this many.
     #[arg(long, default_value_t = 1000)]
     sample: u64,
+    /// Read outputs in the Confluent Avro framing, their schemas fetched
+    /// from this schema registry.
+    #[arg(long, value_name = "URL")]
+    avro: Option<String>,
+}
+
+/// An output as JSON: parsed, or decoded from Avro with the registry.
+fn parse(
+    payload: &[u8],
+    avro: Option<&schema_registry_converter::blocking::avro::AvroDecoder>,
+) -> serde_json::Value {
+    match avro {
+        Some(decoder) if payload.first() == Some(&0) => decoder
+            .decode(Some(payload))
+            .ok()
+            .and_then(|d| apache_avro::from_value::<serde_json::Value>(&d.value).ok())
+            .unwrap_or_default(),
+        _ => serde_json::from_slice(payload).unwrap_or_default(),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,14 +53,18 @@ fn main() -> anyhow::Result<()> {
         .set("enable.auto.commit", "false")
         .create()?;
     consumer.subscribe(&[&args.alerts_topic, &args.enriched_topic, &args.dlq_topic])?;
+    let decoder = args.avro.as_ref().map(|url| {
+        schema_registry_converter::blocking::avro::AvroDecoder::new(
+            schema_registry_converter::blocking::schema_registry::SrSettings::new(url.clone()),
+        )
+    });
     let (mut enriched, mut alerts, mut dead) = (0u64, 0u64, 0u64);
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut last_status = Instant::now();
     loop {
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m?;
-            let v: serde_json::Value =
-                serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or_default();
+            let v = parse(m.payload().unwrap_or_default(), decoder.as_ref());
             if m.topic() == args.alerts_topic {
                 alerts += 1;
                 for k in v["anomalies"].as_array().into_iter().flatten() {

@@ -12,9 +12,11 @@
 //! 4. Hot swap: swapping plugins against not swapping.
 //! 5. Workers: 2 partition-parallel workers against 1, in process.
 //! 6. Rebuild: a partition's windows rebuilt by replaying it from the broker.
+//! 7. Formats: Avro decode (with the registry stand-in) against JSON decode.
 
 mod common;
 mod end_to_end;
+mod formats;
 mod hot_swap;
 mod in_process;
 mod state;
@@ -90,6 +92,15 @@ async fn main() {
         println!("{:.3} s", run_pipeline(&rules, &input, 1000));
         return;
     }
+    // `--formats-only`: the Avro against JSON section alone.
+    if std::env::args().any(|a| a == "--formats-only") {
+        let mut report = Report {
+            text: String::new(),
+        };
+        tokio::task::block_in_place(|| formats::formats(&mut report, 100_000, 11));
+        println!("{}", report.text);
+        return;
+    }
     // `--rebuild-only`: the window rebuild section alone.
     if std::env::args().any(|a| a == "--rebuild-only") {
         let mut report = Report {
@@ -149,6 +160,10 @@ async fn main() {
     });
     eprintln!("bench: window rebuild");
     state::rebuild_time(&mut report, quick).await;
+    eprintln!("bench: Avro against JSON decode");
+    tokio::task::block_in_place(|| {
+        formats::formats(&mut report, n_inproc / 5, if quick { 5 } else { 11 })
+    });
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("report.md"), &report.text).unwrap();

@@ -39,6 +39,10 @@ impl PartitionReader {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")
+            // A replay reads one partition start to end: few large fetches
+            // rather than many of librdkafka's default 1 MB.
+            .set("max.partition.fetch.bytes", "33554432")
+            .set("fetch.max.bytes", "67108864")
             .set("queued.max.messages.kbytes", "262144")
             .set("client.id", "streamhost-rebuild");
         apply_properties(&mut config, settings, "consumer");

@@ -41,6 +41,24 @@ pub fn find() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// How to start a broker beyond the defaults (in-memory storage, plaintext,
+/// no authentication, a free port).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// A storage URL, e.g. `sqlite://nisshi.db` (relative to `dir`), the
+    /// engine that keeps SCRAM users.
+    pub storage: Option<String>,
+    /// A TLS certificate chain and private key (PEM): the listener then
+    /// accepts TLS only.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Require SASL authentication.
+    pub authentication: bool,
+    /// The broker's working directory.
+    pub dir: Option<PathBuf>,
+    /// Listen on this port (to restart a broker where it was).
+    pub port: Option<u16>,
+}
+
 /// A running broker process, killed on drop.
 pub struct Broker {
     child: Child,
@@ -60,19 +78,39 @@ impl Broker {
     /// Starts a broker on a free loopback port and waits until it accepts
     /// connections. Its output goes to `log` when given, else is discarded.
     pub fn start(bin: &Path, log: Option<&Path>) -> Result<Broker> {
-        let port = free_port();
+        Broker::start_with(bin, log, &Options::default())
+    }
+
+    /// Starts a broker as `options` say and waits until it accepts
+    /// connections.
+    pub fn start_with(bin: &Path, log: Option<&Path>, options: &Options) -> Result<Broker> {
+        let port = options.port.unwrap_or_else(free_port);
         let url = format!("tcp://127.0.0.1:{port}");
         let (out, err) = match log {
             Some(path) => {
-                let f = std::fs::File::create(path)?;
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
                 (Stdio::from(f.try_clone()?), Stdio::from(f))
             }
             None => (Stdio::null(), Stdio::null()),
         };
-        let child = Command::new(bin)
-            .args(["broker", "--storage-engine", "memory://nisshi/"])
+        let mut cmd = Command::new(bin);
+        cmd.args(["broker", "--storage-engine"])
+            .arg(options.storage.as_deref().unwrap_or("memory://nisshi/"))
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--group-initial-rebalance-delay", "0"])
+            .args(["--group-initial-rebalance-delay", "0"]);
+        if let Some((cert, key)) = &options.tls {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if options.authentication {
+            cmd.arg("--authentication");
+        }
+        if let Some(dir) = &options.dir {
+            cmd.current_dir(dir);
+        }
+        let child = cmd
             .stdout(out)
             .stderr(err)
             .spawn()
@@ -93,6 +131,24 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(broker)
+    }
+
+    /// Creates a SCRAM user (`nisshi user create`), on a broker started
+    /// without TLS or authentication, on storage that keeps users.
+    pub fn create_user(&self, name: &str, password: &str, mechanism: &str) -> Result<()> {
+        let out = Command::new(&self.bin)
+            .args(["user", "create", "--broker"])
+            .arg(format!("tcp://127.0.0.1:{}", self.port))
+            .args(["--mechanism", mechanism, name, password])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "creating user {name} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// The broker's process id (to pause it with SIGSTOP in fault tests).

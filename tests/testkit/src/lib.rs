@@ -130,17 +130,37 @@ mod with_kafka {
             pub dlq: String,
             pub group: String,
             pub log_dir: PathBuf,
+            /// librdkafka properties of the test's own clients (TLS, SASL).
+            pub client: Vec<(String, String)>,
             producer: std::sync::OnceLock<FutureProducer>,
         }
 
         impl Cluster {
             pub fn start(name: &str, input_partitions: u32) -> Cluster {
+                let log_dir = Cluster::log_dir(name);
+                let broker = Broker::start(&super::nisshi(), Some(&log_dir.join("broker.log")))
+                    .expect("broker");
+                Cluster::on(name, input_partitions, broker, log_dir, Vec::new())
+            }
+
+            /// A fresh folder for a test's logs (and certificates).
+            pub fn log_dir(name: &str) -> PathBuf {
                 let log_dir = crate::root()
                     .join("target/test-logs")
                     .join(super::topic(name));
                 std::fs::create_dir_all(&log_dir).unwrap();
-                let broker = Broker::start(&super::nisshi(), Some(&log_dir.join("broker.log")))
-                    .expect("broker");
+                log_dir
+            }
+
+            /// Fresh topics on a broker already started, reached by the
+            /// test's clients with `client` properties (TLS, SASL).
+            pub fn on(
+                name: &str,
+                input_partitions: u32,
+                broker: Broker,
+                log_dir: PathBuf,
+                client: Vec<(String, String)>,
+            ) -> Cluster {
                 let c = Cluster {
                     input: super::topic(&format!("{name}-in")),
                     enriched: super::topic(&format!("{name}-enriched")),
@@ -149,19 +169,55 @@ mod with_kafka {
                     group: super::topic(&format!("{name}-group")),
                     broker,
                     log_dir,
+                    client,
                     producer: Default::default(),
                 };
-                c.broker.create_topic(&c.input, input_partitions).unwrap();
-                for t in [&c.enriched, &c.alerts, &c.dlq] {
-                    c.broker.create_topic(t, 2).unwrap();
+                let topics = [
+                    (&c.input, input_partitions),
+                    (&c.enriched, 2),
+                    (&c.alerts, 2),
+                    (&c.dlq, 2),
+                ];
+                if c.client.is_empty() {
+                    for (t, n) in topics {
+                        c.broker.create_topic(t, n).unwrap();
+                    }
+                } else {
+                    c.create_topics(&topics);
                 }
                 c
             }
 
+            /// Creates topics with the Kafka admin API (for brokers the
+            /// broker's own command line cannot reach: TLS, SASL).
+            fn create_topics(&self, topics: &[(&String, u32)]) {
+                use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+                let admin: AdminClient<_> = self.config().create().unwrap();
+                let new: Vec<NewTopic> = topics
+                    .iter()
+                    .map(|(t, n)| NewTopic::new(t, *n as i32, TopicReplication::Fixed(1)))
+                    .collect();
+                let results =
+                    futures::executor::block_on(admin.create_topics(&new, &AdminOptions::new()))
+                        .unwrap();
+                for r in results {
+                    r.unwrap();
+                }
+            }
+
+            /// A client configuration for this cluster's broker.
+            pub fn config(&self) -> ClientConfig {
+                let mut config = ClientConfig::new();
+                config.set("bootstrap.servers", self.broker.bootstrap());
+                for (k, v) in &self.client {
+                    config.set(k, v);
+                }
+                config
+            }
+
             pub fn producer(&self) -> &FutureProducer {
                 self.producer.get_or_init(|| {
-                    ClientConfig::new()
-                        .set("bootstrap.servers", self.broker.bootstrap())
+                    self.config()
                         .set("enable.idempotence", "true")
                         .set("linger.ms", "5")
                         .create()
@@ -233,10 +289,7 @@ mod with_kafka {
             /// Reads everything `topic` holds now (up to its high watermarks,
             /// asked first), waiting up to `timeout`.
             pub fn read_all(&self, topic: &str, timeout: Duration) -> Vec<Read> {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", self.broker.bootstrap())
-                    .create()
-                    .unwrap();
+                let consumer: BaseConsumer = self.config().create().unwrap();
                 let md = consumer
                     .fetch_metadata(Some(topic), Duration::from_secs(10))
                     .unwrap();
@@ -258,8 +311,8 @@ mod with_kafka {
                 timeout: Duration,
                 mut stop: impl FnMut(&[Read]) -> bool,
             ) -> Vec<Read> {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", self.broker.bootstrap())
+                let consumer: BaseConsumer = self
+                    .config()
                     .set("group.id", super::topic("reader"))
                     .set("enable.auto.commit", "false")
                     .create()

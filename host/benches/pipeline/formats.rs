@@ -1,0 +1,182 @@
+//! Section 7: Avro decode against JSON decode, per record.
+//!
+//! The same readings written as JSON and as Confluent-framed Avro (the
+//! sensor producer's schema, registered with the registry stand-in). JSON:
+//! what the pipeline does per record today (`decode`). Avro: the registry
+//! client's decode with its schema cached, the value written as JSON text,
+//! then the same `decode`, which is the whole cost of `--input-format avro`
+//! once a schema id has been seen. Interleaved rounds, median and spread.
+
+use super::*;
+
+use std::process::{Child, Command, Stdio};
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use streamhost::avro::{AvroInput, RegistryConfig};
+
+const READING: &str = r#"{"type": "record", "name": "SensorReading", "namespace": "iot",
+  "fields": [
+    {"name": "sensor_id", "type": "string"},
+    {"name": "timestamp", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "temperature", "type": "double"},
+    {"name": "humidity", "type": "double"},
+    {"name": "pressure", "type": "double"},
+    {"name": "location", "type": {"type": "record", "name": "Location", "fields": [
+      {"name": "latitude", "type": "double"}, {"name": "longitude", "type": "double"}]}},
+    {"name": "battery_level", "type": "double"}
+  ]}"#;
+
+struct Standin(Child);
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The registry stand-in (built by `cargo xtask bench`) and its URL.
+fn standin() -> Option<(Standin, String)> {
+    let bin = root().join("target/release/schema-registry-standin");
+    let file = root().join(format!("target/bench/registry-{}.url", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let child = Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--address-file"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    let guard = Standin(child);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Ok(url) = std::fs::read_to_string(&file) {
+            if !url.is_empty() {
+                return Some((guard, url));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// The JSON readings of `records` written as framed Avro with schema `id`.
+fn as_avro(records: &[InRecord], id: u32, schema: &Schema) -> Vec<Vec<u8>> {
+    records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value =
+                serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+            let time = streamhost::decode::parse_time(v["timestamp"].as_str().unwrap()).unwrap();
+            let num = |v: &serde_json::Value| Value::Double(v.as_f64().unwrap_or(0.0));
+            let record = Value::Record(vec![
+                (
+                    "sensor_id".into(),
+                    Value::String(v["sensor_id"].as_str().unwrap().into()),
+                ),
+                ("timestamp".into(), Value::TimestampMillis(time)),
+                ("temperature".into(), num(&v["temperature"])),
+                ("humidity".into(), num(&v["humidity"])),
+                ("pressure".into(), num(&v["pressure"])),
+                (
+                    "location".into(),
+                    Value::Record(vec![
+                        ("latitude".into(), num(&v["location"]["latitude"])),
+                        ("longitude".into(), num(&v["location"]["longitude"])),
+                    ]),
+                ),
+                ("battery_level".into(), num(&v["battery_level"])),
+            ]);
+            let mut out = vec![0u8];
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend(
+                apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+                    .build()
+                    .and_then(|w| w.write_value_to_vec(record))
+                    .unwrap(),
+            );
+            out
+        })
+        .collect()
+}
+
+pub fn formats(report: &mut Report, n: usize, rounds: usize) {
+    report.line(format!(
+        "### 7. Avro decode against JSON decode ({n} readings; {rounds} interleaved rounds)\n"
+    ));
+    let Some((_standin, url)) = standin() else {
+        report.line("Skipped: target/release/schema-registry-standin is not built (`cargo xtask bench` builds it).\n");
+        return;
+    };
+    let config = RegistryConfig {
+        url: url.clone(),
+        timeout: Duration::from_secs(10),
+        basic_auth: None,
+    };
+    let id = {
+        use schema_registry_converter::blocking::schema_registry::{SrSettings, post_schema};
+        use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+        post_schema(
+            &SrSettings::new(url),
+            "bench-value".into(),
+            SuppliedSchema::new(None, SchemaType::Avro, READING.into()),
+        )
+        .unwrap()
+        .id
+    };
+    let input = records(n, 1000);
+    let avro = as_avro(&input, id, &Schema::parse_str(READING).unwrap());
+    let reader = AvroInput::new(&config).unwrap();
+    let schema = streamhost::service::pipeline_config(&settings()).schema;
+    let decode = |bytes: &[u8]| streamhost::decode::decode(&schema, bytes).unwrap();
+    // Warm up (and cache the schema: the one registry request).
+    decode(&reader.to_json(&avro[0]).unwrap().into_bytes());
+    let json_bytes: usize = input
+        .iter()
+        .map(|r| r.payload.as_ref().unwrap().len())
+        .sum();
+    let avro_bytes: usize = avro.iter().map(Vec::len).sum();
+    let (mut t_json, mut t_avro, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let started = Instant::now();
+        for r in &input {
+            std::hint::black_box(decode(r.payload.as_deref().unwrap()));
+        }
+        let j = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        for bytes in &avro {
+            let text = reader.to_json(bytes).unwrap();
+            std::hint::black_box(decode(text.as_bytes()));
+        }
+        let a = started.elapsed().as_secs_f64();
+        t_json.push(j);
+        t_avro.push(a);
+        ratios.push(a / j);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (lo, hi) = (
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+    );
+    let m = median(&mut ratios);
+    let per = |t: f64| t / n as f64 * 1e9;
+    report.line(
+        "| input format | bytes per reading | ns per record (median round) |\n|---|---:|---:|",
+    );
+    report.line(format!(
+        "| JSON: decode | {:.0} | {:.0} |",
+        json_bytes as f64 / n as f64,
+        per(median(&mut t_json))
+    ));
+    report.line(format!(
+        "| Avro: registry client's decode (schema cached), to JSON text, decode | {:.0} | {:.0} |",
+        avro_bytes as f64 / n as f64,
+        per(median(&mut t_avro))
+    ));
+    report.line(format!(
+        "\nAvro / JSON: **{m:.2}×** the decode time per record, median; spread {lo:.2}–{hi:.2}.\n"
+    ));
+}
