@@ -19,7 +19,7 @@ use schema_registry_converter::blocking::schema_registry::{SrSettings, post_sche
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 use support::kafka::{Cluster, Read, terminate};
 
-const T0: i64 = 1_795_500_000_000; // 2026-11-24T06:40:00Z
+const T0: i64 = 1_795_500_000_000; // 2026-11-24T06:00:00Z
 
 const V1: &str = r#"{"type": "record", "name": "SensorReading", "namespace": "iot",
   "fields": [

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use support::kafka::{Cluster, Read};
 
-const T0: i64 = 1_795_500_000_000; // 2026-11-24T06:40:00Z
+const T0: i64 = 1_795_500_000_000; // 2026-11-24T06:00:00Z
 const MAX_MESSAGE: usize = 200_000;
 
 fn iso(ms: i64) -> String {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use support::kafka::{Cluster, Read, terminate};
 
 const MIN: i64 = 60_000;
-const T0: i64 = 1_795_500_000_000; // 2026-11-24T06:40:00Z
+const T0: i64 = 1_795_500_000_000; // 2026-11-24T06:00:00Z
 
 fn iso(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -193,7 +193,7 @@ fn malformed() -> Vec<(Option<String>, Vec<u8>, &'static str)> {
         (Some("bad".into()), b"[1,2,3]".to_vec(), "not a JSON object"),
         (
             Some("bad".into()),
-            br#"{"timestamp":"2026-11-24T06:40:00Z","temperature":20}"#.to_vec(),
+            br#"{"timestamp":"2026-11-24T06:00:00Z","temperature":20}"#.to_vec(),
             "missing key field `sensor_id`",
         ),
         (
@@ -203,7 +203,7 @@ fn malformed() -> Vec<(Option<String>, Vec<u8>, &'static str)> {
         ),
         (
             Some("bad".into()),
-            br#"{"sensor_id":"sensor_009","timestamp":"2026-11-24T06:40:00Z","temperature":"hot"}"#
+            br#"{"sensor_id":"sensor_009","timestamp":"2026-11-24T06:00:00Z","temperature":"hot"}"#
                 .to_vec(),
             "field `temperature` is not a number",
         ),

@@ -22,7 +22,7 @@ use rcgen::{
 use support::broker::{Broker, Options};
 use support::kafka::{Cluster, Read};
 
-const T0: i64 = 1_795_500_000_000; // 2026-11-24T06:40:00Z
+const T0: i64 = 1_795_500_000_000; // 2026-11-24T06:00:00Z
 const USER: &str = "streamhost";
 const PASSWORD: &str = "pw-7f3a91c0e2-not-in-logs";
 /// A private key's passphrase, given as librdkafka's `ssl.key.password`.
@@ -190,6 +190,14 @@ fn check_outputs(c: &Cluster, n: usize) {
     }
 }
 
+/// streamhost's own last words: the error it exits with.
+fn exit_error(log: &str) -> &str {
+    log.lines()
+        .rev()
+        .find(|l| l.starts_with("streamhost: error:"))
+        .unwrap_or_else(|| panic!("no `streamhost: error:` line:\n{log}"))
+}
+
 /// Waits for a child to exit, up to `timeout`; kills it past that.
 fn exit_within(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let t = Instant::now();
@@ -238,12 +246,15 @@ async fn a_plaintext_client_on_the_tls_port_stops_with_a_clear_error() {
     let status = exit_within(&mut sh, Duration::from_secs(60));
     let log = c.log("streamhost");
     let status = status.unwrap_or_else(|| panic!("still running after 60 s:\n{log}"));
+    let took = started.elapsed();
     assert!(!status.success(), "{log}");
+    let error = exit_error(&log);
     assert!(
-        log.contains("security.protocol=ssl"),
-        "the error names the fix:\n{log}"
+        error.contains("TLS listener") && error.contains("security.protocol=ssl"),
+        "the error names the fix: {error}"
     );
-    eprintln!("plaintext client stopped after {:?}", started.elapsed());
+    assert!(took < Duration::from_secs(20), "stopped after {took:?}");
+    eprintln!("plaintext client stopped after {took:?}: {error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -273,8 +284,14 @@ async fn scram_over_tls_from_a_toml_file_runs_end_to_end_and_keeps_secrets() {
     )
     .unwrap();
     let config = config.display().to_string();
-    // Without --max-records, so that the admin API can be asked while it runs.
-    let mut sh = c.streamhost("streamhost", &["--config", &config]);
+    // Without --max-records, so that the admin API can be asked while it
+    // runs; at debug level, so that librdkafka's security debugging shows.
+    let plugins = ["enrich", "trend", "anomaly"].map(support::plugin_path);
+    let mut sh = c
+        .streamhost_command("streamhost", &plugins, &["--config", &config])
+        .env("RUST_LOG", "debug")
+        .spawn()
+        .unwrap();
     check_outputs(&c, n);
     let admin = c.admin_addr("streamhost");
     let plugins = streamhost::ops::admin::request(&admin, "GET", "/plugins", None, b"").unwrap();
@@ -311,16 +328,22 @@ async fn a_wrong_password_stops_promptly_and_names_authentication() {
     let log = c.log("streamhost");
     let status = status.unwrap_or_else(|| panic!("still running after 60 s:\n{log}"));
     assert!(!status.success(), "{log}");
+    let error = exit_error(&log);
     assert!(
-        log.contains("authentication failed"),
-        "the error names authentication:\n{log}"
+        error.contains("authentication failed") && error.contains("sasl.password"),
+        "the error names authentication: {error}"
     );
     assert!(
-        took < Duration::from_secs(30),
+        took < Duration::from_secs(10),
         "stopped after {took:?}:\n{log}"
     );
-    let failures = log.lines().filter(|l| l.contains("Authentication")).count();
+    let failures = log
+        .lines()
+        .filter(|l| l.to_lowercase().contains("authentication"))
+        .count();
     assert!(failures <= 10, "{failures} lines of retries:\n{log}");
     assert!(!log.contains(wrong), "the log shows the password:\n{log}");
-    eprintln!("wrong password stopped after {took:?}, {failures} authentication lines");
+    eprintln!(
+        "wrong password stopped after {took:?}, {failures} log lines on authentication: {error}"
+    );
 }

@@ -742,4 +742,46 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.to_string(), "batch-size: must be at least 1");
     }
+
+    #[test]
+    fn secrets_never_print() {
+        let dir = std::env::temp_dir().join(format!("streamhost-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("streamhost.toml");
+        std::fs::write(
+            &path,
+            "admin-token = \"tok-123456\"\nschema-registry = \"http://r:8081\"\nschema-registry-auth = \"u:reg-pw-42\"\n[librdkafka]\n\"sasl.password\" = \"pw-98765\"\n\"consumer.ssl.key.password\" = \"kp-24680\"\n\"ssl.key.pem\" = \"-----BEGIN PRIVATE KEY-----x\"\n\"sasl.username\" = \"alice\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(RunArgs {
+            config: Some(path.clone()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(
+            s.librdkafka.get("sasl.password").map(String::as_str),
+            Some("pw-98765")
+        );
+        let shown = format!("{s:?}");
+        for secret in [
+            "tok-123456",
+            "reg-pw-42",
+            "pw-98765",
+            "kp-24680",
+            "BEGIN PRIVATE KEY",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("alice"), "non-secrets still show: {shown}");
+        // A syntax error on a line holding a secret does not quote it.
+        std::fs::write(&path, "[librdkafka]\n\"sasl.password\" = \"pw-13579\n").unwrap();
+        let err = Settings::resolve(RunArgs {
+            config: Some(path),
+            ..RunArgs::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(":2:"), "names the line: {err}");
+        assert!(!err.contains("pw-13579"), "{err}");
+    }
 }

@@ -302,7 +302,7 @@ async fn consume(
             .min((limit - consumed).try_into().unwrap_or(usize::MAX));
         let (batch, held) = tokio::select! {
             batch = job.source.next_batch(max, settings.batch_wait) => {
-                batch.map_err(crate::kafka::consumer::explain).context("consuming")?
+                batch.map_err(kafka::explain).context("consuming")?
             }
             _ = &mut shutdown => break,
             // An output failed while no input arrives: stop now, not at

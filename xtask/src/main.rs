@@ -255,7 +255,10 @@ fn build_python_plugins(out_dir: &Path) -> Result<()> {
 pub fn announce_plan() {
     let mut steps = Vec::new();
     if !toolchain::host_checks().iter().all(toolchain::Check::ok) {
-        steps.push("install gcc and make with apt (for librdkafka; about 1 minute)".to_string());
+        steps.push(format!(
+            "install {} with apt (for librdkafka and its TLS; about 1 minute)",
+            toolchain::missing_host_packages().join(" ")
+        ));
     }
     if !toolchain::debian_checks().iter().all(toolchain::Check::ok) {
         steps.push(format!(

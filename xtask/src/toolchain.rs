@@ -343,7 +343,7 @@ pub fn wasm32() -> Result<Wasm32> {
 
 /// About how many crates `cargo install nisshi` compiles, and how long it
 /// takes on two cores; shown as progress while it builds.
-const NISSHI_CRATES: usize = 430;
+const NISSHI_CRATES: usize = 465;
 const NISSHI_MINUTES: &str = "about 20 minutes on two cores";
 /// Nisshi's storage engines: `dynostore` (the in-memory engine the tests
 /// run on) and `libsql` (`sqlite://`, the engine that keeps SCRAM users for
@@ -759,18 +759,23 @@ fn openssl_check() -> Check {
 /// The apt package that repairs each host check, by position.
 const HOST_PACKAGES: &[&str] = &["", "gcc", "make", "pkg-config", "libssl-dev"];
 
+/// The apt packages that would repair the failing host checks.
+pub fn missing_host_packages() -> Vec<&'static str> {
+    host_checks()
+        .iter()
+        .zip(HOST_PACKAGES)
+        .filter(|(c, p)| !c.ok() && !p.is_empty())
+        .map(|(_, p)| *p)
+        .collect()
+}
+
 pub fn ensure_host() -> Result<()> {
     let checks = host_checks();
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok()).collect();
     if failed.is_empty() {
         return Ok(());
     }
-    let packages: Vec<&str> = checks
-        .iter()
-        .zip(HOST_PACKAGES)
-        .filter(|(c, p)| !c.ok() && !p.is_empty())
-        .map(|(_, p)| *p)
-        .collect();
+    let packages = missing_host_packages();
     if !checks[0].ok() || !can_install() {
         return Err(missing_error(
             "the host build",

@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use streamhost_examples::avro_reading;
 
 #[derive(Parser)]
 #[command(about = "Produce simulated IoT sensor readings to Kafka")]
@@ -46,81 +47,10 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     interval_ms: i64,
     /// Write readings as Avro in the Confluent framing, their schema
-    /// (`READING_SCHEMA`) registered under `<topic>-value` at this schema
-    /// registry; without it, JSON.
+    /// (`avro_reading::SCHEMA`) registered under `<topic>-value` at this
+    /// schema registry; without it, JSON.
     #[arg(long, value_name = "URL")]
     avro: Option<String>,
-}
-
-/// The article's reading as an Avro record; the event time is a
-/// `timestamp-millis`.
-const READING_SCHEMA: &str = r#"{"type": "record", "name": "SensorReading", "namespace": "iot",
-  "fields": [
-    {"name": "sensor_id", "type": "string"},
-    {"name": "timestamp", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-    {"name": "temperature", "type": "double"},
-    {"name": "humidity", "type": "double"},
-    {"name": "pressure", "type": "double"},
-    {"name": "location", "type": {"type": "record", "name": "Location", "fields": [
-      {"name": "latitude", "type": "double"}, {"name": "longitude", "type": "double"}]}},
-    {"name": "battery_level", "type": "double"}
-  ]}"#;
-
-/// Registers `READING_SCHEMA` and returns its id and parsed form.
-fn register(url: &str, topic: &str) -> anyhow::Result<(u32, apache_avro::Schema)> {
-    use schema_registry_converter::blocking::schema_registry::{SrSettings, post_schema};
-    use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
-    let registered = post_schema(
-        &SrSettings::new(url.to_string()),
-        format!("{topic}-value"),
-        SuppliedSchema::new(
-            Some("iot.SensorReading".into()),
-            SchemaType::Avro,
-            READING_SCHEMA.into(),
-        ),
-    )
-    .map_err(|e| anyhow::anyhow!("registering the reading schema at {url}: {e}"))?;
-    Ok((
-        registered.id,
-        apache_avro::Schema::parse_str(READING_SCHEMA)?,
-    ))
-}
-
-/// A reading (as `reading` shapes it) in the Confluent Avro framing.
-fn avro_reading(
-    id: u32,
-    schema: &apache_avro::Schema,
-    v: &serde_json::Value,
-    event_ms: i64,
-) -> anyhow::Result<Vec<u8>> {
-    use apache_avro::types::Value;
-    let num = |v: &serde_json::Value| Value::Double(v.as_f64().unwrap_or(f64::NAN));
-    let record = Value::Record(vec![
-        (
-            "sensor_id".into(),
-            Value::String(v["sensor_id"].as_str().unwrap_or_default().into()),
-        ),
-        ("timestamp".into(), Value::TimestampMillis(event_ms)),
-        ("temperature".into(), num(&v["temperature"])),
-        ("humidity".into(), num(&v["humidity"])),
-        ("pressure".into(), num(&v["pressure"])),
-        (
-            "location".into(),
-            Value::Record(vec![
-                ("latitude".into(), num(&v["location"]["latitude"])),
-                ("longitude".into(), num(&v["location"]["longitude"])),
-            ]),
-        ),
-        ("battery_level".into(), num(&v["battery_level"])),
-    ]);
-    let mut out = vec![0u8];
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend(
-        apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-            .build()
-            .and_then(|w| w.write_value_to_vec(record))?,
-    );
-    Ok(out)
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -174,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         // The registry client blocks: off the async runtime.
         Some(url) => {
             let topic = args.topic.clone();
-            Some(tokio::task::spawn_blocking(move || register(&url, &topic)).await??)
+            Some(tokio::task::spawn_blocking(move || avro_reading::register(&url, &topic)).await??)
         }
         None => None,
     };
@@ -198,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             let event_ms = start + round_no * args.interval_ms;
             let value = reading(&mut rng, sensor, event_ms, args.anomaly_share);
             let payload = match &avro {
-                Some((id, schema)) => avro_reading(*id, schema, &value, event_ms)?,
+                Some((id, schema)) => avro_reading::framed(*id, schema, &value, event_ms)?,
                 None => value.to_string().into_bytes(),
             };
             let record = FutureRecord::to(&args.topic)

@@ -12,20 +12,8 @@ use super::*;
 use std::process::{Child, Command, Stdio};
 
 use apache_avro::Schema;
-use apache_avro::types::Value;
 use streamhost::avro::{AvroInput, RegistryConfig};
-
-const READING: &str = r#"{"type": "record", "name": "SensorReading", "namespace": "iot",
-  "fields": [
-    {"name": "sensor_id", "type": "string"},
-    {"name": "timestamp", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-    {"name": "temperature", "type": "double"},
-    {"name": "humidity", "type": "double"},
-    {"name": "pressure", "type": "double"},
-    {"name": "location", "type": {"type": "record", "name": "Location", "fields": [
-      {"name": "latitude", "type": "double"}, {"name": "longitude", "type": "double"}]}},
-    {"name": "battery_level", "type": "double"}
-  ]}"#;
+use streamhost_examples::avro_reading;
 
 struct Standin(Child);
 
@@ -60,7 +48,8 @@ fn standin() -> Option<(Standin, String)> {
     None
 }
 
-/// The JSON readings of `records` written as framed Avro with schema `id`.
+/// The JSON readings of `records` written as framed Avro with schema `id`,
+/// as the sensor producer writes them.
 fn as_avro(records: &[InRecord], id: u32, schema: &Schema) -> Vec<Vec<u8>> {
     records
         .iter()
@@ -68,34 +57,7 @@ fn as_avro(records: &[InRecord], id: u32, schema: &Schema) -> Vec<Vec<u8>> {
             let v: serde_json::Value =
                 serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
             let time = streamhost::decode::parse_time(v["timestamp"].as_str().unwrap()).unwrap();
-            let num = |v: &serde_json::Value| Value::Double(v.as_f64().unwrap_or(0.0));
-            let record = Value::Record(vec![
-                (
-                    "sensor_id".into(),
-                    Value::String(v["sensor_id"].as_str().unwrap().into()),
-                ),
-                ("timestamp".into(), Value::TimestampMillis(time)),
-                ("temperature".into(), num(&v["temperature"])),
-                ("humidity".into(), num(&v["humidity"])),
-                ("pressure".into(), num(&v["pressure"])),
-                (
-                    "location".into(),
-                    Value::Record(vec![
-                        ("latitude".into(), num(&v["location"]["latitude"])),
-                        ("longitude".into(), num(&v["location"]["longitude"])),
-                    ]),
-                ),
-                ("battery_level".into(), num(&v["battery_level"])),
-            ]);
-            let mut out = vec![0u8];
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend(
-                apache_avro::writer::datum::GenericDatumWriter::builder(schema)
-                    .build()
-                    .and_then(|w| w.write_value_to_vec(record))
-                    .unwrap(),
-            );
-            out
+            avro_reading::framed(id, schema, &v, time).unwrap()
         })
         .collect()
 }
@@ -113,19 +75,9 @@ pub fn formats(report: &mut Report, n: usize, rounds: usize) {
         timeout: Duration::from_secs(10),
         basic_auth: None,
     };
-    let id = {
-        use schema_registry_converter::blocking::schema_registry::{SrSettings, post_schema};
-        use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
-        post_schema(
-            &SrSettings::new(url),
-            "bench-value".into(),
-            SuppliedSchema::new(None, SchemaType::Avro, READING.into()),
-        )
-        .unwrap()
-        .id
-    };
+    let (id, reading_schema) = avro_reading::register(&url, "bench").unwrap();
     let input = records(n, 1000);
-    let avro = as_avro(&input, id, &Schema::parse_str(READING).unwrap());
+    let avro = as_avro(&input, id, &reading_schema);
     let reader = AvroInput::new(&config).unwrap();
     let schema = streamhost::service::pipeline_config(&settings()).schema;
     let decode = |bytes: &[u8]| streamhost::decode::decode(&schema, bytes).unwrap();

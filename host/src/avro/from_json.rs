@@ -227,7 +227,7 @@ mod tests {
     fn an_enriched_record_and_an_alert_survive_the_round_trip() {
         let enriched = json!({
             "sensor_id": "s1", "temperature": 21.5, "count": 3, "ok": true, "note": null,
-            "streamhost": {"window": {"count": 2, "fields": {"temperature": {"mean": 21.0}}},
+            "streamhost": {"window": {"count": 2, "fields": {"temperature": {"mean": 21.25}}},
                            "trends": {"jump-js": {"direction": "stable"}}},
         });
         let mut expected = enriched.clone();

@@ -149,7 +149,7 @@ mod tests {
             json(&v),
             serde_json::json!({
                 "sensor_id": "s\"1",
-                "timestamp": "2026-11-24T06:40:00.123Z",
+                "timestamp": "2026-11-24T06:00:00.123Z",
                 "temperature": 21.5,
                 "humidity": null,
                 "count": -3,

@@ -15,7 +15,7 @@
 //! partition consumed without a break from one whose consumption restarted.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -40,41 +40,17 @@ pub struct ConsumerContext {
     /// Set while partitions are assigned (read by `/readyz`).
     assigned: Arc<AtomicBool>,
     assignment: Arc<Assignment>,
-    /// Whether partitions were ever assigned: the brokers were reached.
-    reached: AtomicBool,
-    /// librdkafka's diagnoses of a security.protocol mismatch (a plaintext
-    /// client on a TLS listener) before the brokers were ever reached.
-    protocol_hints: AtomicU32,
+    /// Wakes `recv` once librdkafka has reported an error no retry fixes
+    /// (`kafka::fatal`), however it reported it.
+    fatal_seen: tokio::sync::Notify,
+    fatal_told: AtomicBool,
 }
 
-/// After this many diagnoses of a security.protocol mismatch, without the
-/// brokers ever answering, consuming stops with an error instead of retrying.
-const PROTOCOL_HINTS: u32 = 3;
-
-/// Turns an error that ends consumption into one that says what to check.
-/// Errors that no retry can fix (refused credentials, a failed TLS
-/// handshake, a client speaking plaintext to a TLS listener) end it, and
-/// streamhost exits with this message instead of retrying forever.
-pub fn explain(error: KafkaError) -> anyhow::Error {
-    let hint = match error.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::Authentication) => Some(
-            "authentication failed: the broker refused this client's SASL credentials \
-             (check sasl.mechanism, sasl.username and sasl.password)",
-        ),
-        Some(RDKafkaErrorCode::SSL) => Some(
-            "the TLS handshake with the broker failed (check ssl.ca.location, and that the \
-             broker's certificate names the host in --brokers)",
-        ),
-        Some(RDKafkaErrorCode::BrokerTransportFailure) => Some(
-            "the broker closes every connection at the first request, which librdkafka \
-             diagnoses as a security.protocol mismatch: a TLS listener needs \
-             -X security.protocol=ssl (or sasl_ssl)",
-        ),
-        _ => None,
-    };
-    match hint {
-        Some(hint) => anyhow::anyhow!("{hint}: {error}"),
-        None => anyhow::Error::new(error),
+impl ConsumerContext {
+    fn check_fatal(&self) {
+        if super::fatal().is_some() && !self.fatal_told.swap(true, Ordering::Relaxed) {
+            self.fatal_seen.notify_one();
+        }
     }
 }
 
@@ -127,28 +103,15 @@ impl Assignment {
 
 impl ClientContext for ConsumerContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        if message.contains("incorrect security.protocol") && !self.reached.load(Ordering::Relaxed)
-        {
-            self.protocol_hints.fetch_add(1, Ordering::Relaxed);
-        }
-        forward_log(level, facility, message);
+        super::forward_log(level, facility, message);
+        self.check_fatal();
     }
-}
 
-/// librdkafka's log lines, into `tracing` under the target `librdkafka`.
-pub fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
-    match level {
-        RDKafkaLogLevel::Emerg
-        | RDKafkaLogLevel::Alert
-        | RDKafkaLogLevel::Critical
-        | RDKafkaLogLevel::Error => {
-            tracing::error!(target: "librdkafka", "{facility} {message}")
-        }
-        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{facility} {message}"),
-        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-            tracing::info!(target: "librdkafka", "{facility} {message}")
-        }
-        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{facility} {message}"),
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::note_error(&error, reason);
+        // librdkafka's own log line says the same, at its level.
+        tracing::debug!(target: "librdkafka", %error, reason, "Kafka client error.");
+        self.check_fatal();
     }
 }
 
@@ -173,7 +136,7 @@ impl rdkafka::consumer::ConsumerContext for ConsumerContext {
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = ?partitions(tpl), "Partitions assigned.");
-                self.reached.store(true, Ordering::Relaxed);
+                super::reached();
                 self.assignment.change(tpl, true);
                 self.assigned
                     .store(!self.assignment.is_empty(), Ordering::Relaxed);
@@ -232,8 +195,8 @@ impl KafkaSource {
                 drain: OnceLock::new(),
                 assigned,
                 assignment: assignment.clone(),
-                reached: AtomicBool::new(false),
-                protocol_hints: AtomicU32::new(0),
+                fatal_seen: tokio::sync::Notify::new(),
+                fatal_told: AtomicBool::new(false),
             })?;
         consumer.subscribe(&[&settings.input_topic])?;
         Ok(KafkaSource {
@@ -296,8 +259,16 @@ impl KafkaSource {
     }
 
     async fn recv(&self) -> KafkaResult<InRecord> {
+        let context = self.consumer.context();
         loop {
-            match self.consumer.recv().await {
+            let received = tokio::select! {
+                m = self.consumer.recv() => m,
+                _ = context.fatal_seen.notified() => {
+                    let (code, _) = super::fatal().expect("set before the wake-up");
+                    return Err(KafkaError::MessageConsumptionFatal(code));
+                }
+            };
+            match received {
                 Ok(m) => {
                     return Ok(InRecord {
                         partition: m.partition(),
@@ -310,18 +281,9 @@ impl KafkaSource {
                 // Conditions no retry fixes.
                 Err(KafkaError::MessageConsumption(
                     code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL),
-                )) => return Err(KafkaError::MessageConsumptionFatal(code)),
-                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure))
-                    if self
-                        .consumer
-                        .context()
-                        .protocol_hints
-                        .load(Ordering::Relaxed)
-                        >= PROTOCOL_HINTS =>
-                {
-                    return Err(KafkaError::MessageConsumptionFatal(
-                        RDKafkaErrorCode::BrokerTransportFailure,
-                    ));
+                )) => {
+                    super::note_error(&KafkaError::Global(code), "reported by the consumer");
+                    return Err(KafkaError::MessageConsumptionFatal(code));
                 }
                 // Transient conditions librdkafka reports and recovers from.
                 Err(KafkaError::MessageConsumption(code)) => {

@@ -15,15 +15,22 @@ use crate::config::Settings;
 use crate::output;
 use crate::record::{Dest, Failure, OutRecord, Reason, SourcePos};
 
-use super::apply_properties;
+use super::{LogContext, apply_properties};
+
+/// The producer, its logs into `tracing`.
+pub type OutputProducer = FutureProducer<LogContext>;
 
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: OutputProducer,
     /// The input topic, named in dead letters.
     input: String,
     enriched: String,
     alerts: String,
     dead_letter: String,
+    brokers: String,
+    /// Whether the clients speak plaintext (no `security.protocol` or
+    /// `plaintext`/`sasl_plaintext`).
+    plaintext: bool,
 }
 
 impl KafkaSink {
@@ -40,15 +47,20 @@ impl KafkaSink {
             .set("client.id", "streamhost");
         apply_properties(&mut config, settings, "producer");
         Ok(KafkaSink {
-            producer: config.create()?,
+            producer: config.create_with_context(LogContext)?,
             input: settings.input_topic.clone(),
             enriched: settings.enriched_topic.clone(),
             alerts: settings.alerts_topic.clone(),
             dead_letter: settings.dlq_topic.clone(),
+            brokers: settings.brokers.clone(),
+            plaintext: settings
+                .librdkafka
+                .get("security.protocol")
+                .is_none_or(|p| p.to_ascii_lowercase().contains("plaintext")),
         })
     }
 
-    pub fn producer(&self) -> &FutureProducer {
+    pub fn producer(&self) -> &OutputProducer {
         &self.producer
     }
 
@@ -63,14 +75,31 @@ impl KafkaSink {
     /// Checks that the output topics exist, so that a missing or misspelt
     /// one stops streamhost before it consumes (and would repeat) anything.
     pub fn check_topics(&self, timeout: Duration) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
         for topic in [&self.enriched, &self.alerts, &self.dead_letter] {
-            let md = self
-                .producer
-                .client()
-                .fetch_metadata(Some(topic), timeout)
-                .map_err(|e| {
-                    anyhow::anyhow!("asking the brokers about output topic {topic:?}: {e}")
-                })?;
+            // Asked in short rounds, so that an error no retry fixes (refused
+            // credentials, say) ends the wait at once.
+            let md = loop {
+                match self
+                    .producer
+                    .client()
+                    .fetch_metadata(Some(topic), Duration::from_secs(1))
+                {
+                    Ok(md) => break md,
+                    Err(e) if super::fatal().is_some() || started.elapsed() >= timeout => {
+                        let mut error = super::explain(e);
+                        if super::fatal().is_none() {
+                            if let Some(hint) = self.unreachable_hint() {
+                                error = error.context(hint);
+                            }
+                        }
+                        return Err(error
+                            .context(format!("asking the brokers about output topic {topic:?}")));
+                    }
+                    Err(_) => {}
+                }
+            };
+            super::reached();
             match md.topics().iter().find(|t| t.name() == topic.as_str()) {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => {}
                 Some(t) => anyhow::bail!(
@@ -85,6 +114,28 @@ impl KafkaSink {
             }
         }
         Ok(())
+    }
+
+    /// Why brokers that could not be asked anything may be unreachable: a
+    /// plaintext client whose bootstrap address accepts TCP connections is
+    /// most likely talking to a TLS listener, which closes them at the first
+    /// request.
+    fn unreachable_hint(&self) -> Option<String> {
+        use std::net::{TcpStream, ToSocketAddrs};
+        if !self.plaintext {
+            return None;
+        }
+        let open = self.brokers.split(',').find(|b| {
+            b.trim()
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+        })?;
+        Some(format!(
+            "{} accepts connections but no Kafka request was answered: if it is a TLS listener, set -X security.protocol=ssl (or sasl_ssl)",
+            open.trim()
+        ))
     }
 
     /// Hands every record to the producer, in order, and returns their
@@ -184,7 +235,7 @@ pub struct Origin {
 }
 
 /// Flushes the producer, waiting up to `timeout` for every queued record.
-pub fn flush(producer: &FutureProducer, timeout: Duration) {
+pub fn flush(producer: &OutputProducer, timeout: Duration) {
     if let Err(error) = producer.flush(timeout) {
         tracing::warn!(%error, "Producer flush did not finish.");
     }

@@ -23,7 +23,7 @@ const STALL: Duration = Duration::from_secs(30);
 const REQUEST: Duration = Duration::from_secs(10);
 
 pub struct PartitionReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<super::LogContext>,
     topic: String,
 }
 
@@ -51,7 +51,7 @@ impl PartitionReader {
             config.remove(key);
         }
         Ok(PartitionReader {
-            consumer: config.create()?,
+            consumer: config.create_with_context(super::LogContext)?,
             topic: settings.input_topic.clone(),
         })
     }

@@ -365,6 +365,19 @@ mod with_kafka {
 
             /// Starts streamhost with the given plugin files.
             pub fn streamhost_with(&self, log: &str, plugins: &[PathBuf], extra: &[&str]) -> Child {
+                self.streamhost_command(log, plugins, extra)
+                    .spawn()
+                    .expect("starting streamhost")
+            }
+
+            /// The command `streamhost_with` runs, to change before it
+            /// starts (the environment, say).
+            pub fn streamhost_command(
+                &self,
+                log: &str,
+                plugins: &[PathBuf],
+                extra: &[&str],
+            ) -> Command {
                 let err = std::fs::File::create(self.log_dir.join(format!("{log}.log"))).unwrap();
                 let mut cmd = Command::new(super::bin("streamhost"));
                 cmd.args([
@@ -390,9 +403,8 @@ mod with_kafka {
                 cmd.args(extra)
                     .env("RUST_LOG", "info")
                     .stdout(Stdio::piped())
-                    .stderr(err)
-                    .spawn()
-                    .expect("starting streamhost")
+                    .stderr(err);
+                cmd
             }
 
             /// Waits for a line containing `needle` in a process's log.
