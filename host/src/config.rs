@@ -136,6 +136,15 @@ pub struct RunArgs {
     #[arg(long, env = "STREAMHOST_SCHEMA_REGISTRY", value_name = "URL")]
     pub schema_registry: Option<String>,
 
+    /// How long one schema registry request may take before it is retried.
+    /// [default: 10s]
+    #[arg(
+        long,
+        env = "STREAMHOST_SCHEMA_REGISTRY_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub schema_registry_timeout: Option<String>,
+
     /// HTTP basic authentication for the schema registry, USER:PASSWORD.
     #[arg(
         long,
@@ -277,6 +286,7 @@ struct FileConfig {
     output_format: Option<String>,
     schema_registry: Option<String>,
     schema_registry_auth: Option<String>,
+    schema_registry_timeout: Option<String>,
     subject_strategy: Option<String>,
     enriched_subject: Option<String>,
     alerts_subject: Option<String>,
@@ -495,7 +505,12 @@ impl Settings {
                 None => None,
                 Some(url) => Some(crate::avro::RegistryConfig {
                     url,
-                    timeout: Duration::from_secs(10),
+                    timeout: duration(
+                        "schema-registry-timeout",
+                        args.schema_registry_timeout
+                            .or(file.schema_registry_timeout),
+                        "10s",
+                    )?,
                     basic_auth: match args.schema_registry_auth.or(file.schema_registry_auth) {
                         None => None,
                         Some(auth) => {
