@@ -27,7 +27,9 @@ impl Drop for Standin {
 /// The registry stand-in (built by `cargo xtask bench`) and its URL.
 fn standin() -> Option<(Standin, String)> {
     let bin = root().join("target/release/schema-registry-standin");
-    let file = root().join(format!("target/bench/registry-{}.url", std::process::id()));
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = dir.join(format!("registry-{}.url", std::process::id()));
     let _ = std::fs::remove_file(&file);
     let child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0", "--address-file"])
@@ -67,7 +69,7 @@ pub fn formats(report: &mut Report, n: usize, rounds: usize) {
         "### 7. Avro decode against JSON decode ({n} readings; {rounds} interleaved rounds)\n"
     ));
     let Some((_standin, url)) = standin() else {
-        report.line("Skipped: target/release/schema-registry-standin is not built (`cargo xtask bench` builds it).\n");
+        report.line("Skipped: target/release/schema-registry-standin did not start (`cargo xtask bench` builds it).\n");
         return;
     };
     let config = RegistryConfig {

@@ -39,10 +39,15 @@ impl PartitionReader {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")
-            // A replay reads one partition start to end: few large fetches
-            // rather than many of librdkafka's default 1 MB.
-            .set("max.partition.fetch.bytes", "33554432")
-            .set("fetch.max.bytes", "67108864")
+            // A replay reads a span as fast as it can be handed on. Once
+            // its prefetch queue holds `queued.min.messages`, librdkafka
+            // stops fetching for `fetch.queue.backoff.ms` (1 s by default)
+            // even if the queue is drained meanwhile: with the defaults a
+            // replay read 100,000 records, then sat idle for most of a
+            // second, over and over (160,000 records/s, both processes
+            // idle). A short backoff keeps it fetching.
+            .set("fetch.queue.backoff.ms", "5")
+            .set("queued.min.messages", "200000")
             .set("queued.max.messages.kbytes", "262144")
             .set("client.id", "streamhost-rebuild");
         apply_properties(&mut config, settings, "consumer");
