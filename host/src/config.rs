@@ -517,7 +517,7 @@ impl Settings {
                             let (user, password) = auth.split_once(':').ok_or_else(|| {
                                 invalid("schema-registry-auth", "expected USER:PASSWORD")
                             })?;
-                            Some((user.to_string(), Secret(password.to_string())))
+                            Some((user.to_string(), password.to_string()))
                         }
                     },
                 }),

@@ -44,20 +44,37 @@ pub const MAGIC: u8 = 0;
 pub const HEADER: usize = 5;
 
 /// How a registry is reached.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RegistryConfig {
     pub url: String,
     /// Per request.
     pub timeout: Duration,
-    /// HTTP basic authentication (`user:password`), for hosted registries.
-    pub basic_auth: Option<(String, crate::config::Secret)>,
+    /// HTTP basic authentication (user, password), for hosted registries.
+    pub basic_auth: Option<(String, String)>,
+}
+
+/// Shows the user, never the password.
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field(
+                "basic_auth",
+                &self
+                    .basic_auth
+                    .as_ref()
+                    .map(|(user, _)| (user, "[redacted]")),
+            )
+            .finish()
+    }
 }
 
 fn settings(config: &RegistryConfig) -> Result<SrSettings, String> {
     let mut builder = SrSettings::new_builder(config.url.clone());
     builder.set_timeout(config.timeout).no_proxy();
     if let Some((user, password)) = &config.basic_auth {
-        builder.set_basic_authorization(user, Some(password.expose()));
+        builder.set_basic_authorization(user, Some(password));
     }
     builder
         .build()

@@ -262,10 +262,14 @@ impl KafkaSource {
         let context = self.consumer.context();
         loop {
             let received = tokio::select! {
-                m = self.consumer.recv() => m,
-                _ = context.fatal_seen.notified() => {
-                    let (code, _) = super::fatal().expect("set before the wake-up");
-                    return Err(KafkaError::MessageConsumptionFatal(code));
+                m = self.consumer.recv() => Some(m),
+                _ = context.fatal_seen.notified() => None,
+            };
+            let Some(received) = received else {
+                // A mismatch diagnosis is withdrawn once a broker answers.
+                match super::fatal() {
+                    Some((code, _)) => return Err(KafkaError::MessageConsumptionFatal(code)),
+                    None => continue,
                 }
             };
             match received {
