@@ -4,8 +4,9 @@
 //!
 //! What is checked: the whole pipeline over TLS, and over TLS with
 //! SCRAM-SHA-512 configured in a TOML file as the README shows it; a
-//! plaintext client and a wrong password end streamhost promptly with a
-//! message that says what is wrong; and the password and key password never
+//! plaintext client, a wrong password and a CA that did not sign the
+//! broker's certificate end streamhost promptly with a message that says
+//! what is wrong; and the password and key password never
 //! appear in the logs (at debug level, with librdkafka's security debugging
 //! on), in `GET /plugins`, in `/metrics` or in an error message.
 
@@ -346,4 +347,29 @@ async fn a_wrong_password_stops_promptly_and_names_authentication() {
     eprintln!(
         "wrong password stopped after {took:?}, {failures} log lines on authentication: {error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_from_another_ca_stops_promptly_and_names_tls() {
+    let (c, _pki) = tls_cluster("wrong-ca");
+    // A CA that did not sign the broker's certificate.
+    let other = c.log_dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let stranger = pki(&other);
+    let args = x_args(&tls_client(&stranger));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let mut sh = c.streamhost("streamhost", &args);
+    let status = exit_within(&mut sh, Duration::from_secs(60));
+    let took = started.elapsed();
+    let log = c.log("streamhost");
+    let status = status.unwrap_or_else(|| panic!("still running after 60 s:\n{log}"));
+    assert!(!status.success(), "{log}");
+    let error = exit_error(&log);
+    assert!(
+        error.contains("TLS handshake") && error.contains("ssl.ca.location"),
+        "the error names TLS: {error}"
+    );
+    assert!(took < Duration::from_secs(10), "stopped after {took:?}");
+    eprintln!("wrong CA stopped after {took:?}: {error}");
 }
