@@ -57,7 +57,7 @@ pub struct RegistryConfig {
 impl std::fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryConfig")
-            .field("url", &self.url)
+            .field("url", &shown(&self.url))
             .field("timeout", &self.timeout)
             .field(
                 "basic_auth",
@@ -70,6 +70,22 @@ impl std::fmt::Debug for RegistryConfig {
     }
 }
 
+/// A registry URL as logs and errors show it: any `user:password@` in it
+/// replaced by `[redacted]@`.
+fn shown(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/').unwrap_or((rest, "")) {
+            (authority, path) if authority.contains('@') => {
+                let host = authority.rsplit('@').next().unwrap_or_default();
+                let slash = if rest.contains('/') { "/" } else { "" };
+                format!("{scheme}://[redacted]@{host}{slash}{path}")
+            }
+            _ => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 fn settings(config: &RegistryConfig) -> Result<SrSettings, String> {
     let mut builder = SrSettings::new_builder(config.url.clone());
     builder.set_timeout(config.timeout).no_proxy();
@@ -78,7 +94,7 @@ fn settings(config: &RegistryConfig) -> Result<SrSettings, String> {
     }
     builder
         .build()
-        .map_err(|e| format!("schema registry {}: {e}", config.url))
+        .map_err(|e| format!("schema registry {}: {e}", shown(&config.url)))
 }
 
 /// Runs `call` until it succeeds or fails for good: errors the client marks
@@ -120,7 +136,7 @@ impl AvroInput {
     pub fn new(config: &RegistryConfig) -> Result<AvroInput, String> {
         Ok(AvroInput {
             decoder: AvroDecoder::new(settings(config)?),
-            url: config.url.clone(),
+            url: shown(&config.url),
         })
     }
 
@@ -252,7 +268,7 @@ impl AvroOutput {
     ) -> Result<AvroOutput, String> {
         Ok(AvroOutput {
             settings: settings(config)?,
-            url: config.url.clone(),
+            url: shown(&config.url),
             strategy,
             enriched,
             alerts,
@@ -329,6 +345,25 @@ impl AvroOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_a_registry_url_are_not_shown() {
+        assert_eq!(
+            shown("https://u:pw-1@registry.example.com:8081/ccompat"),
+            "https://[redacted]@registry.example.com:8081/ccompat"
+        );
+        assert_eq!(shown("http://127.0.0.1:8081"), "http://127.0.0.1:8081");
+        let config = RegistryConfig {
+            url: "http://u:pw-2@r:1".into(),
+            timeout: Duration::from_secs(1),
+            basic_auth: Some(("me".into(), "pw-3".into())),
+        };
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("pw-2") && !debug.contains("pw-3"),
+            "{debug}"
+        );
+    }
 
     #[test]
     fn the_header_is_checked_before_the_registry_is_asked() {
