@@ -213,6 +213,30 @@ fn exit_within(child: &mut Child, timeout: Duration) -> Option<std::process::Exi
     None
 }
 
+/// How a streamhost run that must fail ended.
+struct Stopped {
+    took: Duration,
+    log: String,
+    /// Its `streamhost: error:` line.
+    error: String,
+}
+
+/// Runs streamhost with librdkafka properties `props` and waits for it to
+/// exit, which it must, with an error.
+fn run_to_failure(c: &Cluster, props: &[(String, String)]) -> Stopped {
+    let args = x_args(props);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let mut sh = c.streamhost("streamhost", &args);
+    let status = exit_within(&mut sh, Duration::from_secs(60));
+    let took = started.elapsed();
+    let log = c.log("streamhost");
+    let status = status.unwrap_or_else(|| panic!("still running after 60 s:\n{log}"));
+    assert!(!status.success(), "{log}");
+    let error = exit_error(&log).to_string();
+    Stopped { took, log, error }
+}
+
 fn x_args(props: &[(String, String)]) -> Vec<String> {
     props
         .iter()
@@ -242,14 +266,7 @@ async fn the_whole_pipeline_runs_over_tls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plaintext_client_on_the_tls_port_stops_with_a_clear_error() {
     let (c, _pki) = tls_cluster("plain-on-tls");
-    let started = Instant::now();
-    let mut sh = c.streamhost("streamhost", &[]);
-    let status = exit_within(&mut sh, Duration::from_secs(60));
-    let log = c.log("streamhost");
-    let status = status.unwrap_or_else(|| panic!("still running after 60 s:\n{log}"));
-    let took = started.elapsed();
-    assert!(!status.success(), "{log}");
-    let error = exit_error(&log);
+    let Stopped { took, error, .. } = run_to_failure(&c, &[]);
     assert!(
         error.contains("TLS listener") && error.contains("security.protocol=ssl"),
         "the error names the fix: {error}"
@@ -320,16 +337,7 @@ async fn scram_over_tls_from_a_toml_file_runs_end_to_end_and_keeps_secrets() {
 async fn a_wrong_password_stops_promptly_and_names_authentication() {
     let (c, pki) = scram_cluster("wrong-password");
     let wrong = "wrong-9c1e55d7-not-in-logs";
-    let args = x_args(&scram_client(&pki, wrong));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let started = Instant::now();
-    let mut sh = c.streamhost("streamhost", &args);
-    let status = exit_within(&mut sh, Duration::from_secs(60));
-    let took = started.elapsed();
-    let log = c.log("streamhost");
-    let status = status.unwrap_or_else(|| panic!("still running after 60 s:\n{log}"));
-    assert!(!status.success(), "{log}");
-    let error = exit_error(&log);
+    let Stopped { took, log, error } = run_to_failure(&c, &scram_client(&pki, wrong));
     assert!(
         error.contains("authentication failed") && error.contains("sasl.password"),
         "the error names authentication: {error}"
@@ -356,16 +364,7 @@ async fn a_certificate_from_another_ca_stops_promptly_and_names_tls() {
     let other = c.log_dir.join("other");
     std::fs::create_dir_all(&other).unwrap();
     let stranger = pki(&other);
-    let args = x_args(&tls_client(&stranger));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let started = Instant::now();
-    let mut sh = c.streamhost("streamhost", &args);
-    let status = exit_within(&mut sh, Duration::from_secs(60));
-    let took = started.elapsed();
-    let log = c.log("streamhost");
-    let status = status.unwrap_or_else(|| panic!("still running after 60 s:\n{log}"));
-    assert!(!status.success(), "{log}");
-    let error = exit_error(&log);
+    let Stopped { took, error, .. } = run_to_failure(&c, &tls_client(&stranger));
     assert!(
         error.contains("TLS handshake") && error.contains("ssl.ca.location"),
         "the error names TLS: {error}"

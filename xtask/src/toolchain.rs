@@ -761,7 +761,11 @@ const HOST_PACKAGES: &[&str] = &["", "gcc", "make", "pkg-config", "libssl-dev"];
 
 /// The apt packages that would repair the failing host checks.
 pub fn missing_host_packages() -> Vec<&'static str> {
-    host_checks()
+    packages_for(&host_checks())
+}
+
+fn packages_for(checks: &[Check]) -> Vec<&'static str> {
+    checks
         .iter()
         .zip(HOST_PACKAGES)
         .filter(|(c, p)| !c.ok() && !p.is_empty())
@@ -775,7 +779,7 @@ pub fn ensure_host() -> Result<()> {
     if failed.is_empty() {
         return Ok(());
     }
-    let packages = missing_host_packages();
+    let packages = packages_for(&checks);
     if !checks[0].ok() || !can_install() {
         return Err(missing_error(
             "the host build",

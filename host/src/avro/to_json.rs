@@ -23,8 +23,8 @@ pub fn push_value(out: &mut String, value: &Value) -> Result<(), String> {
         Value::Date(days) => push_date(out, *days),
         Value::Long(v) | Value::TimeMicros(v) => push_int(out, *v),
         Value::TimeMillis(v) => push_int(out, *v),
-        Value::Float(v) => push_number(out, f64::from(*v)),
-        Value::Double(v) => push_number(out, *v),
+        Value::Float(v) => push_f64(out, f64::from(*v)),
+        Value::Double(v) => push_f64(out, *v),
         Value::String(s) | Value::Enum(_, s) => push_str(out, s),
         Value::Bytes(b) | Value::Fixed(_, b) => {
             let text: String = b.iter().map(|&c| char::from(c)).collect();
@@ -87,14 +87,6 @@ fn push_members<'a>(
     }
     out.push('}');
     Ok(())
-}
-
-fn push_number(out: &mut String, v: f64) {
-    if v.is_finite() {
-        push_f64(out, v);
-    } else {
-        out.push_str("null");
-    }
 }
 
 fn push_time(out: &mut String, ms: i64) {
