@@ -225,6 +225,18 @@ pub struct RunArgs {
     #[arg(long, env = "STREAMHOST_PLUGIN_MEMORY_MIB", value_name = "MIB")]
     pub plugin_memory_mib: Option<usize>,
 
+    /// Folder of plugins: every `*.wasm` in it is loaded at start-up, and a
+    /// plugin installed through the admin API is written there, so that a
+    /// restart serves it again. [default: none]
+    #[arg(long, env = "STREAMHOST_PLUGIN_DIR", value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+
+    /// Folder of compiled components, reused across restarts (owner-only;
+    /// its files run as native code), or `off`.
+    /// [default: $XDG_CACHE_HOME/streamhost/compiled, else ~/.cache/streamhost/compiled]
+    #[arg(long, env = "STREAMHOST_COMPILE_CACHE", value_name = "DIR|off")]
+    pub compile_cache: Option<String>,
+
     /// A librdkafka property for both consumer and producer, as kcat takes
     /// it (e.g. -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN);
     /// `consumer.` or `producer.` prefixes apply a property to one side only.
@@ -301,6 +313,8 @@ struct FileConfig {
     batch_wait: Option<String>,
     plugin_deadline: Option<String>,
     plugin_memory_mib: Option<usize>,
+    plugin_dir: Option<PathBuf>,
+    compile_cache: Option<String>,
     admin: Option<String>,
     admin_token: Option<String>,
     librdkafka: Option<BTreeMap<String, String>>,
@@ -341,6 +355,9 @@ pub struct Settings {
     pub batch_wait: Duration,
     pub plugin_deadline: Duration,
     pub plugin_memory_bytes: usize,
+    pub plugin_dir: Option<PathBuf>,
+    /// `None`: compiled components are not kept on disk.
+    pub compile_cache: Option<PathBuf>,
     pub librdkafka: Properties,
     pub admin: std::net::SocketAddr,
     pub admin_token: Option<Secret>,
@@ -430,6 +447,16 @@ fn format(setting: &'static str, text: Option<String>) -> Result<Format, ConfigE
             setting,
             format!("{other:?} is neither `json` nor `avro`"),
         )),
+    }
+}
+
+/// The compile cache folder: the one given, none for `off`, else the
+/// default.
+pub fn compile_cache(text: Option<String>) -> Option<PathBuf> {
+    match text.as_deref() {
+        Some("off") => None,
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => crate::rules::runtime::cache::default_dir(),
     }
 }
 
@@ -559,6 +586,8 @@ impl Settings {
                 .or(file.plugin_memory_mib)
                 .unwrap_or(64)
                 << 20,
+            plugin_dir: args.plugin_dir.or(file.plugin_dir),
+            compile_cache: compile_cache(args.compile_cache.or(file.compile_cache)),
             librdkafka: Properties(librdkafka),
             admin: {
                 let text = s(args.admin, file.admin, "127.0.0.1:9464");

@@ -24,8 +24,12 @@
 //! - `ops`: the admin API, metrics and health, beside the data path.
 //! - `service`: the long-running job, wiring everything; `config`: flags,
 //!   environment and file.
+//! - `local`: `streamhost run-local`, the pipeline over a file of JSON
+//!   lines, without Kafka; `scaffold`: `streamhost new`, plugin projects
+//!   from templates.
 //!
-//! No module imports one that comes later on this path, except `service`.
+//! No module imports one that comes later on this path, except `service`
+//! and `local`.
 
 pub mod contract;
 pub mod record;
@@ -35,11 +39,13 @@ pub mod avro;
 pub mod config;
 pub mod decode;
 pub mod kafka;
+pub mod local;
 pub mod ops;
 pub mod output;
 pub mod pipeline;
 pub mod rebuild;
 pub mod rules;
+pub mod scaffold;
 pub mod service;
 pub mod transform;
 pub mod window;

@@ -69,22 +69,98 @@ enum Command {
         #[command(subcommand)]
         action: PluginAction,
     },
-    /// Load a plugin and print its kind, name, version and WIT package version.
+    /// Load a plugin and print its kind, name, version and WIT package
+    /// version, and how long loading took (this also fills the compile
+    /// cache, so the next load of the same file is fast).
     Inspect {
         /// The component file.
         file: PathBuf,
         /// Print one JSON object instead of lines.
         #[arg(long)]
         json: bool,
+        /// Folder of compiled components, or `off`.
+        /// [default: $XDG_CACHE_HOME/streamhost/compiled, else ~/.cache/streamhost/compiled]
+        #[arg(long, env = "STREAMHOST_COMPILE_CACHE", value_name = "DIR|off")]
+        compile_cache: Option<String>,
     },
+    /// Write a ready-to-build plugin project: the rule, its build script,
+    /// the WIT contract and a sample input for run-local.
+    ///
+    ///   streamhost new hot-rooms --kind anomaly --lang python
+    New {
+        /// The plugin's name (lowercase letters, digits and `-`).
+        name: String,
+        /// What the rule does.
+        #[arg(long, value_enum, default_value = "anomaly")]
+        kind: KindArg,
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: streamhost::scaffold::Lang,
+        /// Where to write it. [default: ./NAME]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Turn a core module built with wit-bindgen (Rust, C) into a plugin
+    /// component; a module importing WASI 0.1 (C's stdio) gets the WASI
+    /// adapter.
+    ///
+    ///   streamhost componentize target/wasm32-unknown-unknown/release/rule.wasm -o rule.wasm
+    Componentize {
+        /// The core module.
+        module: PathBuf,
+        /// Where to write the component.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Run plugins over a file of JSON lines (or stdin), with the real
+    /// decode, windows and routing, and no Kafka; print the enriched
+    /// records, alerts and dead letters, and each plugin's cost.
+    ///
+    ///   streamhost run-local --plugin anomaly.wasm --input readings.jsonl
+    ///
+    /// Takes the same settings as the main job (--config, --fields,
+    /// --window, --plugin-deadline...); Kafka settings are ignored.
+    RunLocal {
+        /// A file of JSON lines, one record each; `-` is stdin.
+        #[arg(long, default_value = "-", value_name = "FILE")]
+        input: PathBuf,
+        /// Write DIR/enriched.jsonl, DIR/alerts.jsonl and
+        /// DIR/dead-letters.jsonl instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Processing time of the run (RFC 3339), so that a run repeats
+        /// exactly. [default: the clock]
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Transform,
+    Trend,
+    Anomaly,
 }
 
 #[derive(Subcommand)]
 enum PluginAction {
     /// Show every plugin with its version, sha256, calls and failures.
     List,
-    /// Install FILE as plugin NAME, or replace the plugin called NAME.
-    Put { name: String, file: PathBuf },
+    /// Install FILE as plugin NAME, or replace the plugin called NAME. It
+    /// is kept on disk: over the file it was loaded from, or in the plugin
+    /// folder (--plugin-dir).
+    Put {
+        name: String,
+        file: PathBuf,
+        /// This plugin's call deadline (e.g. 500ms), instead of the default.
+        #[arg(long, value_name = "DURATION")]
+        deadline: Option<String>,
+        /// This plugin's memory cap in MiB, instead of the default.
+        #[arg(long, value_name = "MIB")]
+        memory_mib: Option<usize>,
+    },
     /// Remove the plugin called NAME.
     Rm { name: String },
 }
@@ -92,13 +168,32 @@ enum PluginAction {
 fn plugins(admin: &str, token: Option<&str>, action: PluginAction) -> anyhow::Result<()> {
     let (status, body) = match action {
         PluginAction::List => streamhost::ops::admin::request(admin, "GET", "/plugins", None, b"")?,
-        PluginAction::Put { name, file } => {
+        PluginAction::Put {
+            name,
+            file,
+            deadline,
+            memory_mib,
+        } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let mut query = Vec::new();
+            if let Some(d) = deadline {
+                humantime::parse_duration(&d)
+                    .with_context(|| format!("--deadline {d:?} is not a duration"))?;
+                query.push(format!("deadline={d}"));
+            }
+            if let Some(m) = memory_mib {
+                query.push(format!("memory-mib={m}"));
+            }
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
             streamhost::ops::admin::request(
                 admin,
                 "PUT",
-                &format!("/plugins/{name}"),
+                &format!("/plugins/{name}{query}"),
                 token,
                 &bytes,
             )?
@@ -148,9 +243,12 @@ fn needs_list(needs: Needs) -> Vec<&'static str> {
     out
 }
 
-fn inspect(file: PathBuf, json: bool) -> anyhow::Result<()> {
+fn inspect(file: PathBuf, json: bool, compile_cache: Option<String>) -> anyhow::Result<()> {
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let runtime = Runtime::new(Limits::default())?;
+    let mut runtime = Runtime::new(Limits::default())?;
+    if let Some(dir) = streamhost::config::compile_cache(compile_cache) {
+        runtime = runtime.with_disk_cache(&dir, 2 << 30)?;
+    }
     let plugin = runtime
         .load(&bytes, &file.display().to_string())
         .with_context(|| format!("loading {}", file.display()))?;
@@ -167,6 +265,13 @@ fn inspect(file: PathBuf, json: bool) -> anyhow::Result<()> {
         println!("wit:     {}", info.wit);
         println!("needs:   {}", needs_list(info.needs).join(", "));
         println!("sha256:  {}", info.sha256);
+        println!(
+            "load:    {:.3} s ({})",
+            info.load_seconds,
+            serde_json::to_value(info.compiled_from)?
+                .as_str()
+                .unwrap_or_default()
+        );
     }
     Ok(())
 }
@@ -176,6 +281,15 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     match real_main(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // A reader that stopped early (`| head`) is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("streamhost: error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -185,7 +299,72 @@ fn main() -> std::process::ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Some(Command::Inspect { file, json }) => inspect(file, json),
+        Some(Command::Inspect {
+            file,
+            json,
+            compile_cache,
+        }) => inspect(file, json, compile_cache),
+        Some(Command::New {
+            name,
+            kind,
+            lang,
+            dir,
+        }) => {
+            let kind = match kind {
+                KindArg::Transform => streamhost::rules::runtime::Kind::Transform,
+                KindArg::Trend => streamhost::rules::runtime::Kind::Trend,
+                KindArg::Anomaly => streamhost::rules::runtime::Kind::Anomaly,
+            };
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = streamhost::scaffold::new_project(&name, kind, lang, &dir)?;
+            println!(
+                "wrote {} files into {}: {}",
+                files.len(),
+                dir.display(),
+                files.join(", ")
+            );
+            println!(
+                "next:\n  cd {}\n  ./build.sh\n  streamhost run-local --plugin {name}.wasm --input sample.jsonl",
+                dir.display()
+            );
+            Ok(())
+        }
+        Some(Command::Componentize { module, output }) => {
+            let bytes =
+                std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+            let component = streamhost::scaffold::componentize(&bytes)
+                .with_context(|| format!("componentizing {}", module.display()))?;
+            std::fs::write(&output, &component)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!(
+                "wrote {} ({} KiB)",
+                output.display(),
+                component.len() / 1024
+            );
+            Ok(())
+        }
+        Some(Command::RunLocal {
+            input,
+            out,
+            now,
+            run,
+        }) => {
+            let settings = Settings::resolve(run)?;
+            let now_ms = match now {
+                None => None,
+                Some(t) => Some(
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .with_context(|| format!("--now {t:?} is not RFC 3339"))?
+                        .timestamp_millis(),
+                ),
+            };
+            let local = streamhost::local::LocalRun {
+                input: (input.as_os_str() != "-").then_some(input),
+                out,
+                now_ms,
+            };
+            streamhost::local::run(&settings, &local).map(|_| ())
+        }
         Some(Command::Plugins {
             admin,
             token,

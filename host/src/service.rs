@@ -111,6 +111,23 @@ pub fn with_formats(
     Ok(config)
 }
 
+/// Largest size of the compile cache on disk.
+const COMPILE_CACHE_BYTES: u64 = 2 << 30;
+
+/// The plugin runtime the settings ask for: default limits, and compiled
+/// components kept on disk unless `--compile-cache off`.
+pub fn runtime(settings: &Settings) -> anyhow::Result<Runtime> {
+    let runtime = Runtime::new(Limits {
+        deadline: settings.plugin_deadline,
+        memory_bytes: settings.plugin_memory_bytes,
+        ..Limits::default()
+    })?;
+    match &settings.compile_cache {
+        Some(dir) => runtime.with_disk_cache(dir, COMPILE_CACHE_BYTES),
+        None => Ok(runtime),
+    }
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -181,12 +198,12 @@ pub async fn run(
 /// the workers.
 async fn start(settings: Settings) -> anyhow::Result<Job> {
     let metrics = Arc::new(Metrics::default());
-    let runtime = Arc::new(Runtime::new(Limits {
-        deadline: settings.plugin_deadline,
-        memory_bytes: settings.plugin_memory_bytes,
-        ..Limits::default()
-    })?);
-    let registry = Arc::new(Registry::from_files(runtime, &settings.plugins)?);
+    let runtime = Arc::new(runtime(&settings)?);
+    let registry = Arc::new(Registry::start(
+        runtime,
+        &settings.plugins,
+        settings.plugin_dir.as_deref(),
+    )?);
     metrics.plugins_loaded.store(true, Ordering::Relaxed);
     metrics.watch_plugins(registry.clone());
     if registry.current().all().next().is_none() {

@@ -150,7 +150,63 @@ pub fn build_plugins() -> Result<PathBuf> {
     }
     build_javascript_plugins(&out_dir)?;
     build_python_plugins(&out_dir)?;
+    build_c_plugins(&out_dir)?;
     Ok(out_dir)
+}
+
+/// C plugins: bindings from wit-bindgen's C generator, compiled by Debian's
+/// clang against wasi-libc into a WASI reactor, then made a component with
+/// the WASI 0.1 adapter (their stdio imports WASI 0.1), as `streamhost
+/// componentize` does.
+fn build_c_plugins(out_dir: &Path) -> Result<()> {
+    let wit_bindgen = toolchain::ensure_c()?;
+    let dir = root().join("plugins/pressure-c");
+    let dest = out_dir.join("pressure-c.wasm");
+    let wit = root().join("wit/streamhost.wit");
+    if up_to_date(
+        &dest,
+        &[dir.join("rule.c"), wit.clone(), wit_bindgen.clone()],
+    ) {
+        return Ok(());
+    }
+    let work = root().join("target/c/pressure-c");
+    let bindings = work.join("bindings");
+    std::fs::create_dir_all(&bindings)?;
+    run(Command::new(&wit_bindgen)
+        .args(["c", "--world", "anomaly", "--out-dir"])
+        .arg(&bindings)
+        .arg(root().join("wit")))
+    .context("generating the C bindings")?;
+    let core = work.join("core.wasm");
+    run(Command::new(toolchain::CLANG)
+        .args([
+            "--target=wasm32-wasi",
+            "-mexec-model=reactor",
+            "-O2",
+            "-Wall",
+            "-Werror",
+        ])
+        .arg("-I")
+        .arg(&bindings)
+        .arg(dir.join("rule.c"))
+        .arg(bindings.join("anomaly.c"))
+        .arg(bindings.join("anomaly_component_type.o"))
+        .arg("-o")
+        .arg(&core))
+    .context("compiling plugins/pressure-c")?;
+    let module = std::fs::read(&core)?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)?
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )?
+        .validate(true)
+        .encode()
+        .context("pressure-c: encoding the component")?;
+    std::fs::write(&dest, &component)?;
+    println!("built {} ({} KiB)", dest.display(), component.len() / 1024);
+    Ok(())
 }
 
 /// JavaScript plugins are built by componentize-js (npm); node and npm are
@@ -281,6 +337,12 @@ pub fn announce_plan() {
                 .into(),
         );
     }
+    if !toolchain::c_checks().iter().all(toolchain::Check::ok) {
+        steps.push(format!(
+            "install {} with apt and wit-bindgen-cli with cargo, for the C plugin (about 3 minutes)",
+            toolchain::C_PACKAGES.join(" ")
+        ));
+    }
     if !toolchain::compose_check().ok() {
         steps.push("install docker-compose with apt (about 1 minute)".into());
     }
@@ -320,6 +382,7 @@ fn doctor() -> Result<()> {
         ("broker", vec![toolchain::broker_check()]),
         ("JavaScript plugins", toolchain::node_checks()),
         ("Python plugins", toolchain::python_checks()),
+        ("C plugins", toolchain::c_checks()),
         ("examples", vec![toolchain::compose_check()]),
     ];
     let mut missing = 0;

@@ -801,6 +801,127 @@ pub fn ensure_host() -> Result<()> {
     Ok(())
 }
 
+// --------------------------------------------------------------------- C --
+
+/// Debian's C route to wasm32: clang 14, its wasm-ld and compiler-rt
+/// builtins, and wasi-libc.
+pub const C_PACKAGES: &[&str] = &[
+    "clang-14",
+    "lld-14",
+    "libclang-rt-14-dev-wasm32",
+    "wasi-libc",
+];
+pub const CLANG: &str = "/usr/bin/clang-14";
+/// The C bindings generator, the same release as the Rust guests' wit-bindgen.
+pub const WIT_BINDGEN: &str = "0.61.0";
+
+pub fn wit_bindgen() -> PathBuf {
+    crate::broker::tools_root().join("bin/wit-bindgen")
+}
+
+/// Whether clang builds a WASI reactor that uses libc: the whole route
+/// (compiler, linker, builtins, libc) in one try.
+fn c_build_check() -> Check {
+    let dir = std::env::temp_dir().join(format!("streamhost-c-check-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let source = dir.join("check.c");
+    let _ = std::fs::write(
+        &source,
+        "#include <stdio.h>\n#include <stdlib.h>\n__attribute__((export_name(\"f\"))) int f(int x) { char *p = malloc(8); fprintf(stderr, \"%d\", x); free(p); return x; }\n",
+    );
+    let built = Command::new(CLANG)
+        .args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-o"])
+        .arg(dir.join("check.wasm"))
+        .arg(&source)
+        .stdin(Stdio::null())
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = match built {
+        Err(_) => Err(format!("{CLANG} is missing")),
+        Ok(out) if out.status.success() => {
+            Ok(format!("{CLANG} builds WASI reactors with wasi-libc"))
+        }
+        Ok(out) => Err(format!(
+            "{CLANG} cannot build a WASI reactor: {}",
+            first_line(String::from_utf8_lossy(&out.stderr).trim())
+        )),
+    };
+    Check {
+        what: "clang, wasm-ld, wasi-libc (C plugins)",
+        state,
+        install: format!("apt packages {}", C_PACKAGES.join(" ")),
+    }
+}
+
+fn wit_bindgen_check() -> Check {
+    let state = match output(Command::new(wit_bindgen()).arg("--version")) {
+        Some(v) if v.contains(WIT_BINDGEN) => Ok(format!("{} ({v})", wit_bindgen().display())),
+        Some(v) => Err(format!(
+            "{} is {v}, not {WIT_BINDGEN}",
+            wit_bindgen().display()
+        )),
+        None => Err(format!("{} is missing", wit_bindgen().display())),
+    };
+    Check {
+        what: "wit-bindgen (C bindings)",
+        state,
+        install: format!(
+            "cargo install wit-bindgen-cli@{WIT_BINDGEN} --no-default-features --features c --root {} (about 2 minutes)",
+            crate::broker::tools_root().display()
+        ),
+    }
+}
+
+pub fn c_checks() -> Vec<Check> {
+    vec![c_build_check(), wit_bindgen_check()]
+}
+
+/// The C route, installed when missing; returns the wit-bindgen binary.
+pub fn ensure_c() -> Result<PathBuf> {
+    let checks = c_checks();
+    if !checks[0].ok() {
+        if !can_install() {
+            return Err(missing_error(
+                "the C toolchain",
+                &[&checks[0]],
+                &apt_hint(C_PACKAGES),
+            ));
+        }
+        eprintln!("xtask: installing {} with apt-get", C_PACKAGES.join(" "));
+        apt_install(C_PACKAGES)?;
+        let check = c_build_check();
+        if !check.ok() {
+            return Err(missing_error(
+                "after installing, the C toolchain",
+                &[&check],
+                &apt_hint(C_PACKAGES),
+            ));
+        }
+    }
+    if !checks[1].ok() {
+        eprintln!(
+            "xtask: installing wit-bindgen-cli {WIT_BINDGEN} (C bindings; about 2 minutes, once)"
+        );
+        crate::run(
+            Command::new(crate::cargo())
+                .args([
+                    "install",
+                    "--locked",
+                    "wit-bindgen-cli",
+                    "--version",
+                    WIT_BINDGEN,
+                ])
+                .args(["--no-default-features", "--features", "c", "--root"])
+                .arg(crate::broker::tools_root()),
+        )?;
+        let check = wit_bindgen_check();
+        if !check.ok() {
+            return Err(missing_error("wit-bindgen", &[&check], &check.install));
+        }
+    }
+    Ok(wit_bindgen())
+}
+
 // ------------------------------------------------------------------- apt --
 
 /// `apt-get install`s packages, refreshing the package lists once per run

@@ -4,8 +4,9 @@
 //!
 //! - `GET /plugins`: every plugin with kind, name, version, sha256, load
 //!   time, calls, failures and the last failure;
-//! - `PUT /plugins/NAME` (body: a component) installs or replaces a plugin;
-//!   `DELETE /plugins/NAME` removes one. Both need `Authorization: Bearer
+//! - `PUT /plugins/NAME[?deadline=2s&memory-mib=256]` (body: a component)
+//!   installs or replaces a plugin, with its own limits if given, and keeps
+//!   it on disk (see `Registry::put`); `DELETE /plugins/NAME` removes one. Both need `Authorization: Bearer
 //!   TOKEN`; with no token configured they are refused outright;
 //! - `GET /metrics`, `GET /healthz`, `GET /readyz`.
 //!
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -27,7 +28,7 @@ use hyper_util::service::TowerToHyperService;
 use tower_http::timeout::TimeoutLayer;
 
 use super::metrics::Metrics;
-use crate::rules::registry::{ChangeError, Registry};
+use crate::rules::registry::{ChangeError, PluginLimits, Registry};
 
 /// Largest request body accepted (a component).
 const MAX_BODY: usize = 256 << 20;
@@ -159,21 +160,44 @@ fn authorized(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+/// The query of `PUT /plugins/NAME`: the plugin's own limits.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PutQuery {
+    deadline: Option<String>,
+    memory_mib: Option<usize>,
+}
+
 async fn put_plugin(
     State(admin): State<Arc<Admin>>,
     Path(name): Path<String>,
+    query: Result<Query<PutQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if let Err(r) = authorized(&admin, &headers) {
         return r;
     }
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let deadline = match query.deadline.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("deadline: {e}")),
+    };
+    let limits = PluginLimits {
+        deadline,
+        memory_mib: query.memory_mib,
+    };
     let registry = admin.registry.clone();
     // Compiling may take seconds (Python, JavaScript components): off the
     // async workers.
-    match tokio::task::spawn_blocking(move || registry.put(&name, &body)).await {
-        Ok(Ok(info)) => axum::Json(info).into_response(),
+    match tokio::task::spawn_blocking(move || registry.put(&name, &body, limits)).await {
+        Ok(Ok(put)) => axum::Json(put).into_response(),
         Ok(Err(e @ ChangeError::NotFound(_))) => error(StatusCode::NOT_FOUND, e),
+        Ok(Err(e @ ChangeError::Store(_))) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

@@ -2,9 +2,11 @@
 //! rendered in the OpenMetrics text format for `GET /metrics`.
 //!
 //! Hot-path updates are per batch, not per record: the service adds a
-//! batch's tally once. Plugin counters live in each loaded plugin and are
-//! read at scrape time by a collector, labelled with the plugin's version,
-//! so a swap shows up as a new series.
+//! batch's tally once. Plugin counters live with each version of a plugin
+//! and are read at scrape time by a collector, labelled with the version.
+//! Every version loaded since start-up keeps its series for the life of
+//! the process: a swap adds a series and leaves the old one at its last
+//! value, and a swap back continues the old series.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -341,12 +343,26 @@ impl std::fmt::Debug for PluginCollector {
 
 impl Collector for PluginCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let plugins = self.0.list();
-        let labels = |p: &crate::rules::registry::PluginStatus| PluginLabels {
-            plugin: p.info.name.clone(),
-            version: p.info.version.clone(),
-            kind: p.info.kind.to_string(),
-        };
+        // Two components may carry the same version text: one series each
+        // name and version, summed.
+        let mut plugins: Vec<(PluginLabels, crate::rules::registry::VersionStatus)> = Vec::new();
+        for v in self.0.versions() {
+            let labels = PluginLabels {
+                plugin: v.name.clone(),
+                version: v.version.clone(),
+                kind: v.kind.to_string(),
+            };
+            match plugins.iter_mut().find(|(l, _)| *l == labels) {
+                Some((_, sum)) => {
+                    sum.calls += v.calls;
+                    sum.failures += v.failures;
+                    sum.call_seconds += v.call_seconds;
+                }
+                None => plugins.push((labels, v)),
+            }
+        }
+        let labels = |p: &(PluginLabels, _)| p.0.clone();
+        let plugins: Vec<(PluginLabels, crate::rules::registry::VersionStatus)> = plugins;
         let mut family = encoder.encode_descriptor(
             "streamhost_plugin_calls",
             "Plugin calls (one per batch), by plugin and version",
@@ -354,7 +370,7 @@ impl Collector for PluginCollector {
             prometheus_client::metrics::MetricType::Counter,
         )?;
         for p in &plugins {
-            ConstCounter::new(p.calls).encode(family.encode_family(&labels(p))?)?;
+            ConstCounter::new(p.1.calls).encode(family.encode_family(&labels(p))?)?;
         }
         let mut family = encoder.encode_descriptor(
             "streamhost_plugin_failures",
@@ -363,7 +379,7 @@ impl Collector for PluginCollector {
             prometheus_client::metrics::MetricType::Counter,
         )?;
         for p in &plugins {
-            ConstCounter::new(p.failures).encode(family.encode_family(&labels(p))?)?;
+            ConstCounter::new(p.1.failures).encode(family.encode_family(&labels(p))?)?;
         }
         // Time in plugin calls as a histogram without finite buckets: its
         // `_sum` and `_count` are what dashboards divide.
@@ -377,9 +393,9 @@ impl Collector for PluginCollector {
             family
                 .encode_family(&labels(p))?
                 .encode_histogram::<NoLabelSet>(
-                    p.call_seconds,
-                    p.calls,
-                    &[(f64::MAX, p.calls)],
+                    p.1.call_seconds,
+                    p.1.calls,
+                    &[(f64::MAX, p.1.calls)],
                     None,
                 )?;
         }

@@ -44,6 +44,8 @@ pub fn start_ticker(engine: &Engine) {
 pub struct MemoryCap {
     pub max_bytes: usize,
     pub hit: bool,
+    /// The largest linear memory granted so far.
+    pub peak: usize,
 }
 
 impl MemoryCap {
@@ -51,6 +53,7 @@ impl MemoryCap {
         Self {
             max_bytes,
             hit: false,
+            peak: 0,
         }
     }
 }
@@ -66,6 +69,7 @@ impl ResourceLimiter for MemoryCap {
             self.hit = true;
             return Ok(false);
         }
+        self.peak = self.peak.max(desired);
         Ok(true)
     }
 
@@ -98,6 +102,7 @@ mod tests {
         let mut cap = MemoryCap::new(1 << 20);
         assert!(cap.memory_growing(0, 1 << 20, None).unwrap());
         assert!(!cap.hit);
+        assert_eq!(cap.peak, 1 << 20);
         assert!(
             !cap.memory_growing(1 << 20, (1 << 20) + 65536, None)
                 .unwrap()

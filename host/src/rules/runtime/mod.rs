@@ -19,14 +19,15 @@
 //! (warm ones are reused; a fresh one only after a failure or a swap), so it
 //! would reserve address space and buy nothing.
 
+pub mod cache;
 mod determinism;
 mod limits;
 mod stdio;
 mod store;
 
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -40,7 +41,8 @@ use crate::contract::{
 };
 use store::StoreState;
 
-/// Limits applied to every plugin call.
+/// Limits applied to plugin calls: the defaults of a runtime, which a
+/// plugin's own limits (`Plugin::set_limits`) override.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Longest a single batch call may run.
@@ -209,6 +211,21 @@ pub struct PluginInfo {
     pub needs: Needs,
     /// Hex SHA-256 of the component file.
     pub sha256: String,
+    /// Where its compiled code came from: `compiled`, `memory-cache` or
+    /// `disk-cache`.
+    pub compiled_from: CompiledFrom,
+    /// Seconds the load took: compile (or cache read), link, instantiate
+    /// and `describe()`.
+    pub load_seconds: f64,
+}
+
+/// Where a loaded component's compiled code came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompiledFrom {
+    Compiled,
+    MemoryCache,
+    DiskCache,
 }
 
 /// A compiled plugin engine: one per process.
@@ -220,6 +237,8 @@ pub struct Runtime {
     /// bounded by their compiled size, so that swapping back to a version
     /// seen before (a rollback) costs no compilation.
     compiled: Mutex<Vec<(String, Component)>>,
+    /// Compiled components on disk, across restarts.
+    disk: Option<cache::DiskCache>,
 }
 
 impl Runtime {
@@ -238,7 +257,26 @@ impl Runtime {
             linker,
             limits,
             compiled: Mutex::new(Vec::new()),
+            disk: None,
         })
+    }
+
+    /// This runtime, keeping compiled components in `dir` (created, owner
+    /// only) up to `max_bytes`.
+    pub fn with_disk_cache(
+        mut self,
+        dir: &std::path::Path,
+        max_bytes: u64,
+    ) -> anyhow::Result<Self> {
+        let disk = cache::DiskCache::open(dir, &self.engine, max_bytes)
+            .map_err(|e| anyhow::anyhow!("opening the compile cache {}: {e}", dir.display()))?;
+        self.disk = Some(disk);
+        Ok(self)
+    }
+
+    /// The limits plugins get unless given their own.
+    pub fn default_limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Bytes of compiled code held by the cache of compiled components.
@@ -254,9 +292,10 @@ impl Runtime {
     /// Compiles, checks and describes a component. `origin` names it in logs
     /// until its own name is known.
     pub fn load(&self, bytes: &[u8], origin: &str) -> Result<Plugin, LoadError> {
+        let started = std::time::Instant::now();
         check_header(bytes)?;
         let sha256 = hex(&Sha256::digest(bytes));
-        let component = self.compile(bytes, &sha256)?;
+        let (component, compiled_from) = self.compile(bytes, &sha256)?;
         let (kind, wit) = self.exported_kind(&component)?;
         let pre = self
             .linker
@@ -274,13 +313,15 @@ impl Runtime {
                 wit,
                 needs: Needs::empty(),
                 sha256,
+                compiled_from,
+                load_seconds: 0.0,
             },
             pre,
             indices,
             deadline: self.limits.deadline,
             memory_bytes: self.limits.memory_bytes,
             warm: Mutex::new(Vec::new()),
-            stats: Stats::default(),
+            stats: Arc::default(),
         };
         let described = plugin
             .call(|store, guest| guest.describe(store))
@@ -303,11 +344,14 @@ impl Runtime {
         for warm in plugin.warm.get_mut().unwrap().iter_mut() {
             warm.store.data_mut().plugin = plugin.info.name.clone();
         }
-        plugin.stats = Stats::default();
+        plugin.stats = Arc::default();
+        plugin.info.load_seconds = started.elapsed().as_secs_f64();
         Ok(plugin)
     }
 
-    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component, LoadError> {
+    /// The compiled component: from memory, from disk, or compiled now (and
+    /// then kept in both).
+    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<(Component, CompiledFrom), LoadError> {
         {
             // Least recently used first: a hit moves to the back.
             let mut cache = self.compiled.lock().unwrap();
@@ -315,18 +359,32 @@ impl Runtime {
                 let entry = cache.remove(i);
                 let component = entry.1.clone();
                 cache.push(entry);
-                return Ok(component);
+                return Ok((component, CompiledFrom::MemoryCache));
             }
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let from_disk = self.disk.as_ref().and_then(|d| d.get(&self.engine, sha256));
+        let (component, from) = match from_disk {
+            Some(c) => (c, CompiledFrom::DiskCache),
+            None => {
+                let c = Component::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+                if let Some(disk) = &self.disk {
+                    disk.put(sha256, &c);
+                }
+                (c, CompiledFrom::Compiled)
+            }
+        };
+        self.remember(sha256, &component);
+        Ok((component, from))
+    }
+
+    fn remember(&self, sha256: &str, component: &Component) {
         let mut cache = self.compiled.lock().unwrap();
         cache.push((sha256.to_string(), component.clone()));
         let mut total: usize = cache.iter().map(|(_, c)| compiled_size(c)).sum();
         while total > self.limits.cache_bytes && cache.len() > 1 {
             total -= compiled_size(&cache.remove(0).1);
         }
-        Ok(component)
     }
 
     /// Finds which rule interface the component exports.
@@ -473,6 +531,12 @@ pub struct Stats {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     pub nanos: AtomicU64,
+    /// Records in the batches of successful calls.
+    pub records: AtomicU64,
+    /// The largest linear memory any instance reached, in bytes.
+    pub peak_memory: AtomicU64,
+    /// The longest call, in nanoseconds.
+    pub slowest_nanos: AtomicU64,
     pub last_failure: Mutex<Option<String>>,
 }
 
@@ -485,7 +549,7 @@ pub struct Plugin {
     memory_bytes: usize,
     /// Warm instances not in a call right now.
     warm: Mutex<Vec<Warm>>,
-    stats: Stats,
+    stats: Arc<Stats>,
 }
 
 impl Plugin {
@@ -503,6 +567,27 @@ impl Plugin {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Counts into `stats` from now on (shared with other versions of the
+    /// same plugin, so that counts live as long as the process).
+    pub fn share_stats(&mut self, stats: Arc<Stats>) {
+        self.stats = stats;
+    }
+
+    /// The deadline and memory cap of this plugin's calls.
+    pub fn limits(&self) -> (Duration, usize) {
+        (self.deadline, self.memory_bytes)
+    }
+
+    /// Sets the deadline and memory cap of this plugin's calls (before it
+    /// serves).
+    pub fn set_limits(&mut self, deadline: Duration, memory_bytes: usize) {
+        self.deadline = deadline;
+        self.memory_bytes = memory_bytes;
+        for warm in self.warm.get_mut().unwrap().iter_mut() {
+            warm.store.data_mut().limits.max_bytes = memory_bytes;
+        }
     }
 
     fn instantiate(&self) -> Result<Warm, CallError> {
@@ -536,7 +621,11 @@ impl Plugin {
             };
             warm.store.data_mut().limits.hit = false;
             warm.store.set_epoch_deadline(limits::ticks(self.deadline));
-            match f(&mut warm.store, &warm.guest) {
+            let result = f(&mut warm.store, &warm.guest);
+            self.stats
+                .peak_memory
+                .fetch_max(warm.store.data().limits.peak as u64, Ordering::Relaxed);
+            match result {
                 Ok(r) => {
                     self.warm
                         .lock()
@@ -548,10 +637,10 @@ impl Plugin {
                 Err(e) => Err(self.classify(e, &warm.store)),
             }
         })();
+        let nanos = started.elapsed().as_nanos() as u64;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .nanos
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats.nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.stats.slowest_nanos.fetch_max(nanos, Ordering::Relaxed);
         if let Err(e) = &result {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             *self
@@ -591,6 +680,7 @@ impl Plugin {
                     out.len()
                 );
             }
+            self.stats.records.fetch_add(len as u64, Ordering::Relaxed);
             Ok(out)
         })
     }

@@ -1,0 +1,188 @@
+//! `streamhost new`: a ready-to-build plugin project, from the templates
+//! under `host/templates/` (compiled into the binary): the rule, its build
+//! script, the WIT contract, and a sample input for `streamhost run-local`.
+//! Also `streamhost componentize`, the component step of the Rust and C
+//! builds.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use crate::rules::runtime::Kind;
+
+/// A language a plugin can be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+    C,
+}
+
+impl Lang {
+    fn title(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+            Lang::C => "C",
+        }
+    }
+}
+
+/// The files of a project: path, contents, executable.
+fn files(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str, bool)> {
+    macro_rules! t {
+        ($path:literal) => {
+            include_str!(concat!("../templates/", $path))
+        };
+    }
+    let mut files = vec![
+        (
+            "wit/streamhost.wit",
+            include_str!("../../wit/streamhost.wit"),
+            false,
+        ),
+        (
+            "sample.jsonl",
+            include_str!("../../examples/sample/readings.jsonl"),
+            false,
+        ),
+        ("README.md", t!("common/README.md"), false),
+    ];
+    let by_kind = |a, t, n| match kind {
+        Kind::Anomaly => a,
+        Kind::Trend => t,
+        Kind::Transform => n,
+    };
+    match lang {
+        Lang::Rust => files.extend([
+            ("Cargo.toml", t!("rust/Cargo.toml"), false),
+            ("build.sh", t!("rust/build.sh"), true),
+            (
+                "src/lib.rs",
+                by_kind(
+                    t!("rust/lib.anomaly.rs"),
+                    t!("rust/lib.trend.rs"),
+                    t!("rust/lib.transform.rs"),
+                ),
+                false,
+            ),
+        ]),
+        Lang::Python => files.extend([
+            ("build.sh", t!("python/build.sh"), true),
+            (
+                "app.py",
+                by_kind(
+                    t!("python/app.anomaly.py"),
+                    t!("python/app.trend.py"),
+                    t!("python/app.transform.py"),
+                ),
+                false,
+            ),
+        ]),
+        Lang::Js => files.extend([
+            ("package.json", t!("js/package.json"), false),
+            ("build.mjs", t!("js/build.mjs"), false),
+            ("build.sh", t!("js/build.sh"), true),
+            (
+                "rule.js",
+                by_kind(
+                    t!("js/rule.anomaly.js"),
+                    t!("js/rule.trend.js"),
+                    t!("js/rule.transform.js"),
+                ),
+                false,
+            ),
+        ]),
+        Lang::C => files.extend([
+            ("build.sh", t!("c/build.sh"), true),
+            (
+                "rule.c",
+                by_kind(
+                    t!("c/rule.anomaly.c"),
+                    t!("c/rule.trend.c"),
+                    t!("c/rule.transform.c"),
+                ),
+                false,
+            ),
+        ]),
+    }
+    files
+}
+
+/// Writes a new plugin project called `name` into `dir` (which must not
+/// exist, or be empty); returns the files written.
+pub fn new_project(name: &str, kind: Kind, lang: Lang, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let usable = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !usable {
+        bail!(
+            "{name:?}: a plugin name is lowercase letters, digits and `-`, starting with a letter"
+        );
+    }
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!("{} exists and is not empty", dir.display());
+    }
+    let fill = |text: &str| {
+        text.replace("{{name}}", name)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{world}}", kind.as_str())
+            .replace("{{lang}}", lang.title())
+    };
+    let mut written = Vec::new();
+    for (path, text, executable) in files(lang, kind) {
+        let dest = dir.join(path);
+        std::fs::create_dir_all(dest.parent().unwrap())
+            .with_context(|| format!("creating {}", dest.parent().unwrap().display()))?;
+        std::fs::write(&dest, fill(text)).with_context(|| format!("writing {}", dest.display()))?;
+        if executable {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
+        }
+        written.push(path.to_string());
+    }
+    Ok(written)
+}
+
+/// Turns a core module built with wit-bindgen (which embeds the WIT world
+/// in a custom section) into a component, the last step of building a
+/// plugin in Rust or C. A module that imports WASI 0.1
+/// (`wasi_snapshot_preview1`, as wasi-libc's stdio does) gets the reactor
+/// adapter of the wasmtime this streamhost embeds, which maps those imports
+/// onto WASI 0.2.
+pub fn componentize(module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    if module.len() < 8 || &module[..4] != b"\0asm" {
+        anyhow::bail!("not a WebAssembly file");
+    }
+    if module[4..8] != [1, 0, 0, 0] {
+        anyhow::bail!("already a component; load it as it is");
+    }
+    let imports_wasi = wasmparser::Parser::new(0)
+        .parse_all(module)
+        .filter_map(Result::ok)
+        .any(|payload| match payload {
+            wasmparser::Payload::ImportSection(reader) => reader
+                .into_imports()
+                .filter_map(Result::ok)
+                .any(|i| i.module == "wasi_snapshot_preview1"),
+            _ => false,
+        });
+    let mut encoder = wit_component::ComponentEncoder::default();
+    encoder
+        .module(module)
+        .context("reading the module's component-type section (was it built with wit-bindgen?)")?
+        .validate(true);
+    if imports_wasi {
+        encoder
+            .adapter(
+                "wasi_snapshot_preview1",
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+            .context("linking the WASI 0.1 reactor adapter")?;
+    }
+    encoder.encode().context("encoding the component")
+}
