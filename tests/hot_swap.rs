@@ -304,3 +304,148 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
         latencies[latencies.len() - 1]
     );
 }
+
+/// Runs `streamhost plugins ...` with the options after the subcommand, as
+/// the README writes them; returns its stdout.
+fn plugins_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(support::bin("streamhost"))
+        .arg("plugins")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "streamhost plugins {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn puts_are_kept_on_disk_and_counts_outlive_swaps() {
+    let cluster = Cluster::start("keep", 1);
+    let v1 = std::fs::read(support::plugin_path("anomaly")).unwrap();
+    let v2_path = support::plugin_path("anomaly-v2");
+    let v2 = std::fs::read(&v2_path).unwrap();
+    let rule = cluster.log_dir.join("anomaly.wasm");
+    std::fs::write(&rule, &v1).unwrap();
+    let dir = cluster.log_dir.join("plugins.d");
+    let dir_arg = dir.display().to_string();
+    let args = [
+        "--batch-size",
+        "50",
+        "--admin-token",
+        "s3cret",
+        "--plugin-dir",
+        &dir_arg,
+    ];
+    let mut child = cluster.streamhost_with("first", std::slice::from_ref(&rule), &args);
+    let admin = cluster.admin_addr("first");
+    cluster.wait_log("first", "Partitions assigned", Duration::from_secs(30));
+    let chunk: Vec<_> = (0..200).map(reading).collect();
+    cluster.produce(&chunk).await;
+    cluster.read(&cluster.enriched, Duration::from_secs(30), |r| {
+        r.len() >= 200
+    });
+
+    // Swap to v2 with its own limits, options after the subcommand.
+    let put = plugins_cli(&[
+        "put",
+        "anomaly",
+        v2_path.to_str().unwrap(),
+        "--admin",
+        &admin,
+        "--token",
+        "s3cret",
+        "--deadline",
+        "250ms",
+        "--memory-mib",
+        "96",
+    ]);
+    let put: serde_json::Value = serde_json::from_str(&put).unwrap();
+    assert_eq!(put["version"], "2.0.0");
+    assert_eq!(put["stored"], rule.display().to_string());
+    // Written over the file it was loaded from, limits beside it.
+    assert_eq!(std::fs::read(&rule).unwrap(), v2);
+    let limits = std::fs::read_to_string(rule.with_extension("toml")).unwrap();
+    assert!(limits.contains("deadline = \"250ms\""), "{limits}");
+    assert!(limits.contains("memory-mib = 96"), "{limits}");
+    // A new plugin goes into the plugin folder.
+    let js = support::plugin_path("jump-js");
+    plugins_cli(&[
+        "put",
+        "jump-js",
+        js.to_str().unwrap(),
+        "--admin",
+        &admin,
+        "--token",
+        "s3cret",
+    ]);
+    assert_eq!(
+        std::fs::read(dir.join("jump-js.wasm")).unwrap(),
+        std::fs::read(&js).unwrap()
+    );
+
+    let chunk: Vec<_> = (200..400).map(reading).collect();
+    cluster.produce(&chunk).await;
+    cluster.read(&cluster.enriched, Duration::from_secs(30), |r| {
+        r.len() >= 400
+    });
+
+    // Both versions keep their counts; the plugin's are their sum.
+    let e = anomaly_entry(&admin);
+    assert_eq!(e["version"], "2.0.0");
+    assert_eq!(e["deadline_ms"], 250.0);
+    assert_eq!(e["memory_mib"], 96);
+    let versions = e["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{e}");
+    let (old, new) = (&versions[0], &versions[1]);
+    assert_eq!(
+        (old["version"].as_str(), old["serving"].as_bool()),
+        (Some("1.0.0"), Some(false))
+    );
+    assert_eq!(
+        (new["version"].as_str(), new["serving"].as_bool()),
+        (Some("2.0.0"), Some(true))
+    );
+    let records = |v: &serde_json::Value| v["records"].as_u64().unwrap();
+    assert!(records(old) >= 200 && records(new) >= 1, "{e}");
+    assert_eq!(
+        records(old) + records(new),
+        400,
+        "each record went through one version: {e}"
+    );
+    assert_eq!(
+        e["calls"].as_u64().unwrap(),
+        old["calls"].as_u64().unwrap() + new["calls"].as_u64().unwrap()
+    );
+    let (_, metrics) = request(&admin, "GET", "/metrics", None, b"").unwrap();
+    for version in ["1.0.0", "2.0.0"] {
+        let series = format!(
+            "streamhost_plugin_calls_total{{plugin=\"anomaly\",version=\"{version}\",kind=\"anomaly\"}}"
+        );
+        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+    }
+    assert!(terminate(&mut child).success());
+
+    // A restart serves what was served before it.
+    let mut child = cluster.streamhost_with("second", std::slice::from_ref(&rule), &args);
+    let admin = cluster.admin_addr("second");
+    let e = anomaly_entry(&admin);
+    assert_eq!(
+        (e["version"].as_str(), e["deadline_ms"].as_f64()),
+        (Some("2.0.0"), Some(250.0))
+    );
+    let list = plugin_list(&admin);
+    let jump = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "jump-js")
+        .expect("jump-js is served again");
+    assert_eq!(
+        jump["origin"],
+        dir.join("jump-js.wasm").display().to_string()
+    );
+    assert!(terminate(&mut child).success());
+}

@@ -20,6 +20,8 @@ pub fn info(name: &str, kind: Kind, needs: Needs) -> PluginInfo {
         wit: "native".into(),
         needs,
         sha256: String::new(),
+        compiled_from: streamhost::rules::runtime::CompiledFrom::Compiled,
+        load_seconds: 0.0,
     }
 }
 
@@ -177,4 +179,18 @@ pub fn run_pipeline(rules: &RuleSet, input: &[InRecord], batch: usize) -> f64 {
     let secs = started.elapsed().as_secs_f64();
     std::hint::black_box(outputs);
     secs
+}
+
+/// The median of `v` (sorts it).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The smallest and largest of `v`.
+pub fn spread(v: &[f64]) -> (f64, f64) {
+    (
+        v.iter().copied().fold(f64::INFINITY, f64::min),
+        v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
 }

@@ -13,12 +13,14 @@
 //! 5. Workers: 2 partition-parallel workers against 1, in process.
 //! 6. Rebuild: a partition's windows rebuilt by replaying it from the broker.
 //! 7. Formats: Avro decode (with the registry stand-in) against JSON decode.
+//! 8. Plugins by language: first and cached load, cost per record.
 
 mod common;
 mod end_to_end;
 mod formats;
 mod hot_swap;
 mod in_process;
+mod languages;
 mod state;
 mod windows;
 
@@ -101,6 +103,15 @@ async fn main() {
         println!("{}", report.text);
         return;
     }
+    // `--languages-only`: the plugins-by-language section alone.
+    if std::env::args().any(|a| a == "--languages-only") {
+        let mut report = Report {
+            text: String::new(),
+        };
+        tokio::task::block_in_place(|| languages::languages(&mut report, 20_000, 5));
+        println!("{}", report.text);
+        return;
+    }
     // `--rebuild-only`: the window rebuild section alone.
     if std::env::args().any(|a| a == "--rebuild-only") {
         let mut report = Report {
@@ -163,6 +174,10 @@ async fn main() {
     eprintln!("bench: Avro against JSON decode");
     tokio::task::block_in_place(|| {
         formats::formats(&mut report, n_inproc / 5, if quick { 5 } else { 11 })
+    });
+    eprintln!("bench: plugins by language");
+    tokio::task::block_in_place(|| {
+        languages::languages(&mut report, 20_000, if quick { 3 } else { 7 })
     });
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();

@@ -56,11 +56,6 @@ fn run_workers(rules: &RuleSet, input: &[InRecord], batch: usize, workers: usize
     started.elapsed().as_secs_f64()
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// 2 workers against 1, in process, with the WASM rules: interleaved
 /// rounds, median ratio and its spread.
 pub fn scaling(report: &mut Report, n: usize, rounds: usize) {

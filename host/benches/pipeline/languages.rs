@@ -1,0 +1,81 @@
+//! Section 8: the example anomaly rules by language (Rust, C, JavaScript,
+//! Python): first load (compiled), cached load (a new runtime reading the
+//! compile cache on disk, as after a restart), and the cost per record of
+//! the rule in the whole pipeline.
+//!
+//! Cost per record: the pipeline over the same readings with the rule and
+//! without any rule, in interleaved rounds; per round, (with - without) /
+//! records. Median and spread over the rounds.
+
+use super::*;
+
+use streamhost::rules::runtime::CompiledFrom;
+
+const PLUGINS: [(&str, &str); 4] = [
+    ("anomaly", "Rust"),
+    ("pressure-c", "C"),
+    ("jump-js", "JavaScript"),
+    ("humidity-py", "Python"),
+];
+
+pub fn languages(report: &mut Report, n: usize, rounds: usize) {
+    let input = records(n, 1000);
+    let cache = root()
+        .join("target/bench")
+        .join(format!("compile-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let runtime = |cache: &std::path::Path| {
+        Runtime::new(Limits {
+            deadline: Duration::from_secs(5),
+            memory_bytes: 512 << 20,
+            ..Limits::default()
+        })
+        .unwrap()
+        .with_disk_cache(cache, 4 << 30)
+        .unwrap()
+    };
+    report.line(format!(
+        "### 8. Plugins by language ({n} records, batches of 1000, {rounds} interleaved rounds)\n"
+    ));
+    report.line("| plugin | language | first load (compiled) | cached load (new runtime, from disk) | ns/record in the rule (median) | spread | peak memory |");
+    report.line("|---|---|---:|---:|---:|---:|---:|");
+    for (name, language) in PLUGINS {
+        eprintln!("bench: {name}");
+        let path = root().join("target/plugins").join(format!("{name}.wasm"));
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask plugins`", path.display()));
+        let first = runtime(&cache).load(&bytes, name).unwrap();
+        assert_eq!(first.info().compiled_from, CompiledFrom::Compiled);
+        let mut cached = Vec::new();
+        let mut plugin = None;
+        for _ in 0..5 {
+            let p = runtime(&cache).load(&bytes, name).unwrap();
+            assert_eq!(p.info().compiled_from, CompiledFrom::DiskCache);
+            cached.push(p.info().load_seconds);
+            plugin = Some(p);
+        }
+        let plugin = Arc::new(plugin.unwrap());
+        let mut rules = RuleSet::default();
+        rules.push(plugin.clone());
+        let none = RuleSet::default();
+        // One warm-up pass each.
+        run_pipeline(&rules, &input, 1000);
+        run_pipeline(&none, &input, 1000);
+        let mut costs = Vec::new();
+        for _ in 0..rounds {
+            let with = run_pipeline(&rules, &input, 1000);
+            let without = run_pipeline(&none, &input, 1000);
+            costs.push((with - without) * 1e9 / n as f64);
+        }
+        let (lo, hi) = spread(&costs);
+        let m = median(&mut costs);
+        let peak = plugin.stats().peak_memory.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
+        report.line(format!(
+            "| `{name}` | {language} | {:.0} ms | {:.1} ms | {m:.0} | {lo:.0}–{hi:.0} | {peak:.1} MiB |",
+            first.info().load_seconds * 1e3,
+            median(&mut cached) * 1e3,
+        ));
+    }
+    report.line("\nA cached load maps the compiled code (`--compile-cache`, on by default) and skips compilation; `streamhost inspect FILE` fills the cache ahead of a deploy.\n");
+    let _ = std::fs::remove_dir_all(&cache);
+}
