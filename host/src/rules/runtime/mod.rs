@@ -339,11 +339,10 @@ impl Runtime {
         plugin.info.name = described.name;
         plugin.info.version = described.version;
         plugin.info.needs = described.needs;
-        // The instance that answered `describe` becomes the warm one; its log
-        // name must become the plugin's own.
-        for warm in plugin.warm.get_mut().unwrap().iter_mut() {
-            warm.store.data_mut().plugin = plugin.info.name.clone();
-        }
+        // The instance that answered `describe` knows the plugin by its
+        // origin (a file path): its stdout and stderr would be logged under
+        // that name. Calls get instances made under the plugin's own name.
+        plugin.warm.get_mut().unwrap().clear();
         plugin.stats = Arc::default();
         plugin.info.load_seconds = started.elapsed().as_secs_f64();
         Ok(plugin)
