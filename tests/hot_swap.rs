@@ -431,6 +431,7 @@ async fn puts_are_kept_on_disk_and_counts_outlive_swaps() {
     // A restart serves what was served before it.
     let mut child = cluster.streamhost_with("second", std::slice::from_ref(&rule), &args);
     let admin = cluster.admin_addr("second");
+    cluster.wait_log("second", "Partitions assigned", Duration::from_secs(30));
     let e = anomaly_entry(&admin);
     assert_eq!(
         (e["version"].as_str(), e["deadline_ms"].as_f64()),
