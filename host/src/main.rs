@@ -245,10 +245,10 @@ fn needs_list(needs: Needs) -> Vec<&'static str> {
 
 fn inspect(file: PathBuf, json: bool, compile_cache: Option<String>) -> anyhow::Result<()> {
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let mut runtime = Runtime::new(Limits::default())?;
-    if let Some(dir) = streamhost::config::compile_cache(compile_cache) {
-        runtime = runtime.with_disk_cache(&dir, 2 << 30)?;
-    }
+    let runtime = streamhost::service::with_compile_cache(
+        Runtime::new(Limits::default())?,
+        streamhost::config::compile_cache(compile_cache).as_deref(),
+    );
     let plugin = runtime
         .load(&bytes, &file.display().to_string())
         .with_context(|| format!("loading {}", file.display()))?;

@@ -35,7 +35,7 @@ use crate::rebuild::{Rebuilt, rebuild};
 use crate::record::InRecord;
 use crate::rules::RuleSet;
 use crate::rules::registry::Registry;
-use crate::rules::runtime::{Limits, Runtime};
+use crate::rules::runtime::{Limits, Runtime, cache};
 use crate::window::WindowConfig;
 
 /// Batches whose outputs may await acknowledgement at once.
@@ -122,9 +122,25 @@ pub fn runtime(settings: &Settings) -> anyhow::Result<Runtime> {
         memory_bytes: settings.plugin_memory_bytes,
         ..Limits::default()
     })?;
-    match &settings.compile_cache {
-        Some(dir) => runtime.with_disk_cache(dir, COMPILE_CACHE_BYTES),
-        None => Ok(runtime),
+    Ok(with_compile_cache(
+        runtime,
+        settings.compile_cache.as_deref(),
+    ))
+}
+
+/// `runtime` with the compile cache in `dir`; without one when `dir` is
+/// `None` or cannot be used (a read-only home, a folder others can write),
+/// which is logged: the cache only saves time.
+pub fn with_compile_cache(runtime: Runtime, dir: Option<&std::path::Path>) -> Runtime {
+    let Some(dir) = dir else {
+        return runtime;
+    };
+    match cache::DiskCache::open(dir, runtime.engine(), COMPILE_CACHE_BYTES) {
+        Ok(disk) => runtime.with_disk(disk),
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "Compile cache unusable; components are compiled at every load.");
+            runtime
+        }
     }
 }
 

@@ -263,15 +263,20 @@ impl Runtime {
 
     /// This runtime, keeping compiled components in `dir` (created, owner
     /// only) up to `max_bytes`.
-    pub fn with_disk_cache(
-        mut self,
-        dir: &std::path::Path,
-        max_bytes: u64,
-    ) -> anyhow::Result<Self> {
+    pub fn with_disk_cache(self, dir: &std::path::Path, max_bytes: u64) -> anyhow::Result<Self> {
         let disk = cache::DiskCache::open(dir, &self.engine, max_bytes)
             .map_err(|e| anyhow::anyhow!("opening the compile cache {}: {e}", dir.display()))?;
+        Ok(self.with_disk(disk))
+    }
+
+    /// This runtime, keeping compiled components in `disk`.
+    pub fn with_disk(mut self, disk: cache::DiskCache) -> Self {
         self.disk = Some(disk);
-        Ok(self)
+        self
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The limits plugins get unless given their own.
