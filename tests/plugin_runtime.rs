@@ -396,3 +396,49 @@ fn a_python_component_importing_wasi_runs() {
         ]
     );
 }
+
+/// A plugin's limits file is read with it, and a changed one is applied
+/// like a changed component; a broken one leaves the plugin serving.
+#[test]
+fn a_limits_file_beside_a_plugin_sets_and_changes_its_limits() {
+    use std::sync::Arc;
+    use streamhost::rules::registry::Registry;
+
+    let dir = support::root()
+        .join("target/test-tmp")
+        .join(format!("limits-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rule = dir.join("anomaly.wasm");
+    std::fs::copy(support::plugin_path("anomaly"), &rule).unwrap();
+    std::fs::write(
+        dir.join("anomaly.toml"),
+        "deadline = \"300ms\"\nmemory-mib = 32\n",
+    )
+    .unwrap();
+    let registry = Registry::from_files(Arc::new(runtime()), std::slice::from_ref(&rule)).unwrap();
+    let limits = |r: &Registry| {
+        let p = &r.list()[0];
+        (p.deadline_ms, p.memory_mib, p.load_failures)
+    };
+    assert_eq!(limits(&registry), (300.0, 32, 0));
+
+    // Changed: picked up once the file has stayed the same for a poll.
+    std::fs::write(dir.join("anomaly.toml"), "deadline = \"2s\"\n").unwrap();
+    registry.poll_files(false);
+    registry.poll_files(false);
+    // The memory cap is the runtime's default again (64 MiB).
+    assert_eq!(limits(&registry), (2000.0, 64, 0));
+
+    // Broken: refused with the file named, and the limits in force stay.
+    std::fs::write(dir.join("anomaly.toml"), "deadline = \"soon\"\n").unwrap();
+    registry.poll_files(false);
+    registry.poll_files(false);
+    let p = &registry.list()[0];
+    assert_eq!((p.deadline_ms, p.load_failures), (2000.0, 1));
+    let error = p.last_load_error.as_deref().unwrap();
+    assert!(
+        error.contains("anomaly.toml") && error.contains("soon"),
+        "{error}"
+    );
+}
