@@ -73,11 +73,12 @@ impl Sink {
             Dest::DeadLetter => serde_json::Value::String(text.to_string()),
             _ => serde_json::from_str(&text).context("an output that is not JSON")?,
         };
-        let headers: serde_json::Map<String, serde_json::Value> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
-            .collect();
+        let headers = || -> serde_json::Map<String, serde_json::Value> {
+            r.headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
+                .collect()
+        };
         match self {
             Sink::Stdout(w) => {
                 let mut line = serde_json::json!({
@@ -90,7 +91,7 @@ impl Sink {
                     "key": key,
                 });
                 if r.dest == Dest::DeadLetter {
-                    line["headers"] = serde_json::Value::Object(headers);
+                    line["headers"] = serde_json::Value::Object(headers());
                 }
                 line["value"] = value;
                 serde_json::to_writer(&mut *w, &line)?;
@@ -107,7 +108,7 @@ impl Sink {
                     let line = serde_json::json!({
                         "line": r.source.1,
                         "key": key,
-                        "headers": headers,
+                        "headers": headers(),
                         "value": value,
                     });
                     serde_json::to_writer(&mut *dead, &line)?;

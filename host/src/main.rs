@@ -92,7 +92,7 @@ enum Command {
         name: String,
         /// What the rule does.
         #[arg(long, value_enum, default_value = "anomaly")]
-        kind: KindArg,
+        kind: streamhost::rules::runtime::Kind,
         /// The language to write it in.
         #[arg(long, value_enum)]
         lang: streamhost::scaffold::Lang,
@@ -135,13 +135,6 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum KindArg {
-    Transform,
-    Trend,
-    Anomaly,
 }
 
 #[derive(Subcommand)]
@@ -310,11 +303,6 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             lang,
             dir,
         }) => {
-            let kind = match kind {
-                KindArg::Transform => streamhost::rules::runtime::Kind::Transform,
-                KindArg::Trend => streamhost::rules::runtime::Kind::Trend,
-                KindArg::Anomaly => streamhost::rules::runtime::Kind::Anomaly,
-            };
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let files = streamhost::scaffold::new_project(&name, kind, lang, &dir)?;
             println!(

@@ -107,14 +107,7 @@ pub fn formats(report: &mut Report, n: usize, rounds: usize) {
         t_avro.push(a);
         ratios.push(a / j);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (lo, hi) = (
-        ratios.iter().copied().fold(f64::INFINITY, f64::min),
-        ratios.iter().copied().fold(0.0, f64::max),
-    );
+    let (lo, hi) = spread(&ratios);
     let m = median(&mut ratios);
     let per = |t: f64| t / n as f64 * 1e9;
     report.line(

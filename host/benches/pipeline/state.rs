@@ -72,10 +72,7 @@ pub fn scaling(report: &mut Report, n: usize, rounds: usize) {
         two.push(t2);
         ratios.push(t1 / t2);
     }
-    let (lo, hi) = (
-        ratios.iter().copied().fold(f64::INFINITY, f64::min),
-        ratios.iter().copied().fold(0.0, f64::max),
-    );
+    let (lo, hi) = spread(&ratios);
     let m = median(&mut ratios.clone());
     let rate = |t: f64| n as f64 / t;
     report.line(format!(

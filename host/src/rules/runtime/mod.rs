@@ -65,7 +65,7 @@ impl Default for Limits {
 }
 
 /// The three kinds of rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Transform,
@@ -585,13 +585,10 @@ impl Plugin {
     }
 
     /// Sets the deadline and memory cap of this plugin's calls (before it
-    /// serves).
+    /// serves: `load` leaves no instance, so every one is made with them).
     pub fn set_limits(&mut self, deadline: Duration, memory_bytes: usize) {
         self.deadline = deadline;
         self.memory_bytes = memory_bytes;
-        for warm in self.warm.get_mut().unwrap().iter_mut() {
-            warm.store.data_mut().limits.max_bytes = memory_bytes;
-        }
     }
 
     fn instantiate(&self) -> Result<Warm, CallError> {
