@@ -231,6 +231,25 @@ pub struct RunArgs {
     #[arg(long, env = "STREAMHOST_PLUGIN_DIR", value_name = "DIR")]
     pub plugin_dir: Option<PathBuf>,
 
+    /// A candidate on trial (`plugins put --shadow|--canary`) is judged
+    /// after this many of its records. [default: 1000]
+    #[arg(long, env = "STREAMHOST_ROLLBACK_AFTER", value_name = "RECORDS")]
+    pub rollback_after: Option<u64>,
+
+    /// A candidate is rolled back when its failure rate exceeds the serving
+    /// version's by more than this, in percentage points. [default: 1]
+    #[arg(
+        long,
+        env = "STREAMHOST_ROLLBACK_FAILURE_MARGIN",
+        value_name = "POINTS"
+    )]
+    pub rollback_failure_margin: Option<f64>,
+
+    /// A candidate is rolled back when its p99 call latency exceeds the
+    /// serving version's times this (and by 1 ms at least). [default: 2]
+    #[arg(long, env = "STREAMHOST_ROLLBACK_LATENCY_RATIO", value_name = "RATIO")]
+    pub rollback_latency_ratio: Option<f64>,
+
     /// Folder of compiled components, reused across restarts (owner-only;
     /// its files run as native code), or `off`.
     /// [default: $XDG_CACHE_HOME/streamhost/compiled, else ~/.cache/streamhost/compiled]
@@ -314,6 +333,9 @@ struct FileConfig {
     plugin_deadline: Option<String>,
     plugin_memory_mib: Option<usize>,
     plugin_dir: Option<PathBuf>,
+    rollback_after: Option<u64>,
+    rollback_failure_margin: Option<f64>,
+    rollback_latency_ratio: Option<f64>,
     compile_cache: Option<String>,
     admin: Option<String>,
     admin_token: Option<String>,
@@ -356,6 +378,8 @@ pub struct Settings {
     pub plugin_deadline: Duration,
     pub plugin_memory_bytes: usize,
     pub plugin_dir: Option<PathBuf>,
+    /// When a candidate on trial is rolled back on its own.
+    pub rollback: crate::rules::trial::Policy,
     /// `None`: compiled components are not kept on disk.
     pub compile_cache: Option<PathBuf>,
     pub librdkafka: Properties,
@@ -587,6 +611,22 @@ impl Settings {
                 .unwrap_or(64)
                 << 20,
             plugin_dir: args.plugin_dir.or(file.plugin_dir),
+            rollback: crate::rules::trial::Policy {
+                min_records: args
+                    .rollback_after
+                    .or(file.rollback_after)
+                    .unwrap_or(1000)
+                    .max(1),
+                failure_margin: args
+                    .rollback_failure_margin
+                    .or(file.rollback_failure_margin)
+                    .unwrap_or(1.0)
+                    / 100.0,
+                latency_ratio: args
+                    .rollback_latency_ratio
+                    .or(file.rollback_latency_ratio)
+                    .unwrap_or(2.0),
+            },
             compile_cache: compile_cache(args.compile_cache.or(file.compile_cache)),
             librdkafka: Properties(librdkafka),
             admin: {
@@ -635,6 +675,16 @@ impl Settings {
                 "key-idle",
                 "key-idle, max-future and rebuild-margin must be under 100 years",
             ));
+        }
+        let r = &self.rollback;
+        if !(0.0..=1.0).contains(&r.failure_margin) {
+            return Err(invalid(
+                "rollback-failure-margin",
+                "must be between 0 and 100 percentage points",
+            ));
+        }
+        if !(r.latency_ratio >= 1.0 && r.latency_ratio.is_finite()) {
+            return Err(invalid("rollback-latency-ratio", "must be 1 or more"));
         }
         if (self.input_format == Format::Avro || self.output_format == Format::Avro)
             && self.registry.is_none()

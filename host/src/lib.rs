@@ -13,8 +13,9 @@
 //! - `decode`: each record's JSON read once into key, event time and fields.
 //! - `transform`: what transform rules return, applied to the record's text.
 //! - `window`: sliding windows per key, per input partition.
-//! - `rules`: the `Rule` trait, the WebAssembly runtime and the registry
-//!   that swaps rules while streamhost runs.
+//! - `rules`: the `Rule` trait, the WebAssembly runtime, the registry
+//!   that swaps rules while streamhost runs, and trials of candidate
+//!   versions beside the serving ones (shadow, canary).
 //! - `output`: the shapes of enriched records, alerts and dead letters.
 //! - `pipeline`: one batch through all of the above.
 //! - `rebuild`: a partition's windows rebuilt by replaying its input
@@ -26,10 +27,11 @@
 //!   environment and file.
 //! - `local`: `streamhost run-local`, the pipeline over a file of JSON
 //!   lines, without Kafka; `scaffold`: `streamhost new`, plugin projects
-//!   from templates.
+//!   from templates; `reprocess`: `streamhost replay`, dead letters run
+//!   again (`kafka::dead_letters` reads them).
 //!
-//! No module imports one that comes later on this path, except `service`
-//! and `local`.
+//! No module imports one that comes later on this path, except `service`,
+//! `local` and `reprocess`.
 
 pub mod contract;
 pub mod record;
@@ -44,6 +46,7 @@ pub mod ops;
 pub mod output;
 pub mod pipeline;
 pub mod rebuild;
+pub mod reprocess;
 pub mod rules;
 pub mod scaffold;
 pub mod service;

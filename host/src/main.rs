@@ -112,6 +112,38 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// Run dead letters again through the current plugins (those of the
+    /// settings: --plugin, --plugin-dir, the config file) or the given
+    /// ones, each judged against the window it would have seen, rebuilt
+    /// from the input topic. Progress is kept in a consumer group of its
+    /// own, so running it again adds nothing.
+    ///
+    ///   streamhost replay --from iot-dlq --reason plugin-error --plugin anomaly-fixed.wasm
+    Replay {
+        /// The dead-letter topic to read. [default: the --dlq-topic]
+        #[arg(long, value_name = "TOPIC")]
+        from: Option<String>,
+        /// Only dead letters with these reasons (comma-separated, e.g.
+        /// plugin-error,plugin-trap). [default: all]
+        #[arg(long, value_delimiter = ',', value_name = "REASONS")]
+        reason: Vec<String>,
+        /// Only dead letters written since this time: RFC 3339, or a
+        /// duration ago (e.g. 2h).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// The consumer group keeping the replay's progress.
+        /// [default: streamhost-replay.TOPIC, plus the reasons]
+        #[arg(long = "replay-group", value_name = "GROUP")]
+        replay_group: Option<String>,
+        /// Skip dead letters already tried this many times.
+        #[arg(long, default_value_t = 5, value_name = "N")]
+        max_attempts: u32,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Run plugins over a file of JSON lines (or stdin), with the real
     /// decode, windows and routing, and no Kafka; print the enriched
     /// records, alerts and dead letters, and each plugin's cost.
@@ -153,7 +185,20 @@ enum PluginAction {
         /// This plugin's memory cap in MiB, instead of the default.
         #[arg(long, value_name = "MIB")]
         memory_mib: Option<usize>,
+        /// Run FILE beside the serving version on the same batches, its
+        /// outputs compared and not routed (kept in memory until promoted).
+        #[arg(long, conflicts_with = "canary")]
+        shadow: bool,
+        /// Let FILE serve this share of keys (e.g. 10%), chosen by a stable
+        /// hash of the key (kept in memory until promoted).
+        #[arg(long, value_name = "PERCENT")]
+        canary: Option<String>,
     },
+    /// Make the candidate on trial beside NAME its serving version (kept
+    /// on disk, as a put is).
+    Promote { name: String },
+    /// End the trial beside NAME: the serving version goes on alone.
+    Rollback { name: String },
     /// Remove the plugin called NAME.
     Rm { name: String },
 }
@@ -166,6 +211,8 @@ fn plugins(admin: &str, token: Option<&str>, action: PluginAction) -> anyhow::Re
             file,
             deadline,
             memory_mib,
+            shadow,
+            canary,
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -177,6 +224,14 @@ fn plugins(admin: &str, token: Option<&str>, action: PluginAction) -> anyhow::Re
             }
             if let Some(m) = memory_mib {
                 query.push(format!("memory-mib={m}"));
+            }
+            if shadow {
+                query.push("shadow=true".into());
+            }
+            if let Some(c) = canary {
+                let percent =
+                    streamhost::ops::admin::parse_percent(&c).map_err(anyhow::Error::msg)?;
+                query.push(format!("canary={percent}"));
             }
             let query = if query.is_empty() {
                 String::new()
@@ -191,6 +246,20 @@ fn plugins(admin: &str, token: Option<&str>, action: PluginAction) -> anyhow::Re
                 &bytes,
             )?
         }
+        PluginAction::Promote { name } => streamhost::ops::admin::request(
+            admin,
+            "POST",
+            &format!("/plugins/{name}/promote"),
+            token,
+            b"",
+        )?,
+        PluginAction::Rollback { name } => streamhost::ops::admin::request(
+            admin,
+            "POST",
+            &format!("/plugins/{name}/rollback"),
+            token,
+            b"",
+        )?,
         PluginAction::Rm { name } => streamhost::ops::admin::request(
             admin,
             "DELETE",
@@ -267,6 +336,48 @@ fn inspect(file: PathBuf, json: bool, compile_cache: Option<String>) -> anyhow::
         );
     }
     Ok(())
+}
+
+/// `--since`: RFC 3339, or a duration before now.
+fn parse_since(text: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    let ago = humantime::parse_duration(text)
+        .with_context(|| format!("--since {text:?} is neither RFC 3339 nor a duration"))?;
+    Ok(chrono::Utc::now().timestamp_millis() - ago.as_millis() as i64)
+}
+
+fn print_replay(s: &streamhost::reprocess::Summary) {
+    let failed: u64 = s.failed_again.values().sum();
+    let skipped: u64 = s.skipped.values().sum();
+    println!(
+        "replayed {} dead letters of {} (progress group {})",
+        s.read - skipped,
+        s.topic,
+        s.group
+    );
+    for (reason, n) in &s.by_reason {
+        println!("  {reason:<28}{n:>8}");
+    }
+    println!(
+        "resolved:       {:>8}   ({} enriched, {} alert records)",
+        s.resolved, s.enriched, s.alerts
+    );
+    println!("failed again:   {failed:>8}");
+    for (reason, n) in &s.failed_again {
+        println!("  {reason:<28}{n:>8}");
+    }
+    println!("skipped:        {skipped:>8}");
+    for (why, n) in &s.skipped {
+        println!("  {why:<28}{n:>8}");
+    }
+    if s.partial_windows > 0 {
+        println!(
+            "partial windows:{:>8}   (the input no longer held the whole span)",
+            s.partial_windows
+        );
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -358,6 +469,44 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             token,
             action,
         }) => plugins(&admin, token.as_deref(), action),
+        Some(Command::Replay {
+            from,
+            reason,
+            since,
+            replay_group,
+            max_attempts,
+            json,
+            run,
+        }) => {
+            let settings = Settings::resolve(run)?;
+            for r in &reason {
+                anyhow::ensure!(
+                    streamhost::record::Reason::parse(r).is_some(),
+                    "--reason {r:?} is not a dead-letter reason ({})",
+                    streamhost::record::Reason::ALL
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            let since_ms = since.as_deref().map(parse_since).transpose()?;
+            let args = streamhost::reprocess::ReplayArgs {
+                from: from.unwrap_or_else(|| settings.dlq_topic.clone()),
+                reasons: reason,
+                since_ms,
+                group: replay_group,
+                max_attempts,
+                progress: true,
+            };
+            let summary = streamhost::reprocess::run(&settings, &args)?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                print_replay(&summary);
+            }
+            Ok(())
+        }
         None => {
             let settings = Settings::resolve(cli.run)?;
             let max_records = settings.max_records;

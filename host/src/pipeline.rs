@@ -23,6 +23,7 @@ use crate::decode::{DecodeError, Decoded, InputFormat, Schema, decode};
 use crate::output::{self, WindowStats};
 use crate::record::{Dest, Failure, InRecord, OutRecord, Reason, SourcePos};
 use crate::rules::runtime::{CallError, PluginInfo};
+use crate::rules::trial::{self, Outcome, Trial};
 use crate::rules::{Rule, RuleSet, union_needs};
 use crate::text::time::{MIN_TIME_MS, iso8601};
 use crate::transform::Merge;
@@ -134,8 +135,13 @@ struct Rec {
     /// consumed payload.
     text: Option<String>,
     state: State,
-    trends: Vec<(usize, TrendResult)>,
-    alerts: Vec<(usize, Vec<Alert>)>,
+    /// (trend rule, whether its canary served the record, result)
+    trends: Vec<(usize, bool, TrendResult)>,
+    /// (anomaly rule, whether its canary served the record, alerts)
+    alerts: Vec<(usize, bool, Vec<Alert>)>,
+    /// Rules (bits by position in `RuleSet::all`) whose canary candidate
+    /// served this record.
+    by_candidate: u64,
 }
 
 impl Rec {
@@ -197,6 +203,7 @@ impl Rec {
             state,
             trends: Vec::new(),
             alerts: Vec::new(),
+            by_candidate: 0,
         }
     }
 
@@ -253,14 +260,15 @@ impl Pipeline {
         self.windows.drop_partition(partition);
     }
 
-    /// Decodes, transforms and checks the event times of a batch: what comes
-    /// before the windows. `now_ms` is the batch's processing time; with
+    /// Decodes, transforms (with `rules`' transform rules and their trials)
+    /// and checks the event times of a batch: what comes before the
+    /// windows. `now_ms` is the batch's processing time; with
     /// `replay`, a record's own Kafka timestamp stands in for it in the
     /// event-time check, as the best estimate of when it was first
     /// processed.
     fn prepare(
         &self,
-        transforms: &[std::sync::Arc<dyn Rule>],
+        rules: &RuleSet,
         input: &mut [InRecord],
         now_ms: i64,
         replay: bool,
@@ -271,8 +279,14 @@ impl Pipeline {
             .map(|r| Rec::new(r.partition, r.offset, r.payload.take(), schema, format))
             .collect();
 
-        for rule in transforms {
-            self.transform_stage(rule.as_ref(), &mut recs, now_ms);
+        for (bit, rule) in rules.transform.iter().enumerate() {
+            self.transform_stage(
+                rule.as_ref(),
+                rules.trial(rule.info().name.as_str()),
+                bit,
+                &mut recs,
+                now_ms,
+            );
         }
 
         // Event-time sanity, after transforms (which may rewrite the time).
@@ -311,7 +325,12 @@ impl Pipeline {
         mut input: Vec<InRecord>,
         now_ms: i64,
     ) -> u64 {
-        let recs = self.prepare(transforms, &mut input, now_ms, true);
+        // The serving transforms only: a rebuild runs no trial.
+        let rules = RuleSet {
+            transform: transforms.to_vec(),
+            ..RuleSet::default()
+        };
+        let recs = self.prepare(&rules, &mut input, now_ms, true);
         let mut entered = 0;
         for rec in &recs {
             if let State::Live { decoded: d, .. } = &rec.state {
@@ -333,10 +352,11 @@ impl Pipeline {
     /// rules in place of a clock.
     pub fn process(&mut self, rules: &RuleSet, mut input: Vec<InRecord>, now_ms: i64) -> Output {
         let schema = &self.cfg.schema;
-        let mut recs = self.prepare(&rules.transform, &mut input, now_ms, false);
+        let mut recs = self.prepare(rules, &mut input, now_ms, false);
 
         // Windows: every live record enters its key's window in batch order.
-        let wneeds = union_needs(rules.trend.iter().chain(&rules.anomaly));
+        let wneeds = union_needs(rules.trend.iter().chain(&rules.anomaly))
+            | union_needs(rules.trials.iter().map(|(_, t)| &t.candidate));
         let fields = schema.fields.len();
         let mut view = ViewBuilder::new(
             fields,
@@ -390,48 +410,76 @@ impl Pipeline {
         if !entered.is_empty() && !(rules.trend.is_empty() && rules.anomaly.is_empty()) {
             let batch = build_batch(schema, &recs, &entered, wneeds, now_ms);
             let budget = self.cfg.isolation_budget;
-            for (p, rule) in rules.trend.iter().enumerate() {
-                let results = isolate(entered.len(), budget, |pos| match pos {
-                    None => rule.trend(&batch, &view),
-                    Some(pos) => rule.trend(&select_batch(&batch, pos), &select_view(&view, pos)),
-                });
-                settle(&mut recs, &entered, rule.info(), results, |rec, trend| {
+            let first_bit = rules.transform.len();
+            let on_window = WindowCall {
+                rules,
+                entered: &entered,
+                budget,
+            };
+            on_window.run(
+                &rules.trend,
+                first_bit,
+                &mut recs,
+                &|r, pos| match pos {
+                    None => r.trend(&batch, &view),
+                    Some(pos) => r.trend(&select_batch(&batch, pos), &select_view(&view, pos)),
+                },
+                |rec, p, candidate, trend| {
                     if let Some(t) = trend {
-                        rec.trends.push((p, t));
+                        rec.trends.push((p, candidate, t));
                     }
                     Ok(())
-                });
-            }
+                },
+            );
             let limits = &self.cfg.limits;
-            for (p, rule) in rules.anomaly.iter().enumerate() {
-                let results = isolate(entered.len(), budget, |pos| match pos {
-                    None => rule.detect(&batch, &view),
-                    Some(pos) => rule.detect(&select_batch(&batch, pos), &select_view(&view, pos)),
-                });
-                settle(&mut recs, &entered, rule.info(), results, |rec, alerts| {
+            on_window.run(
+                &rules.anomaly,
+                first_bit + rules.trend.len(),
+                &mut recs,
+                &|r, pos| match pos {
+                    None => r.detect(&batch, &view),
+                    Some(pos) => r.detect(&select_batch(&batch, pos), &select_view(&view, pos)),
+                },
+                |rec, p, candidate, alerts| {
                     check_alerts(&alerts, limits)?;
                     if !alerts.is_empty() {
-                        rec.alerts.push((p, alerts));
+                        rec.alerts.push((p, candidate, alerts));
                     }
                     Ok(())
-                });
-            }
+                },
+            );
         }
 
         self.outputs(rules, input, recs, &view, now_ms)
     }
 
-    fn transform_stage(&self, rule: &dyn Rule, recs: &mut [Rec], now_ms: i64) {
+    fn transform_stage(
+        &self,
+        rule: &dyn Rule,
+        trial: Option<&Trial>,
+        bit: usize,
+        recs: &mut [Rec],
+        now_ms: i64,
+    ) {
         let live: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].is_live()).collect();
         if live.is_empty() {
             return;
         }
         let schema = &self.cfg.schema;
-        let batch = build_batch(schema, recs, &live, rule.info().needs, now_ms);
-        let results = isolate(live.len(), self.cfg.isolation_budget, |pos| match pos {
-            None => rule.transform(&batch),
-            Some(pos) => rule.transform(&select_batch(&batch, pos)),
-        });
+        let needs = rule.info().needs | trial.map_or(Needs::empty(), |t| t.candidate.info().needs);
+        let batch = build_batch(schema, recs, &live, needs, now_ms);
+        let (results, by_candidate) = run_rule(
+            rule,
+            trial,
+            recs,
+            &live,
+            self.cfg.isolation_budget,
+            &|r, pos| match pos {
+                None => r.transform(&batch),
+                Some(pos) => r.transform(&select_batch(&batch, pos)),
+            },
+        );
+        let blame = Blame::new(rule.info(), trial, &by_candidate, bit);
         // Names whose change means the record must be decoded again.
         let typed: Vec<&str> = [schema.key_field.as_str(), schema.time_field.as_str()]
             .into_iter()
@@ -441,6 +489,8 @@ impl Pipeline {
         for (j, result) in results.into_iter().enumerate() {
             let i = live[j];
             let rec = &mut recs[i];
+            let info = blame.info(j);
+            rec.by_candidate |= blame.bit(j);
             let (text, decode_again) = match result {
                 Ok(Ok(Transformed::Keep)) => continue,
                 Ok(Ok(Transformed::Drop)) => {
@@ -453,7 +503,7 @@ impl Pipeline {
                         merge = match Merge::parse(&members) {
                             Ok(m) => Some(m),
                             Err(message) => {
-                                fail(rec, rule.info(), Reason::PluginError, message);
+                                fail(rec, info, Reason::PluginError, message);
                                 continue;
                             }
                         };
@@ -476,7 +526,7 @@ impl Pipeline {
                 {
                     fail(
                         rec,
-                        rule.info(),
+                        info,
                         Reason::PluginOutputLimit,
                         format!(
                             "the transformed record is {} bytes; the limit is {} (the producer's message.max.bytes)",
@@ -495,13 +545,13 @@ impl Pipeline {
                     }
                     Err(e) => fail(
                         rec,
-                        rule.info(),
+                        info,
                         Reason::PluginError,
                         format!("transformed record is invalid: {e}"),
                     ),
                 },
                 Ok(text) => rec.text = Some(text),
-                Err((reason, message)) => fail(rec, rule.info(), reason, message),
+                Err((reason, message)) => fail(rec, info, reason, message),
             }
         }
     }
@@ -557,19 +607,26 @@ impl Pipeline {
                     let trends: Vec<(&str, &TrendResult)> = rec
                         .trends
                         .iter()
-                        .map(|(p, t)| (rules.trend[*p].info().name.as_str(), t))
+                        .map(|(p, _, t)| (rules.trend[*p].info().name.as_str(), t))
                         .collect();
                     let kinds: Vec<&str> = rec
                         .alerts
                         .iter()
-                        .flat_map(|(_, a)| a.iter().map(|a| a.kind.as_str()))
+                        .flat_map(|(_, _, a)| a.iter().map(|a| a.kind.as_str()))
                         .collect();
                     let key = inp
                         .key
                         .clone()
                         .unwrap_or_else(|| d.key.clone().into_bytes());
+                    let canary_versions;
+                    let versions = if rec.by_candidate == 0 {
+                        &versions
+                    } else {
+                        canary_versions = served_versions(rules, rec.by_candidate);
+                        &canary_versions
+                    };
                     let enriched =
-                        output::enriched(text, &window, &trends, &kinds, &versions, source);
+                        output::enriched(text, &window, &trends, &kinds, versions, source);
                     let record = |dest, payload: String| OutRecord {
                         dest,
                         source: (inp.partition, inp.offset),
@@ -579,8 +636,12 @@ impl Pipeline {
                     };
                     let first = out.len();
                     out.push(record(Dest::Enriched, enriched));
-                    for (p, alerts) in &rec.alerts {
-                        let info = rules.anomaly[*p].info();
+                    for (p, candidate, alerts) in &rec.alerts {
+                        let serving = rules.anomaly[*p].info();
+                        let info = match rules.trial(&serving.name) {
+                            Some(t) if *candidate => t.candidate.info(),
+                            _ => serving,
+                        };
                         let payload = output::alert(
                             now_ms,
                             &schema.key_field,
@@ -612,7 +673,7 @@ impl Pipeline {
                         match out[first..].iter().find(|r| r.size() > max_bytes) {
                             None => {
                                 tally.enriched += 1;
-                                for (_, alerts) in &rec.alerts {
+                                for (_, _, alerts) in &rec.alerts {
                                     tally.alert_records += 1;
                                     for a in alerts {
                                         *tally.alerts_by_kind.entry(a.kind.clone()).or_default() +=
@@ -651,24 +712,42 @@ impl Pipeline {
     }
 }
 
+/// The (name, version) of every rule, with the canary candidate's version
+/// for the rules whose bit is set in `by_candidate`.
+fn served_versions(rules: &RuleSet, by_candidate: u64) -> Vec<(&str, &str)> {
+    rules
+        .all()
+        .enumerate()
+        .map(|(bit, r)| {
+            let info = match rules.trial(&r.info().name) {
+                Some(t) if bit < 64 && by_candidate & (1 << bit) != 0 => t.candidate.info(),
+                _ => r.info(),
+            };
+            (info.name.as_str(), info.version.as_str())
+        })
+        .collect()
+}
+
 /// Applies one rule's per-record results to the records at `entered`: a
 /// value goes through `accept` (which may refuse it), an error fails the
 /// record, blamed on the rule.
 fn settle<T>(
     recs: &mut [Rec],
     entered: &[usize],
-    info: &PluginInfo,
+    blame: &Blame,
     results: Vec<Result<Result<T, String>, CallError>>,
-    mut accept: impl FnMut(&mut Rec, T) -> Result<(), String>,
+    mut accept: impl FnMut(&mut Rec, bool, T) -> Result<(), String>,
 ) {
     for (j, result) in results.into_iter().enumerate() {
         let rec = &mut recs[entered[j]];
         if !rec.is_live() {
             continue;
         }
+        let info = blame.info(j);
+        rec.by_candidate |= blame.bit(j);
         match result {
             Ok(Ok(value)) => {
-                if let Err(message) = accept(rec, value) {
+                if let Err(message) = accept(rec, blame.bit(j) != 0, value) {
                     fail(rec, info, Reason::PluginOutputLimit, message);
                 }
             }
@@ -676,6 +755,112 @@ fn settle<T>(
             Err(e) => fail(rec, info, e.reason(), e.to_string()),
         }
     }
+}
+
+/// Calls the rules that see windows (trend, anomaly) on the records that
+/// entered them.
+struct WindowCall<'a> {
+    rules: &'a RuleSet,
+    entered: &'a [usize],
+    budget: std::time::Duration,
+}
+
+impl WindowCall<'_> {
+    /// Runs each rule of one kind (`kind`, whose first bit in
+    /// `Rec::by_candidate` is `first_bit`), and hands each record's value
+    /// to `accept` with the rule's position and whether a candidate served
+    /// it.
+    fn run<T>(
+        &self,
+        kind: &[std::sync::Arc<dyn Rule>],
+        first_bit: usize,
+        recs: &mut [Rec],
+        call: &trial::Call<'_, Result<T, String>>,
+        mut accept: impl FnMut(&mut Rec, usize, bool, T) -> Result<(), String>,
+    ) where
+        Result<T, String>: Outcome,
+    {
+        for (p, rule) in kind.iter().enumerate() {
+            let trial = self.rules.trial(&rule.info().name);
+            let (results, by_candidate) =
+                run_rule(rule.as_ref(), trial, recs, self.entered, self.budget, call);
+            let blame = Blame::new(rule.info(), trial, &by_candidate, first_bit + p);
+            settle(
+                recs,
+                self.entered,
+                &blame,
+                results,
+                |rec, candidate, value| accept(rec, p, candidate, value),
+            );
+        }
+    }
+}
+
+/// Which version served each record of a rule's call: the serving one, or
+/// its canary candidate.
+struct Blame<'a> {
+    serving: &'a PluginInfo,
+    candidate: Option<&'a PluginInfo>,
+    by_candidate: &'a [bool],
+    /// The rule's bit in `Rec::by_candidate`.
+    bit: u64,
+}
+
+impl<'a> Blame<'a> {
+    fn new(
+        serving: &'a PluginInfo,
+        trial: Option<&'a Trial>,
+        by_candidate: &'a [bool],
+        position: usize,
+    ) -> Blame<'a> {
+        Blame {
+            serving,
+            candidate: trial.map(|t| t.candidate.info()),
+            by_candidate,
+            bit: if position < 64 { 1 << position } else { 0 },
+        }
+    }
+
+    fn info(&self, j: usize) -> &'a PluginInfo {
+        match self.candidate {
+            Some(c) if self.by_candidate.get(j) == Some(&true) => c,
+            _ => self.serving,
+        }
+    }
+
+    fn bit(&self, j: usize) -> u64 {
+        if self.by_candidate.get(j) == Some(&true) {
+            self.bit
+        } else {
+            0
+        }
+    }
+}
+
+/// Calls `rule`, and its candidate if one is on trial, on the records at
+/// `idx`, with failure isolation for the serving version; returns each
+/// record's result and whether the candidate served it (see
+/// `rules::trial`).
+fn run_rule<T: Outcome>(
+    rule: &dyn Rule,
+    trial: Option<&Trial>,
+    recs: &[Rec],
+    idx: &[usize],
+    budget: std::time::Duration,
+    call: &trial::Call<'_, T>,
+) -> (Vec<Result<T, CallError>>, Vec<bool>) {
+    let keys = |j: usize| recs[idx[j]].decoded().key.as_str();
+    let mut serve = |sub: Option<&[usize]>| match sub {
+        None => isolate(idx.len(), budget, |pos| call(rule, pos)),
+        Some(sub) => isolate(sub.len(), budget, |pos| match pos {
+            None => call(rule, Some(sub)),
+            Some(pos) => {
+                let mapped: Vec<usize> = pos.iter().map(|&j| sub[j]).collect();
+                call(rule, Some(&mapped))
+            }
+        }),
+    };
+    trial::call(trial, idx.len(), &keys, &mut serve, call)
 }
 
 /// Checks one record's alerts against the output limits.

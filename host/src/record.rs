@@ -91,9 +91,31 @@ pub enum Reason {
     /// The broker refused an output of the record as invalid, or the schema
     /// registry refused the schema of its Avro output.
     OutputRefused,
+    /// `streamhost replay`: the input no longer holds the record, and its
+    /// dead letter holds only its first bytes.
+    ReplaySourceGone,
 }
 
 impl Reason {
+    pub const ALL: [Reason; 11] = [
+        Reason::Decode,
+        Reason::Late,
+        Reason::Future,
+        Reason::PluginTimeout,
+        Reason::PluginOom,
+        Reason::PluginTrap,
+        Reason::PluginError,
+        Reason::PluginOutputLimit,
+        Reason::OutputTooLarge,
+        Reason::OutputRefused,
+        Reason::ReplaySourceGone,
+    ];
+
+    /// The reason whose header value is `text`.
+    pub fn parse(text: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
     /// The header value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -107,6 +129,7 @@ impl Reason {
             Reason::PluginOutputLimit => "plugin-output-limit",
             Reason::OutputTooLarge => "output-too-large",
             Reason::OutputRefused => "output-refused",
+            Reason::ReplaySourceGone => "replay-source-gone",
         }
     }
 }

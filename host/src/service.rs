@@ -32,7 +32,7 @@ use crate::ops::admin::{self, Admin};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{OutputLimits, Pipeline, PipelineConfig, Tally};
 use crate::rebuild::{Rebuilt, rebuild};
-use crate::record::InRecord;
+use crate::record::{Dest, InRecord};
 use crate::rules::RuleSet;
 use crate::rules::registry::Registry;
 use crate::rules::runtime::{Limits, Runtime, cache};
@@ -225,8 +225,20 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
     if registry.current().all().next().is_none() {
         tracing::warn!("No plugins given: records get windows and pass through unchanged.");
     }
+    registry.set_policy(settings.rollback);
     registry.watch();
     let admin = Arc::new(Admin {
+        about: serde_json::json!({
+            "input_topic": settings.input_topic,
+            "key_field": settings.key_field,
+            "group": settings.group,
+            "instance": settings.instance_id,
+            "workers": settings.workers,
+            "enriched_topic": settings.enriched_topic,
+            "alerts_topic": settings.alerts_topic,
+            "dlq_topic": settings.dlq_topic,
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
         registry: registry.clone(),
         metrics: metrics.clone(),
         token: settings
@@ -507,6 +519,15 @@ impl Worker {
             started.elapsed().as_secs_f64(),
         );
         self.report_windows(metrics, &settings.input_topic);
+        if output.tally.alert_records > 0 {
+            metrics.console.alerts(
+                output
+                    .records
+                    .iter()
+                    .filter(|r| r.dest == Dest::Alerts)
+                    .map(|r| r.payload.as_slice()),
+            );
+        }
         self.tally.add(&output.tally);
     }
 
@@ -669,6 +690,7 @@ async fn watch_lag(source: Arc<KafkaSource>, metrics: Arc<Metrics>) {
         if let Ok(lag) = tokio::task::spawn_blocking(move || s.lag()).await {
             metrics.set_lag(source.topic(), &lag, &mut assigned);
         }
+        metrics.console.sample();
         if tick % 10 == 0 {
             let s = source.clone();
             if let Ok(Some(now)) = tokio::task::spawn_blocking(move || s.partition_count()).await {

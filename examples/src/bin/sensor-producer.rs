@@ -3,7 +3,11 @@
 //!
 //! Readings are reproducible with `--seed` (and `--start`): sensor `s`'s
 //! `i`-th reading has event time `start + i * interval`, and its values come
-//! from a seeded generator. A share of readings (`--anomaly-share`) is out of
+//! from a seeded generator. By default the interval is what `--rate` gives
+//! each sensor (20 sensors at 1,000 readings/s: 20 ms), so event time keeps
+//! pace with the clock however long it runs; a fixed interval at a high rate
+//! runs ahead of it, and streamhost refuses readings more than `--max-future`
+//! ahead (1 h). A share of readings (`--anomaly-share`) is out of
 //! range so that alerts happen.
 
 use std::time::{Duration, Instant};
@@ -44,8 +48,10 @@ struct Args {
     #[arg(long)]
     start: Option<i64>,
     /// Event-time step between one sensor's readings, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    interval_ms: i64,
+    /// [default: sensors / rate, so that event time keeps pace with the
+    /// clock; 1000 when --rate is 0]
+    #[arg(long)]
+    interval_ms: Option<i64>,
     /// Write readings as Avro in the Confluent framing, their schema
     /// (`avro_reading::SCHEMA`) registered under `<topic>-value` at this
     /// schema registry; without it, JSON.
@@ -115,6 +121,11 @@ async fn main() -> anyhow::Result<()> {
     let sensors: Vec<String> = (1..=args.sensors.max(1))
         .map(|i| format!("sensor_{i:03}"))
         .collect();
+    let interval_ms = args.interval_ms.unwrap_or(if args.rate > 0.0 {
+        ((sensors.len() as f64 / args.rate * 1000.0).round() as i64).max(1)
+    } else {
+        1000
+    });
     let began = Instant::now();
     let mut deliveries = Vec::new();
     let mut sent: u64 = 0;
@@ -125,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
             if args.total > 0 && sent >= args.total {
                 break 'outer;
             }
-            let event_ms = start + round_no * args.interval_ms;
+            let event_ms = start + round_no * interval_ms;
             let value = reading(&mut rng, sensor, event_ms, args.anomaly_share);
             let payload = match &avro {
                 Some((id, schema)) => avro_reading::framed(*id, schema, &value, event_ms)?,

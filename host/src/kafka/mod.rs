@@ -4,6 +4,7 @@
 
 pub mod committer;
 pub mod consumer;
+pub mod dead_letters;
 pub mod producer;
 pub mod replay;
 
@@ -134,6 +135,33 @@ impl ClientContext for LogContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for LogContext {}
+
+/// A consumer that never joins its group (`assign` only; librdkafka still
+/// wants a group id): the settings' brokers, no automatic commit or offset
+/// store, `own` properties, then the `-X` consumer properties (which win),
+/// without those that only a group member uses.
+pub fn assign_only(
+    settings: &Settings,
+    group: &str,
+    client_id: &str,
+    own: &[(&str, &str)],
+) -> rdkafka::error::KafkaResult<rdkafka::consumer::BaseConsumer<LogContext>> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("client.id", client_id);
+    for (k, v) in own {
+        config.set(*k, *v);
+    }
+    apply_properties(&mut config, settings, "consumer");
+    for key in ["group.instance.id", "partition.assignment.strategy"] {
+        config.remove(key);
+    }
+    config.create_with_context(LogContext)
+}
 
 /// Applies `-X` properties: unprefixed ones to both clients, `consumer.` /
 /// `producer.` prefixed ones to that client only.

@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
@@ -14,8 +13,6 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Settings;
 use crate::record::InRecord;
-
-use super::apply_properties;
 
 /// How long the broker may leave a replay without a record before it fails.
 const STALL: Duration = Duration::from_secs(30);
@@ -29,16 +26,17 @@ pub struct PartitionReader {
 
 impl PartitionReader {
     pub fn new(settings: &Settings) -> KafkaResult<PartitionReader> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.brokers)
-            // Never joins or commits: `assign` only. librdkafka still wants
-            // a group id for a consumer.
-            .set("group.id", format!("{}.rebuild", settings.group))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "10")
+        let own = [
+            ("enable.partition.eof", "true"),
+            // How long the broker may hold a fetch for data to arrive; a
+            // span read here is already there, so this only delays the
+            // last fetch at the partition's end. Not less: Nisshi answers a
+            // fetch it cannot serve within this time with nothing, and
+            // finding an offset deep in a partition of 100,000 records
+            // took it over 10 ms, so a replay asked again and again and
+            // never got a record (a probe with librdkafka got the record
+            // with 20 ms and more, never with 10).
+            ("fetch.wait.max.ms", "100"),
             // A replay reads a span as fast as it can be handed on. Once
             // its prefetch queue holds `queued.min.messages`, librdkafka
             // stops fetching for `fetch.queue.backoff.ms` (1 s by default)
@@ -46,17 +44,13 @@ impl PartitionReader {
             // replay read 100,000 records, then sat idle for most of a
             // second, over and over (160,000 records/s, both processes
             // idle). A short backoff keeps it fetching.
-            .set("fetch.queue.backoff.ms", "5")
-            .set("queued.min.messages", "200000")
-            .set("queued.max.messages.kbytes", "262144")
-            .set("client.id", "streamhost-rebuild");
-        apply_properties(&mut config, settings, "consumer");
-        // Settings for the group member only.
-        for key in ["group.instance.id", "partition.assignment.strategy"] {
-            config.remove(key);
-        }
+            ("fetch.queue.backoff.ms", "5"),
+            ("queued.min.messages", "200000"),
+            ("queued.max.messages.kbytes", "262144"),
+        ];
+        let group = format!("{}.rebuild", settings.group);
         Ok(PartitionReader {
-            consumer: config.create_with_context(super::LogContext)?,
+            consumer: super::assign_only(settings, &group, "streamhost-rebuild", &own)?,
             topic: settings.input_topic.clone(),
         })
     }

@@ -6,9 +6,15 @@
 //!   time, calls, failures and the last failure;
 //! - `PUT /plugins/NAME[?deadline=2s&memory-mib=256]` (body: a component)
 //!   installs or replaces a plugin, with its own limits if given, and keeps
-//!   it on disk (see `Registry::put`); `DELETE /plugins/NAME` removes one. Both need `Authorization: Bearer
-//!   TOKEN`; with no token configured they are refused outright;
-//! - `GET /metrics`, `GET /healthz`, `GET /readyz`.
+//!   it on disk (see `Registry::put`); with `shadow=true` or `canary=10`
+//!   (percent of keys) it starts a trial beside the serving version
+//!   instead (see `rules::trial`);
+//! - `POST /plugins/NAME/promote` and `POST /plugins/NAME/rollback` end a
+//!   trial; `DELETE /plugins/NAME` removes a plugin. Every change needs
+//!   `Authorization: Bearer TOKEN`; with no token configured changes are
+//!   refused outright;
+//! - `GET /metrics`, `GET /healthz`, `GET /readyz`;
+//! - `GET /`: the console, a read-only page that polls `GET /console/state`.
 //!
 //! Limits: request heads must arrive within 10 s, whole requests (a
 //! component upload included) within 120 s, and bodies are at most 256 MiB.
@@ -22,13 +28,14 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tower_http::timeout::TimeoutLayer;
 
 use super::metrics::Metrics;
 use crate::rules::registry::{ChangeError, PluginLimits, Registry};
+use crate::rules::trial::Mode;
 
 /// Largest request body accepted (a component).
 const MAX_BODY: usize = 256 << 20;
@@ -39,6 +46,8 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Admin {
+    /// What the console says about this process (topics, group).
+    pub about: serde_json::Value,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub token: Option<String>,
@@ -54,11 +63,14 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 
 fn router(admin: Arc<Admin>) -> Router {
     Router::new()
+        .route("/", get(console_page))
+        .route("/console/state", get(console_state))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/plugins", get(list))
         .route("/plugins/{name}", put(put_plugin).delete(remove_plugin))
+        .route("/plugins/{name}/{action}", post(end_trial))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -100,6 +112,27 @@ pub async fn serve(admin: Arc<Admin>, addr: SocketAddr) -> std::io::Result<Socke
         }
     });
     Ok(bound)
+}
+
+/// The console page (read-only; every change stays behind the token).
+async fn console_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        super::console::PAGE,
+    )
+        .into_response()
+}
+
+/// What the console page polls: the console's state, the plugins and this
+/// process.
+async fn console_state(State(admin): State<Arc<Admin>>) -> Response {
+    let mut state = admin.metrics.console.state();
+    state["plugins"] = serde_json::to_value(admin.registry.list()).expect("serializable");
+    state["about"] = admin.about.clone();
+    axum::Json(state).into_response()
 }
 
 async fn readyz(State(admin): State<Arc<Admin>>) -> Response {
@@ -166,6 +199,22 @@ fn authorized(admin: &Admin, headers: &HeaderMap) -> Result<(), Response> {
 struct PutQuery {
     deadline: Option<String>,
     memory_mib: Option<usize>,
+    /// Try it beside the serving version, its outputs not routed.
+    #[serde(default)]
+    shadow: bool,
+    /// Try it on this percentage of keys (`10` or `10%`).
+    canary: Option<String>,
+}
+
+/// A canary share: `10`, `10%` or `2.5%`.
+pub fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!(
+            "canary share {text:?}: give a percentage above 0 and at most 100, like 10%"
+        )),
+    }
 }
 
 async fn put_plugin(
@@ -191,15 +240,76 @@ async fn put_plugin(
         deadline,
         memory_mib: query.memory_mib,
     };
+    let mode = match (query.shadow, query.canary.as_deref().map(parse_percent)) {
+        (false, None) => None,
+        (true, None) => Some(Mode::Shadow),
+        (false, Some(Ok(percent))) => Some(Mode::Canary { percent }),
+        (false, Some(Err(e))) => return error(StatusCode::BAD_REQUEST, e),
+        (true, Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "shadow and canary exclude each other",
+            );
+        }
+    };
     let registry = admin.registry.clone();
     // Compiling may take seconds (Python, JavaScript components): off the
     // async workers.
-    match tokio::task::spawn_blocking(move || registry.put(&name, &body, limits)).await {
-        Ok(Ok(put)) => axum::Json(put).into_response(),
-        Ok(Err(e @ ChangeError::NotFound(_))) => error(StatusCode::NOT_FOUND, e),
+    let done = tokio::task::spawn_blocking(move || match mode {
+        None => registry
+            .put(&name, &body, limits)
+            .map(|p| serde_json::to_value(p).expect("serializable")),
+        Some(mode) => registry
+            .try_candidate(&name, &body, limits, mode)
+            .map(|info| serde_json::json!({ "trial": mode.to_string(), "candidate": info })),
+    })
+    .await;
+    answer(done.map_err(|e| e.to_string()))
+}
+
+/// The answer to a change.
+fn answer(done: Result<Result<serde_json::Value, ChangeError>, String>) -> Response {
+    match done {
+        Ok(Ok(value)) => axum::Json(value).into_response(),
+        Ok(Err(e @ (ChangeError::NotFound(_) | ChangeError::NoTrial(_)))) => {
+            error(StatusCode::NOT_FOUND, e)
+        }
         Ok(Err(e @ ChangeError::Store(_))) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `POST /plugins/NAME/promote` and `POST /plugins/NAME/rollback`: ends
+/// the trial beside plugin `name`, off the async workers (a promotion
+/// writes a file).
+async fn end_trial(
+    State(admin): State<Arc<Admin>>,
+    Path((name, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorized(&admin, &headers) {
+        return r;
+    }
+    let registry = admin.registry.clone();
+    let done = tokio::task::spawn_blocking(move || match action.as_str() {
+        "promote" => Some(
+            registry
+                .promote(&name)
+                .map(|p| serde_json::json!({ "promoted": p })),
+        ),
+        "rollback" => Some(
+            registry
+                .rollback(&name)
+                .map(|info| serde_json::json!({ "rolled_back": info })),
+        ),
+        _ => None,
+    })
+    .await;
+    match done {
+        Ok(None) => error(StatusCode::NOT_FOUND, "not found"),
+        Ok(Some(done)) => answer(Ok(done)),
+        Err(e) => answer(Err(e.to_string())),
     }
 }
 
@@ -244,6 +354,13 @@ pub fn request(
                 r = r.header("Authorization", a);
             }
             r.call()
+        }
+        "POST" => {
+            let mut r = agent.post(&url);
+            if let Some(a) = &auth {
+                r = r.header("Authorization", a);
+            }
+            r.send(body)
         }
         "PUT" => {
             let mut r = agent.put(&url);

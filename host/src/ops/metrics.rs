@@ -66,6 +66,8 @@ struct ResultLabel {
 }
 
 pub struct Metrics {
+    /// What the console shows, fed by the same calls.
+    pub console: super::console::Console,
     /// The consumer has partitions assigned (kept by the consumer).
     pub assigned: Arc<AtomicBool>,
     /// Every configured plugin has loaded.
@@ -92,6 +94,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let m = Metrics {
+            console: Default::default(),
             assigned: Arc::default(),
             plugins_loaded: AtomicBool::default(),
             prometheus: std::sync::Mutex::new(Prometheus::default()),
@@ -202,6 +205,7 @@ impl Metrics {
         produced: impl Iterator<Item = &'a str>,
         seconds: f64,
     ) {
+        self.console.batch(tally, consumed);
         self.processed.inc_by(tally.input);
         if tally.input > 0 {
             let per_record = seconds / tally.input as f64;
@@ -269,6 +273,7 @@ impl Metrics {
             self.partition_keys.get_or_create(&label(p)).set(n as i64);
         }
         all[worker] = (keys, readings, partitions.iter().map(|(p, _)| *p).collect());
+        self.console.worker(worker, all[worker].2.clone());
         self.window_keys.set(all.iter().map(|w| w.0 as i64).sum());
         self.window_readings
             .set(all.iter().map(|w| w.1 as i64).sum());
@@ -289,6 +294,7 @@ impl Metrics {
     /// Sets the lag of the assigned partitions: partitions no longer
     /// assigned go, a partition whose lag is unknown now keeps its last value.
     pub fn set_lag(&self, topic: &str, lag: &[(i32, Option<i64>)], previously: &mut Vec<i32>) {
+        self.console.lag(lag);
         for p in previously
             .iter()
             .filter(|p| !lag.iter().any(|(q, _)| q == *p))
@@ -412,8 +418,115 @@ impl Collector for PluginCollector {
             ConstCounter::new(n.load(Ordering::Relaxed))
                 .encode(family.encode_family(&ResultLabel { result })?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "streamhost_plugin_rollbacks",
+            "Candidates on trial rolled back, automatically or by hand",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        let automatic = self.0.automatic_rollbacks.load(Ordering::Relaxed);
+        let all = self.0.rollbacks.load(Ordering::Relaxed);
+        for (result, n) in [
+            ("automatic", automatic),
+            ("by-hand", all.saturating_sub(automatic)),
+        ] {
+            ConstCounter::new(n).encode(family.encode_family(&ResultLabel { result })?)?;
+        }
+        // Trials in progress: one series per plugin and candidate version.
+        let trials: Vec<(TrialLabels, crate::rules::registry::TrialStatus)> = self
+            .0
+            .list()
+            .into_iter()
+            .filter_map(|p| {
+                let t = p.trial?;
+                Some((
+                    TrialLabels {
+                        plugin: p.info.name.clone(),
+                        candidate: t.version.clone(),
+                        mode: match t.mode {
+                            crate::rules::trial::Mode::Shadow => "shadow",
+                            crate::rules::trial::Mode::Canary { .. } => "canary",
+                        },
+                    },
+                    t,
+                ))
+            })
+            .collect();
+        let counters: [(&str, &str, fn(&crate::rules::registry::TrialStatus) -> u64); 5] = [
+            (
+                "streamhost_trial_records",
+                "Records a candidate on trial was called on",
+                |t| t.candidate.records,
+            ),
+            (
+                "streamhost_trial_failed_records",
+                "Records in a candidate's failed calls, or that it returned an error for",
+                |t| t.candidate.failed_records + t.candidate.errors,
+            ),
+            (
+                "streamhost_trial_traps",
+                "Calls of a candidate on trial that trapped",
+                |t| t.candidate.traps,
+            ),
+            (
+                "streamhost_trial_compared_records",
+                "Shadow: records both versions returned a result for",
+                |t| t.compared,
+            ),
+            (
+                "streamhost_trial_differing_records",
+                "Shadow: records whose results differ between the versions",
+                |t| t.differing,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (labels, t) in &trials {
+                ConstCounter::new(value(t)).encode(family.encode_family(labels)?)?;
+            }
+        }
+        // p99 call latency of both sides of each trial, over their last
+        // calls: what automatic rollback compares.
+        let mut family = encoder.encode_descriptor(
+            "streamhost_trial_p99_call_seconds",
+            "p99 call latency of each side of a trial, over its last calls",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (labels, t) in &trials {
+            for (side, status) in [("serving", &t.serving), ("candidate", &t.candidate)] {
+                let labels = TrialSideLabels {
+                    plugin: labels.plugin.clone(),
+                    candidate: labels.candidate.clone(),
+                    mode: labels.mode,
+                    side,
+                };
+                prometheus_client::metrics::gauge::ConstGauge::new(status.p99_call_ms / 1e3)
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct TrialSideLabels {
+    plugin: String,
+    candidate: String,
+    mode: &'static str,
+    side: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct TrialLabels {
+    plugin: String,
+    candidate: String,
+    mode: &'static str,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Beside the data path: the admin HTTP API (plugins, health) and the
-//! Prometheus metrics it serves.
+//! Beside the data path: the admin HTTP API (plugins, health), the
+//! Prometheus metrics it serves, and the console page.
 
 pub mod admin;
+pub mod console;
 pub mod metrics;

@@ -4,6 +4,7 @@
 
 pub mod registry;
 pub mod runtime;
+pub mod trial;
 
 use std::sync::Arc;
 
@@ -49,12 +50,15 @@ impl Rule for Plugin {
     }
 }
 
-/// The rules of a pipeline, by kind, each kind in the order given.
+/// The rules of a pipeline, by kind, each kind in the order given, and the
+/// candidates on trial beside some of them.
 #[derive(Clone, Default)]
 pub struct RuleSet {
     pub transform: Vec<Arc<dyn Rule>>,
     pub trend: Vec<Arc<dyn Rule>>,
     pub anomaly: Vec<Arc<dyn Rule>>,
+    /// By the serving rule's name.
+    pub trials: Vec<(String, Arc<trial::Trial>)>,
 }
 
 impl RuleSet {
@@ -65,6 +69,14 @@ impl RuleSet {
             Kind::Trend => self.trend.push(rule),
             Kind::Anomaly => self.anomaly.push(rule),
         }
+    }
+
+    /// The candidate on trial beside the rule called `name`, if any.
+    pub fn trial(&self, name: &str) -> Option<&trial::Trial> {
+        self.trials
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_ref())
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Rule>> {

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use super::runtime::{Kind, LoadError, Plugin, PluginInfo, Runtime, Stats};
+use super::trial::{Mode, Policy, SideStatus, Trial};
 use super::{Rule, RuleSet};
 
 /// How often plugin files are checked for changes.
@@ -218,7 +219,33 @@ struct Slot {
     seen: Option<Stamp>,
     /// Metadata seen changed on the previous poll, waiting to settle.
     settling: Option<Stamp>,
+    /// A candidate version on trial beside the serving one.
+    trial: Option<Candidate>,
 }
+
+/// A candidate on trial: kept in memory only, until it is promoted.
+struct Candidate {
+    trial: Arc<Trial>,
+    plugin: Arc<Plugin>,
+    bytes: Vec<u8>,
+    limits: PluginLimits,
+    started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One change to a plugin, for its history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Event {
+    pub at: String,
+    pub action: &'static str,
+    pub version: String,
+    pub sha256: String,
+    /// What else there is to say: the version replaced, the reason of a
+    /// rollback, the error of a failed load.
+    pub detail: Option<String>,
+}
+
+/// Events kept per plugin.
+const HISTORY: usize = 50;
 
 /// The loaded plugins, and the `RuleSet` the pipeline reads.
 pub struct Registry {
@@ -231,6 +258,12 @@ pub struct Registry {
     current: RwLock<Arc<RuleSet>>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Candidates rolled back, by hand or automatically.
+    pub rollbacks: AtomicU64,
+    pub automatic_rollbacks: AtomicU64,
+    policy: Mutex<Policy>,
+    /// Changes by plugin name, oldest first, at most `HISTORY` each.
+    history: Mutex<Vec<(String, Event)>>,
 }
 
 /// Why a change was refused.
@@ -254,6 +287,8 @@ pub enum ChangeError {
     BadFileName(String),
     #[error("storing the plugin: {0}; the old version keeps serving")]
     Store(String),
+    #[error("no candidate is on trial beside {0:?}")]
+    NoTrial(String),
 }
 
 impl Registry {
@@ -295,6 +330,10 @@ impl Registry {
             current: RwLock::new(Arc::new(RuleSet::default())),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            rollbacks: AtomicU64::new(0),
+            automatic_rollbacks: AtomicU64::new(0),
+            policy: Mutex::new(Policy::default()),
+            history: Mutex::new(Vec::new()),
         };
         {
             let mut slots = registry.slots.lock().unwrap();
@@ -314,6 +353,7 @@ impl Registry {
                 let origin = Origin::File(path.clone());
                 let plugin = registry.counted(plugin, &origin);
                 log_loaded(&plugin, &origin, "Plugin loaded.");
+                registry.record(plugin.info(), "loaded", Some(origin.describe()));
                 slots.push(Slot::new(origin, plugin, limits, seen));
             }
             registry.publish(&slots);
@@ -384,11 +424,42 @@ impl Registry {
         let mut set = RuleSet::default();
         for s in slots {
             set.push(s.plugin.clone() as Arc<dyn Rule>);
+            if let Some(c) = &s.trial {
+                set.trials
+                    .push((s.plugin.name().to_string(), c.trial.clone()));
+            }
         }
         *self.current.write().unwrap() = Arc::new(set);
     }
 
+    /// Sets when candidates are rolled back automatically (for trials
+    /// started from now on).
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.lock().unwrap() = policy;
+    }
+
+    /// Adds an event to a plugin's history.
+    fn record(&self, info: &PluginInfo, action: &'static str, detail: Option<String>) {
+        let mut history = self.history.lock().unwrap();
+        if history.iter().filter(|(n, _)| *n == info.name).count() >= HISTORY
+            && let Some(i) = history.iter().position(|(n, _)| *n == info.name)
+        {
+            history.remove(i);
+        }
+        history.push((
+            info.name.clone(),
+            Event {
+                at: rfc3339(chrono::Utc::now()),
+                action,
+                version: info.version.clone(),
+                sha256: info.sha256.clone(),
+                detail,
+            },
+        ));
+    }
+
     fn failed(&self, slot: &mut Slot, error: String) {
+        self.record(slot.plugin.info(), "load-failed", Some(error.clone()));
         self.reloads_failed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(plugin = %slot.plugin.name(), origin = ?slot.origin, %error, "Plugin reload failed; the old version keeps serving.");
         slot.load_failures += 1;
@@ -427,10 +498,17 @@ impl Registry {
             sha256 = %&info.sha256[..12],
             "Plugin swapped."
         );
+        let detail = format!("replaced {}", slot.plugin.info().version);
         slot.plugin = Arc::new(new);
         slot.limits = limits;
         slot.loaded_at = chrono::Utc::now();
+        // A trial compares against the version that served when it began.
+        if let Some(c) = slot.trial.take() {
+            c.trial.stop("the serving version was replaced");
+            self.record(c.plugin.info(), "trial-ended", Some(detail.clone()));
+        }
         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        self.record(&info, "swapped", Some(detail));
         self.publish(slots);
         info
     }
@@ -532,36 +610,10 @@ impl Registry {
         {
             return refuse(&mut slots, Some(i), e);
         }
-        // Where to keep it: its own file, else the plugin folder.
-        let file = match existing.map(|i| &slots[i].origin) {
-            Some(Origin::File(path)) => Some(path.clone()),
-            _ => match &self.dir {
-                Some(dir) => {
-                    let usable = !name.starts_with('.')
-                        && name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-                    if !usable {
-                        return refuse(&mut slots, existing, ChangeError::BadFileName(name.into()));
-                    }
-                    Some(dir.join(format!("{name}.wasm")))
-                }
-                None => None,
-            },
+        let file = match self.store(&slots, existing, name, bytes, limits) {
+            Ok(file) => file,
+            Err(e) => return refuse(&mut slots, existing, e),
         };
-        if let Some(path) = &file {
-            let stored = write_atomically(path, bytes).and_then(|()| {
-                if limits.is_empty() {
-                    Ok(())
-                } else {
-                    write_atomically(&limits_file(path), limits.to_toml().as_bytes())
-                }
-            });
-            if let Err(e) = stored {
-                let e = ChangeError::Store(format!("writing {}: {e}", path.display()));
-                return refuse(&mut slots, existing, e);
-            }
-        }
         let info = match existing {
             Some(i) => {
                 if let Some(path) = &file {
@@ -577,6 +629,7 @@ impl Registry {
                 let new = self.counted(new, &origin);
                 let info = new.info().clone();
                 log_loaded(&new, &origin, "Plugin added.");
+                self.record(&info, "added", Some(origin.describe()));
                 let seen = file.as_deref().and_then(stamp);
                 slots.push(Slot::new(origin, new, limits, seen));
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -593,13 +646,207 @@ impl Registry {
         })
     }
 
+    /// Writes a component (and its limits, if any) where the plugin called
+    /// `name` is kept: its own file, else the plugin folder; `None` when
+    /// there is neither.
+    fn store(
+        &self,
+        slots: &[Slot],
+        existing: Option<usize>,
+        name: &str,
+        bytes: &[u8],
+        limits: PluginLimits,
+    ) -> Result<Option<PathBuf>, ChangeError> {
+        let file = match existing.map(|i| &slots[i].origin) {
+            Some(Origin::File(path)) => Some(path.clone()),
+            _ => match &self.dir {
+                Some(dir) => {
+                    let usable = !name.starts_with('.')
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+                    if !usable {
+                        return Err(ChangeError::BadFileName(name.into()));
+                    }
+                    Some(dir.join(format!("{name}.wasm")))
+                }
+                None => None,
+            },
+        };
+        if let Some(path) = &file {
+            write_atomically(path, bytes)
+                .and_then(|()| {
+                    if limits.is_empty() {
+                        Ok(())
+                    } else {
+                        write_atomically(&limits_file(path), limits.to_toml().as_bytes())
+                    }
+                })
+                .map_err(|e| ChangeError::Store(format!("writing {}: {e}", path.display())))?;
+        }
+        Ok(file)
+    }
+
+    /// Starts a trial of `bytes` beside the plugin called `name`, in
+    /// `mode`: compiled and checked as a `put` is, but held in memory only
+    /// (a restart ends the trial) until `promote`.
+    pub fn try_candidate(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        limits: PluginLimits,
+        mode: Mode,
+    ) -> Result<PluginInfo, ChangeError> {
+        limits.check().map_err(ChangeError::Limits)?;
+        if let Mode::Canary { percent } = mode
+            && !(percent > 0.0 && percent <= 100.0)
+        {
+            return Err(ChangeError::Limits(format!(
+                "a canary share must be above 0% and at most 100%, not {percent}%"
+            )));
+        }
+        let previous = {
+            let slots = self.slots.lock().unwrap();
+            let slot = slots
+                .iter()
+                .find(|s| s.plugin.name() == name)
+                .ok_or_else(|| ChangeError::NotFound(name.into()))?;
+            slot.limits
+        };
+        let limits = previous.overridden_by(limits);
+        let new = self.load_with(bytes, name, limits)?;
+        let mut slots = self.slots.lock().unwrap();
+        let i = position(&slots, name)?;
+        if new.name() != name {
+            return Err(ChangeError::NameMismatch {
+                said: new.name().to_string(),
+                asked: name.to_string(),
+            });
+        }
+        Self::check_swap(&slots, i, &new)?;
+        let new = Arc::new(self.counted(new, &Origin::Admin));
+        let info = new.info().clone();
+        let policy = *self.policy.lock().unwrap();
+        let slot = &mut slots[i];
+        if let Some(old) = slot.trial.take() {
+            old.trial.stop("replaced by another candidate");
+            self.record(
+                old.plugin.info(),
+                "trial-ended",
+                Some("replaced by another candidate".into()),
+            );
+        }
+        tracing::info!(plugin = %name, serving = %slot.plugin.info().version, candidate = %info.version, %mode, "Candidate on trial.");
+        self.record(
+            &info,
+            match mode {
+                Mode::Shadow => "shadow",
+                Mode::Canary { .. } => "canary",
+            },
+            Some(format!("{mode} beside {}", slot.plugin.info().version)),
+        );
+        slot.trial = Some(Candidate {
+            trial: Arc::new(Trial::new(new.clone() as Arc<dyn Rule>, mode, policy)),
+            plugin: new,
+            bytes: bytes.to_vec(),
+            limits,
+            started_at: chrono::Utc::now(),
+        });
+        self.publish(&slots);
+        Ok(info)
+    }
+
+    /// Makes the candidate on trial beside `name` its serving version,
+    /// kept on disk as a `put` is.
+    pub fn promote(&self, name: &str) -> Result<Put, ChangeError> {
+        let mut slots = self.slots.lock().unwrap();
+        let i = position(&slots, name)?;
+        let Some(c) = slots[i].trial.take() else {
+            return Err(ChangeError::NoTrial(name.into()));
+        };
+        c.trial.stop("promoted");
+        let file = match self.store(&slots, Some(i), name, &c.bytes, c.limits) {
+            Ok(file) => file,
+            Err(e) => {
+                slots[i].trial = Some(c);
+                return Err(e);
+            }
+        };
+        if let Some(path) = &file {
+            // What the watcher sees next is this very file.
+            slots[i].origin = Origin::File(path.clone());
+            slots[i].seen = stamp(path);
+            slots[i].settling = None;
+        }
+        let info = c.plugin.info().clone();
+        let was = slots[i].plugin.info().version.clone();
+        tracing::info!(plugin = %name, from = %was, to = %info.version, "Candidate promoted.");
+        self.record(&info, "promoted", Some(format!("replaced {was}")));
+        let slot = &mut slots[i];
+        slot.plugin = c.plugin;
+        slot.limits = c.limits;
+        slot.loaded_at = chrono::Utc::now();
+        self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        self.publish(&slots);
+        Ok(Put {
+            info,
+            stored: file.map(|p| p.display().to_string()),
+        })
+    }
+
+    /// Ends the trial beside `name` by hand: the serving version goes on
+    /// alone.
+    pub fn rollback(&self, name: &str) -> Result<PluginInfo, ChangeError> {
+        self.end_trial(name, "by hand", false)
+    }
+
+    fn end_trial(&self, name: &str, why: &str, automatic: bool) -> Result<PluginInfo, ChangeError> {
+        let mut slots = self.slots.lock().unwrap();
+        let i = position(&slots, name)?;
+        let Some(c) = slots[i].trial.take() else {
+            return Err(ChangeError::NoTrial(name.into()));
+        };
+        c.trial.stop(why);
+        self.rollbacks.fetch_add(1, Ordering::Relaxed);
+        if automatic {
+            self.automatic_rollbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        let info = c.plugin.info().clone();
+        tracing::warn!(plugin = %name, candidate = %info.version, serving = %slots[i].plugin.info().version, reason = %why, automatic, "Candidate rolled back.");
+        self.record(
+            &info,
+            if automatic {
+                "rolled-back-automatically"
+            } else {
+                "rolled-back"
+            },
+            Some(why.to_string()),
+        );
+        self.publish(&slots);
+        Ok(info)
+    }
+
+    /// Rolls back the candidates the pipeline judged (see `rules::trial`).
+    pub fn poll_trials(&self) {
+        let judged: Vec<(String, String)> = {
+            let slots = self.slots.lock().unwrap();
+            slots
+                .iter()
+                .filter_map(|s| {
+                    let c = s.trial.as_ref()?;
+                    Some((s.plugin.name().to_string(), c.trial.verdict()?))
+                })
+                .collect()
+        };
+        for (name, why) in judged {
+            let _ = self.end_trial(&name, &why, true);
+        }
+    }
+
     /// Removes the plugin called `name` (admin API).
     pub fn remove(&self, name: &str) -> Result<(), ChangeError> {
         let mut slots = self.slots.lock().unwrap();
-        let i = slots
-            .iter()
-            .position(|s| s.plugin.name() == name)
-            .ok_or_else(|| ChangeError::NotFound(name.into()))?;
+        let i = position(&slots, name)?;
         // A file of the plugin folder goes with it; a file given with
         // --plugin is the operator's, and stays.
         if let (Origin::File(path), Some(dir)) = (&slots[i].origin, &self.dir)
@@ -610,7 +857,11 @@ impl Registry {
             let _ = std::fs::remove_file(limits_file(path));
         }
         let slot = slots.remove(i);
+        if let Some(c) = &slot.trial {
+            c.trial.stop("the plugin was removed");
+        }
         tracing::info!(plugin = %name, version = %slot.plugin.info().version, "Plugin removed.");
+        self.record(slot.plugin.info(), "removed", None);
         self.publish(&slots);
         Ok(())
     }
@@ -619,6 +870,7 @@ impl Registry {
     pub fn list(&self) -> Vec<PluginStatus> {
         // Before taking the slots: `versions` takes them too.
         let versions = self.versions();
+        let history = self.history.lock().unwrap().clone();
         let slots = self.slots.lock().unwrap();
         slots
             .iter()
@@ -629,16 +881,25 @@ impl Registry {
                     .filter(|v| v.name == s.plugin.name())
                     .cloned()
                     .collect();
+                // A candidate on trial counts in its trial, not here.
+                let counted = || mine.iter().filter(|v| !v.on_trial);
+                let history = history
+                    .iter()
+                    .filter(|(n, _)| n == s.plugin.name())
+                    .map(|(_, e)| e.clone())
+                    .collect();
                 PluginStatus {
+                    trial: s.trial.as_ref().map(Candidate::status),
+                    history,
                     info: s.plugin.info().clone(),
                     origin: s.origin.describe(),
                     loaded_at: rfc3339(s.loaded_at),
                     deadline_ms: deadline.as_secs_f64() * 1e3,
                     memory_mib: memory >> 20,
-                    calls: mine.iter().map(|v| v.calls).sum(),
-                    failures: mine.iter().map(|v| v.failures).sum(),
-                    records: mine.iter().map(|v| v.records).sum(),
-                    call_seconds: mine.iter().map(|v| v.call_seconds).sum(),
+                    calls: counted().map(|v| v.calls).sum(),
+                    failures: counted().map(|v| v.failures).sum(),
+                    records: counted().map(|v| v.records).sum(),
+                    call_seconds: counted().map(|v| v.call_seconds).sum(),
                     last_failure: s.plugin.stats().last_failure.lock().unwrap().clone(),
                     load_failures: s.load_failures,
                     last_load_error: s.last_load_error.clone(),
@@ -649,14 +910,24 @@ impl Registry {
     }
 
     /// Every version loaded since start-up, with its counters, oldest
-    /// first, and whether it serves now.
+    /// first, and whether it serves now (a candidate on trial does not).
     pub fn versions(&self) -> Vec<VersionStatus> {
-        let serving: Vec<(String, String)> = {
+        // (name, sha256) of the serving versions, and of the candidates.
+        type Ids = Vec<(String, String)>;
+        let (serving, on_trial): (Ids, Ids) = {
             let slots = self.slots.lock().unwrap();
-            slots
+            let serving = slots
                 .iter()
                 .map(|s| (s.plugin.name().to_string(), s.plugin.info().sha256.clone()))
-                .collect()
+                .collect();
+            let on_trial = slots
+                .iter()
+                .filter_map(|s| {
+                    let c = s.trial.as_ref()?;
+                    Some((s.plugin.name().to_string(), c.plugin.info().sha256.clone()))
+                })
+                .collect();
+            (serving, on_trial)
         };
         let versions = self.versions.lock().unwrap();
         versions
@@ -671,6 +942,7 @@ impl Registry {
                     source: v.source.clone(),
                     loaded_at: rfc3339(v.loaded_at),
                     serving: serving.contains(&(v.name.clone(), v.sha256.clone())),
+                    on_trial: on_trial.contains(&(v.name.clone(), v.sha256.clone())),
                     calls: st.calls.load(Ordering::Relaxed),
                     failures: st.failures.load(Ordering::Relaxed),
                     records: st.records.load(Ordering::Relaxed),
@@ -691,12 +963,21 @@ impl Registry {
             .spawn(move || {
                 while let Some(registry) = weak.upgrade() {
                     registry.poll_files(false);
+                    registry.poll_trials();
                     drop(registry);
                     std::thread::sleep(POLL);
                 }
             })
             .expect("spawning the plugin watcher");
     }
+}
+
+/// The slot of the plugin called `name`.
+fn position(slots: &[Slot], name: &str) -> Result<usize, ChangeError> {
+    slots
+        .iter()
+        .position(|s| s.plugin.name() == name)
+        .ok_or_else(|| ChangeError::NotFound(name.into()))
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -714,6 +995,7 @@ impl Slot {
             last_load_error: None,
             seen,
             settling: None,
+            trial: None,
         }
     }
 }
@@ -738,7 +1020,8 @@ pub struct Put {
 }
 
 /// One plugin as `GET /plugins` shows it. Counts are over every version
-/// this process has served under the name; `versions` has them one by one.
+/// this process has served under the name, but a candidate on trial (its
+/// trial counts it); `versions` has them one by one.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PluginStatus {
     #[serde(flatten)]
@@ -758,6 +1041,54 @@ pub struct PluginStatus {
     pub load_failures: u64,
     pub last_load_error: Option<String>,
     pub versions: Vec<VersionStatus>,
+    /// The candidate on trial beside it, if any.
+    pub trial: Option<TrialStatus>,
+    /// Its last changes, oldest first.
+    pub history: Vec<Event>,
+}
+
+/// A trial as `GET /plugins` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrialStatus {
+    #[serde(flatten)]
+    pub mode: Mode,
+    pub version: String,
+    pub sha256: String,
+    pub started_at: String,
+    /// The serving version's counts during the trial, and the candidate's.
+    pub serving: SideStatus,
+    pub candidate: SideStatus,
+    /// Shadow: records compared, and those whose results differ.
+    pub compared: u64,
+    pub differing: u64,
+    /// Shadow: results only the candidate gave, and only the serving
+    /// version gave, by alert kind, trend or transform outcome.
+    pub added: std::collections::BTreeMap<String, u64>,
+    pub removed: std::collections::BTreeMap<String, u64>,
+    pub policy: Policy,
+    /// Set once the candidate was judged to be rolled back.
+    pub verdict: Option<String>,
+}
+
+impl Candidate {
+    fn status(&self) -> TrialStatus {
+        let t = &self.trial;
+        let (added, removed) = t.differences();
+        TrialStatus {
+            mode: t.mode,
+            version: self.plugin.info().version.clone(),
+            sha256: self.plugin.info().sha256.clone(),
+            started_at: rfc3339(self.started_at),
+            serving: t.serving.status(),
+            candidate: t.trying.status(),
+            compared: t.compared.load(Ordering::Relaxed),
+            differing: t.differing.load(Ordering::Relaxed),
+            added,
+            removed,
+            policy: t.policy,
+            verdict: t.verdict(),
+        }
+    }
 }
 
 /// One version of a plugin and its counters since it was first loaded.
@@ -771,6 +1102,8 @@ pub struct VersionStatus {
     pub source: String,
     pub loaded_at: String,
     pub serving: bool,
+    /// A candidate on trial beside the serving version.
+    pub on_trial: bool,
     pub calls: u64,
     pub failures: u64,
     pub records: u64,

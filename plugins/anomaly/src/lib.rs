@@ -11,10 +11,39 @@
 //! absent field (NaN) never raises an alert.
 
 /// Version reported by `describe`.
-#[cfg(not(feature = "v2"))]
+#[cfg(not(any(feature = "v2", feature = "traps", feature = "rejects")))]
 pub const VERSION: &str = "1.0.0";
 #[cfg(feature = "v2")]
 pub const VERSION: &str = "2.0.0";
+#[cfg(feature = "traps")]
+pub const VERSION: &str = "1.1.0-traps";
+#[cfg(feature = "rejects")]
+pub const VERSION: &str = "1.1.0-rejects";
+
+/// The `traps` build (a candidate that must be rolled back) traps on a
+/// batch holding a reading whose event second is 7 modulo 20: 5% of
+/// readings one second apart.
+pub fn traps_on(event_time_ms: i64) -> bool {
+    cfg!(feature = "traps") && traps_on_any(event_time_ms)
+}
+
+/// Whether the `traps` build traps on a reading at `event_time_ms`,
+/// whatever this build is (for tests).
+pub fn traps_on_any(event_time_ms: i64) -> bool {
+    event_time_ms.div_euclid(1000).rem_euclid(20) == 7
+}
+
+/// Whether the `rejects` build rejects a reading at `event_time_ms`,
+/// whatever this build is (for tests).
+pub fn rejects_any(event_time_ms: i64) -> bool {
+    event_time_ms.div_euclid(1000).rem_euclid(10) == 3
+}
+
+/// The `rejects` build (a broken version whose dead letters are replayed)
+/// returns an error for readings whose event second is 3 modulo 10.
+pub fn rejects(event_time_ms: i64) -> bool {
+    cfg!(feature = "rejects") && rejects_any(event_time_ms)
+}
 
 /// Thresholds of the rules. `v2` is a stricter build used in hot-swap tests.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -140,8 +169,17 @@ mod component {
             let humidity = column(&batch, "humidity").unwrap_or(&nan);
             let battery = column(&batch, "battery_level").unwrap_or(&nan);
             let t = &super::THRESHOLDS;
+            if let Some(&t) = batch.event_times.iter().find(|&&t| super::traps_on(t)) {
+                panic!("the traps build traps on a reading at {t}");
+            }
             (0..n)
                 .map(|i| {
+                    if super::rejects(batch.event_times[i]) {
+                        return Err(format!(
+                            "the rejects build rejects the reading at {}",
+                            batch.event_times[i]
+                        ));
+                    }
                     let reading = super::Reading {
                         temperature: temperature[i],
                         humidity: humidity[i],

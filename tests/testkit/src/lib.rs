@@ -107,6 +107,7 @@ mod with_kafka {
             pub payload: Vec<u8>,
             pub headers: HashMap<String, String>,
             pub partition: i32,
+            pub offset: i64,
         }
 
         impl Read {
@@ -350,6 +351,7 @@ mod with_kafka {
                             payload: m.payload().unwrap_or_default().to_vec(),
                             headers,
                             partition: m.partition(),
+                            offset: m.offset(),
                         });
                     }
                 }
