@@ -34,6 +34,7 @@ fn record(offset: i64, sensor: &str) -> InRecord {
 fn config() -> PipelineConfig {
     PipelineConfig {
         input: Default::default(),
+        shape: streamhost::output::Shape::Full,
         avro_output: None,
         schema: Schema {
             key_field: "sensor_id".into(),

@@ -132,6 +132,13 @@ pub struct RunArgs {
     #[arg(long, env = "STREAMHOST_OUTPUT_FORMAT", value_name = "FORMAT")]
     pub output_format: Option<String>,
 
+    /// What an enriched record carries: `full` (window start and end, mean,
+    /// minimum and maximum of every field, trends, alert kinds, plugin
+    /// versions, source position) or `compact` (window count and means,
+    /// trends, alert kinds). [default: full]
+    #[arg(long, env = "STREAMHOST_ENRICHED_SHAPE", value_name = "SHAPE")]
+    pub enriched_shape: Option<String>,
+
     /// Schema registry URL (Confluent REST API), for Avro.
     #[arg(long, env = "STREAMHOST_SCHEMA_REGISTRY", value_name = "URL")]
     pub schema_registry: Option<String>,
@@ -213,7 +220,9 @@ pub struct RunArgs {
     #[arg(long, env = "STREAMHOST_BATCH_SIZE", value_name = "N")]
     pub batch_size: Option<usize>,
 
-    /// Longest wait to fill a batch once its first record arrived. [default: 20ms]
+    /// How long a batch may wait for more records once the consumer has none
+    /// queued. 0 cuts it at once: a record never waits for a later one.
+    /// [default: 0ms]
     #[arg(long, env = "STREAMHOST_BATCH_WAIT", value_name = "DURATION")]
     pub batch_wait: Option<String>,
 
@@ -315,6 +324,7 @@ struct FileConfig {
     epoch_unit: Option<String>,
     input_format: Option<String>,
     output_format: Option<String>,
+    enriched_shape: Option<String>,
     schema_registry: Option<String>,
     schema_registry_auth: Option<String>,
     schema_registry_timeout: Option<String>,
@@ -361,6 +371,7 @@ pub struct Settings {
     pub epoch_unit: crate::text::time::EpochUnit,
     pub input_format: Format,
     pub output_format: Format,
+    pub enriched_shape: crate::output::Shape,
     /// Needed by either format when it is Avro.
     pub registry: Option<crate::avro::RegistryConfig>,
     pub subject_strategy: crate::avro::SubjectStrategy,
@@ -552,6 +563,16 @@ impl Settings {
             },
             input_format: format("input-format", args.input_format.or(file.input_format))?,
             output_format: format("output-format", args.output_format.or(file.output_format))?,
+            enriched_shape: match args.enriched_shape.or(file.enriched_shape).as_deref() {
+                None | Some("full") => crate::output::Shape::Full,
+                Some("compact") => crate::output::Shape::Compact,
+                Some(other) => {
+                    return Err(invalid(
+                        "enriched-shape",
+                        format!("{other:?} is neither `full` nor `compact`"),
+                    ));
+                }
+            },
             registry: match args.schema_registry.or(file.schema_registry) {
                 None => None,
                 Some(url) => Some(crate::avro::RegistryConfig {
@@ -599,7 +620,7 @@ impl Settings {
             )?,
             assignment: s(args.assignment, file.assignment, "cooperative-sticky"),
             batch_size: args.batch_size.or(file.batch_size).unwrap_or(1000),
-            batch_wait: duration("batch-wait", args.batch_wait.or(file.batch_wait), "20ms")?,
+            batch_wait: duration("batch-wait", args.batch_wait.or(file.batch_wait), "0ms")?,
             plugin_deadline: duration(
                 "plugin-deadline",
                 args.plugin_deadline.or(file.plugin_deadline),

@@ -68,75 +68,173 @@ pub struct WindowStats<'a> {
     pub start_ms: i64,
     pub end_ms: i64,
     pub count: u32,
-    /// (field name, [mean, min, max])
-    pub fields: &'a [(&'a str, [f64; 3])],
+    /// `[mean, min, max]` per field, in the schema's order.
+    pub fields: &'a [[f64; 3]],
 }
 
-/// The enriched record: the record plus a `streamhost` member holding its
-/// window statistics, trends, alert kinds, the plugin versions that handled
-/// it and its source position.
-#[allow(clippy::too_many_arguments)]
-pub fn enriched(
-    record: &str,
-    window: &WindowStats,
-    trends: &[(&str, &TrendResult)],
-    alert_kinds: &[&str],
-    plugins: &[(&str, &str)],
-    source: SourcePos,
-) -> String {
-    // Written straight after the record's own members, in one buffer.
-    let body = record.trim_end();
-    let body = body.strip_suffix('}').unwrap_or(body).trim_end();
-    let mut m = String::with_capacity(body.len() + 320 + 64 * window.fields.len());
-    m.push_str(body);
-    if !body.ends_with('{') {
-        m.push(',');
+/// What an enriched record's `streamhost` member carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Shape {
+    /// Window start and end, count, and per field mean, minimum and
+    /// maximum; trends; alert kinds; plugin versions; source position.
+    #[default]
+    Full,
+    /// Window count and per field mean; trends as their direction; alert
+    /// kinds. About a third of the full member's bytes.
+    Compact,
+}
+
+/// Writes enriched records. What never changes between records (the
+/// fields' names, escaped, with the text around them) is written once here,
+/// not per record.
+#[derive(Clone, Debug)]
+pub struct Enricher {
+    shape: Shape,
+    /// Per field, the text before its first number: `"name":{"mean":`
+    /// (full) or `"name":` (compact), with a leading comma from the second.
+    fields: Vec<String>,
+    /// Bytes the `streamhost` member takes besides the numbers, about.
+    fixed: usize,
+}
+
+impl Enricher {
+    pub fn new(shape: Shape, fields: &[String]) -> Enricher {
+        let fields: Vec<String> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut t = String::new();
+                if i > 0 {
+                    t.push(',');
+                }
+                push_str(&mut t, name);
+                t.push_str(match shape {
+                    Shape::Full => ":{\"mean\":",
+                    Shape::Compact => ":",
+                });
+                t
+            })
+            .collect();
+        let fixed = fields.iter().map(String::len).sum::<usize>()
+            + match shape {
+                Shape::Full => 256 + 64 * fields.len(),
+                Shape::Compact => 96 + 24 * fields.len(),
+            };
+        Enricher {
+            shape,
+            fields,
+            fixed,
+        }
     }
-    m.push_str("\"streamhost\":{\"window\":{\"start\":\"");
-    push_iso8601(&mut m, window.start_ms);
-    m.push_str("\",\"end\":\"");
-    push_iso8601(&mut m, window.end_ms);
-    m.push('"');
-    m.push_str(",\"count\":");
-    push_int(&mut m, window.count);
-    m.push_str(",\"fields\":{");
-    push_joined(&mut m, window.fields, |m, (name, [mean, min, max])| {
-        push_str(m, name);
-        m.push_str(":{\"mean\":");
-        push_f64(m, *mean);
-        m.push_str(",\"min\":");
-        push_f64(m, *min);
-        m.push_str(",\"max\":");
-        push_f64(m, *max);
+
+    /// `{"name":"version",...}`: the plugins member's value, written once
+    /// per batch.
+    pub fn plugins(plugins: &[(&str, &str)]) -> String {
+        let mut m = String::from("{");
+        push_joined(&mut m, plugins, |m, (name, version)| {
+            push_str(m, name);
+            m.push(':');
+            push_str(m, version);
+        });
         m.push('}');
-    });
-    m.push_str("}},\"trends\":{");
-    push_joined(&mut m, trends, |m, (plugin, t)| {
-        push_str(m, plugin);
-        m.push_str(":{\"field\":");
-        push_str(m, &t.field);
-        m.push_str(",\"direction\":\"");
-        m.push_str(direction(t.direction));
-        m.push_str("\",\"change\":");
-        push_f64(m, t.change);
-        m.push('}');
-    });
-    m.push_str("},\"alerts\":[");
-    push_joined(&mut m, alert_kinds, |m, kind| {
-        push_str(m, kind);
-    });
-    m.push_str("],\"plugins\":{");
-    push_joined(&mut m, plugins, |m, (name, version)| {
-        push_str(m, name);
-        m.push(':');
-        push_str(m, version);
-    });
-    m.push_str("},\"source\":{\"partition\":");
-    push_int(&mut m, source.partition);
-    m.push_str(",\"offset\":");
-    push_int(&mut m, source.offset);
-    m.push_str("}}}");
-    m
+        m
+    }
+
+    /// The enriched record: the record plus a `streamhost` member holding
+    /// its window statistics, trends, alert kinds, the plugin versions that
+    /// handled it (`plugins`, from `Enricher::plugins`) and its source
+    /// position (`Shape::Full`), or its window's count and means, trend
+    /// directions and alert kinds (`Shape::Compact`).
+    pub fn enriched(
+        &self,
+        record: &str,
+        window: &WindowStats,
+        trends: &[(&str, &TrendResult)],
+        alert_kinds: &[&str],
+        plugins: &str,
+        source: SourcePos,
+    ) -> String {
+        // Written straight after the record's own members, in one buffer.
+        let body = record.trim_end();
+        let body = body.strip_suffix('}').unwrap_or(body).trim_end();
+        let mut m =
+            String::with_capacity(body.len() + self.fixed + plugins.len() + 48 * trends.len());
+        m.push_str(body);
+        if !body.ends_with('{') {
+            m.push(',');
+        }
+        if self.shape == Shape::Compact {
+            self.compact(&mut m, window, trends, alert_kinds);
+            return m;
+        }
+        m.push_str("\"streamhost\":{\"window\":{\"start\":\"");
+        push_iso8601(&mut m, window.start_ms);
+        m.push_str("\",\"end\":\"");
+        push_iso8601(&mut m, window.end_ms);
+        m.push('"');
+        m.push_str(",\"count\":");
+        push_int(&mut m, window.count);
+        m.push_str(",\"fields\":{");
+        for (name, [mean, min, max]) in self.fields.iter().zip(window.fields) {
+            m.push_str(name);
+            push_f64(&mut m, *mean);
+            m.push_str(",\"min\":");
+            push_f64(&mut m, *min);
+            m.push_str(",\"max\":");
+            push_f64(&mut m, *max);
+            m.push('}');
+        }
+        m.push_str("}},\"trends\":{");
+        push_joined(&mut m, trends, |m, (plugin, t)| {
+            push_str(m, plugin);
+            m.push_str(":{\"field\":");
+            push_str(m, &t.field);
+            m.push_str(",\"direction\":\"");
+            m.push_str(direction(t.direction));
+            m.push_str("\",\"change\":");
+            push_f64(m, t.change);
+            m.push('}');
+        });
+        m.push_str("},\"alerts\":[");
+        push_joined(&mut m, alert_kinds, |m, kind| {
+            push_str(m, kind);
+        });
+        m.push_str("],\"plugins\":");
+        m.push_str(plugins);
+        m.push_str(",\"source\":{\"partition\":");
+        push_int(&mut m, source.partition);
+        m.push_str(",\"offset\":");
+        push_int(&mut m, source.offset);
+        m.push_str("}}}");
+        m
+    }
+
+    /// `"streamhost":{"count":N,"mean":{FIELD:MEAN,...},"trends":{PLUGIN:DIRECTION,...},"alerts":[KIND,...]}}`
+    fn compact(
+        &self,
+        m: &mut String,
+        window: &WindowStats,
+        trends: &[(&str, &TrendResult)],
+        alert_kinds: &[&str],
+    ) {
+        m.push_str("\"streamhost\":{\"count\":");
+        push_int(m, window.count);
+        m.push_str(",\"mean\":{");
+        for (name, [mean, _, _]) in self.fields.iter().zip(window.fields) {
+            m.push_str(name);
+            push_f64(m, *mean);
+        }
+        m.push_str("},\"trends\":{");
+        push_joined(m, trends, |m, (plugin, t)| {
+            push_str(m, plugin);
+            m.push_str(":\"");
+            m.push_str(direction(t.direction));
+            m.push('"');
+        });
+        m.push_str("},\"alerts\":[");
+        push_joined(m, alert_kinds, |m, kind| push_str(m, kind));
+        m.push_str("]}}");
+    }
 }
 
 /// An alert record in the article's shape (`timestamp`, the key, `anomalies`,
@@ -244,24 +342,23 @@ mod tests {
 
     #[test]
     fn enriched_is_valid_json_with_nulls_for_nan() {
-        let fields = [("temperature", [1.0, f64::NAN, 2.0])];
         let w = WindowStats {
             start_ms: 0,
             end_ms: 1,
             count: 2,
-            fields: &fields,
+            fields: &[[1.0, f64::NAN, 2.0]],
         };
         let t = TrendResult {
             field: "temperature".into(),
             direction: Direction::Stable,
             change: 0.0,
         };
-        let text = enriched(
+        let text = Enricher::new(Shape::Full, &["temperature".into()]).enriched(
             r#"{"a":1}"#,
             &w,
             &[("trend", &t)],
             &[],
-            &[("trend", "1.0.0")],
+            &Enricher::plugins(&[("trend", "1.0.0")]),
             SourcePos {
                 topic: "t",
                 partition: 0,
@@ -279,6 +376,38 @@ mod tests {
         assert_eq!(s["trends"]["trend"]["direction"], "stable");
         assert_eq!(s["plugins"]["trend"], "1.0.0");
         assert_eq!(s["source"]["offset"], 9);
+    }
+
+    #[test]
+    fn the_compact_shape_carries_count_means_trend_directions_and_kinds() {
+        let w = WindowStats {
+            start_ms: 0,
+            end_ms: 1,
+            count: 3,
+            fields: &[[21.5, 20.0, 23.0], [f64::NAN, 1.0, 2.0]],
+        };
+        let t = TrendResult {
+            field: "temperature".into(),
+            direction: Direction::Increasing,
+            change: 0.4,
+        };
+        let names = ["temperature".to_string(), "humidity".to_string()];
+        let text = Enricher::new(Shape::Compact, &names).enriched(
+            "{\"a\":1 } ",
+            &w,
+            &[("trend", &t)],
+            &["low_battery"],
+            &Enricher::plugins(&[("trend", "1.0.0")]),
+            SourcePos {
+                topic: "t",
+                partition: 0,
+                offset: 9,
+            },
+        );
+        assert_eq!(
+            text,
+            r#"{"a":1,"streamhost":{"count":3,"mean":{"temperature":21.5,"humidity":null},"trends":{"trend":"increasing"},"alerts":["low_battery"]}}"#
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use crate::contract::{Alert, Batch, FieldWindow, Needs, Transformed, TrendResult, WindowView};
-use crate::decode::{DecodeError, Decoded, InputFormat, Schema, decode};
+use crate::decode::{DecodeError, Decoded, InputFormat, Schema, decode_text};
 use crate::output::{self, WindowStats};
 use crate::record::{Dest, Failure, InRecord, OutRecord, Reason, SourcePos};
 use crate::rules::runtime::{CallError, PluginInfo};
@@ -36,6 +36,8 @@ pub struct PipelineConfig {
     pub input: InputFormat,
     /// How enriched records and alerts are written: JSON when `None`.
     pub avro_output: Option<std::sync::Arc<crate::avro::AvroOutput>>,
+    /// What enriched records carry.
+    pub shape: output::Shape,
     pub schema: Schema,
     pub window: WindowConfig,
     pub source_topic: String,
@@ -159,7 +161,7 @@ impl Rec {
                 plugin: None,
             })
         };
-        let decoded = |text: &str| match decode(schema, text.as_bytes()) {
+        let decoded = |text: &str| match decode_text(schema, text) {
             Ok(decoded) => State::Live {
                 decoded,
                 slot: None,
@@ -239,12 +241,18 @@ impl Rec {
 pub struct Pipeline {
     cfg: PipelineConfig,
     windows: Windows,
+    enricher: output::Enricher,
 }
 
 impl Pipeline {
     pub fn new(cfg: PipelineConfig) -> Self {
         let windows = Windows::new(cfg.window.clone());
-        Self { cfg, windows }
+        let enricher = output::Enricher::new(cfg.shape, &cfg.schema.fields);
+        Self {
+            cfg,
+            windows,
+            enricher,
+        }
     }
 
     pub fn windows(&self) -> &Windows {
@@ -535,7 +543,7 @@ impl Pipeline {
                         ),
                     )
                 }
-                Ok(text) if decode_again => match decode(schema, text.as_bytes()) {
+                Ok(text) if decode_again => match decode_text(schema, &text) {
                     Ok(d) => {
                         rec.state = State::Live {
                             decoded: d,
@@ -571,6 +579,7 @@ impl Pipeline {
             .all()
             .map(|r| (r.info().name.as_str(), r.info().version.as_str()))
             .collect();
+        let plugins = output::Enricher::plugins(&versions);
         let mut tally = Tally {
             input: input.len() as u64,
             ..Tally::default()
@@ -593,11 +602,11 @@ impl Pipeline {
                     let slot = slot.expect("live records entered a window");
                     let text = rec.text();
                     fields.clear();
-                    fields.extend(schema.fields.iter().zip(&view.fields).map(
-                        |(name, fw): (_, &FieldWindow)| {
-                            (name.as_str(), [fw.mean[slot], fw.min[slot], fw.max[slot]])
-                        },
-                    ));
+                    fields.extend(
+                        view.fields
+                            .iter()
+                            .map(|fw: &FieldWindow| [fw.mean[slot], fw.min[slot], fw.max[slot]]),
+                    );
                     let window = WindowStats {
                         start_ms: view.starts[slot],
                         end_ms: view.ends[slot],
@@ -618,15 +627,17 @@ impl Pipeline {
                         .key
                         .clone()
                         .unwrap_or_else(|| d.key.clone().into_bytes());
-                    let canary_versions;
-                    let versions = if rec.by_candidate == 0 {
-                        &versions
+                    let canary_plugins;
+                    let plugins = if rec.by_candidate == 0 {
+                        &plugins
                     } else {
-                        canary_versions = served_versions(rules, rec.by_candidate);
-                        &canary_versions
+                        canary_plugins =
+                            output::Enricher::plugins(&served_versions(rules, rec.by_candidate));
+                        &canary_plugins
                     };
-                    let enriched =
-                        output::enriched(text, &window, &trends, &kinds, versions, source);
+                    let enriched = self
+                        .enricher
+                        .enriched(text, &window, &trends, &kinds, plugins, source);
                     let record = |dest, payload: String| OutRecord {
                         dest,
                         source: (inp.partition, inp.offset),

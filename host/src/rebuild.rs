@@ -241,6 +241,7 @@ mod tests {
     fn config() -> PipelineConfig {
         PipelineConfig {
             input: Default::default(),
+            shape: crate::output::Shape::Full,
             avro_output: None,
             schema: Schema {
                 key_field: "k".into(),

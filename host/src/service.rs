@@ -48,6 +48,7 @@ pub fn pipeline_config(settings: &Settings) -> PipelineConfig {
         // JSON in and out; `with_formats` sets Avro up.
         input: InputFormat::Json,
         avro_output: None,
+        shape: settings.enriched_shape,
         schema: Schema {
             key_field: settings.key_field.clone(),
             time_field: settings.time_field.clone(),

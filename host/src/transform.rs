@@ -15,8 +15,9 @@ pub struct Merge {
     members: Vec<String>,
     /// The members as `"name":value,...` text, ready to splice.
     text: String,
-    /// Each member name as a quoted JSON string, to look for collisions.
-    quoted: Vec<String>,
+    /// A searcher for each member name as a quoted JSON string, to look for
+    /// collisions (built once: the merge is applied to every record).
+    quoted: Vec<memchr::memmem::Finder<'static>>,
 }
 
 /// A JSON object's members in order, each value as its exact text. Reading
@@ -69,7 +70,9 @@ impl Merge {
                 None => {
                     merge.names.push(k);
                     merge.members.push(member);
-                    merge.quoted.push(q);
+                    merge
+                        .quoted
+                        .push(memchr::memmem::Finder::new(q.as_bytes()).into_owned());
                 }
             }
         }
@@ -98,7 +101,7 @@ impl Merge {
         let collides = self
             .quoted
             .iter()
-            .any(|q| memchr::memmem::find(record.as_bytes(), q.as_bytes()).is_some());
+            .any(|q| q.find(record.as_bytes()).is_some());
         if !collides {
             return Ok(splice(record, &self.text));
         }

@@ -36,9 +36,11 @@
 //!
 //! Layout, per key, for memory and speed:
 //! - readings are stored column-wise in two ring buffers, event times as
-//!   `i32` milliseconds from a per-key base and values as `f64` interleaved
-//!   `fields` at a time, so a reading of four fields costs 36 bytes, grown
-//!   by an eighth at a time rather than doubled;
+//!   `i32` milliseconds from a per-key base and values interleaved `fields`
+//!   at a time, as exact decimal counts in `i32` while they are decimals of
+//!   a few places (as sensors write them; see `Cells`), else as `f64`: a
+//!   reading of four fields costs 20 bytes (36 with `f64`), and the buffers
+//!   grow by an eighth at a time rather than doubling;
 //! - sums per field are updated on insert and evict, and recomputed exactly
 //!   whenever the key's newest event time enters another half window length
 //!   (so rounding cannot drift, and a mean depends only on recent readings,
@@ -299,6 +301,217 @@ impl PartitionWindows {
     }
 }
 
+/// The readings' values, `fields` per reading, oldest first.
+///
+/// Sensors write decimals with few places (the article's producer rounds to
+/// two). While every value a window holds is such a decimal, it is kept as
+/// an `i32` count of `10^-places` (places per field), half the bytes of an
+/// `f64`, and nothing is lost: `count / 10^places` is exactly the double the
+/// decimal text reads as, since both are exact in binary and IEEE division
+/// rounds correctly; a value is only packed after that is checked. The first
+/// value that does not fit (more places than `MAX_PLACES`, too large, `-0`,
+/// an infinity) turns the window's values to `f64` until it empties.
+enum Cells {
+    Decimal {
+        cells: VecDeque<i32>,
+        places: Box<[u8]>,
+    },
+    Float(VecDeque<f64>),
+}
+
+/// The cell of an absent value (NaN) in `Cells::Decimal`.
+const NAN_CELL: i32 = i32::MIN;
+const MAX_PLACES: usize = 6;
+const POW10: [f64; MAX_PLACES + 1] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+
+/// `v` as a count of `10^-places`, if that gives `v` back exactly.
+fn pack(v: f64, places: u8) -> Option<i32> {
+    if v.is_nan() {
+        return Some(NAN_CELL);
+    }
+    let p = POW10[usize::from(places)];
+    let x = v * p;
+    if !(x.abs() < 2_147_483_000.0) {
+        return None;
+    }
+    // Rounded by a cast; a wrong rounding only fails the check.
+    let c = (x + 0.5f64.copysign(x)) as i32;
+    (c != NAN_CELL && (f64::from(c) / p).to_bits() == v.to_bits()).then_some(c)
+}
+
+impl Cells {
+    fn new(fields: usize) -> Cells {
+        Cells::Decimal {
+            cells: VecDeque::new(),
+            places: vec![0; fields].into_boxed_slice(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Cells::Decimal { cells, .. } => cells.len(),
+            Cells::Float(v) => v.len(),
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            Cells::Decimal { cells, .. } => cells.capacity(),
+            Cells::Float(v) => v.capacity(),
+        }
+    }
+
+    /// Value `f` of reading `i`.
+    #[inline]
+    fn get(&self, i: usize, f: usize, fields: usize) -> f64 {
+        match self {
+            Cells::Decimal { cells, places } => {
+                let c = cells[i * fields + f];
+                if c == NAN_CELL {
+                    f64::NAN
+                } else {
+                    f64::from(c) / POW10[usize::from(places[f])]
+                }
+            }
+            Cells::Float(v) => v[i * fields + f],
+        }
+    }
+
+    /// How value `f` of reading `i` compares with that of reading `j`,
+    /// neither NaN: on the packed counts while decimal (a field's values
+    /// share their places), with no division.
+    #[inline]
+    fn compare(&self, i: usize, j: usize, f: usize, fields: usize) -> std::cmp::Ordering {
+        match self {
+            Cells::Decimal { cells, .. } => cells[i * fields + f].cmp(&cells[j * fields + f]),
+            Cells::Float(v) => v[i * fields + f]
+                .partial_cmp(&v[j * fields + f])
+                .unwrap_or(std::cmp::Ordering::Equal),
+        }
+    }
+
+    /// Makes every value of `values` packable, changing a field's places or
+    /// turning to `f64` if need be; returns the cells to store.
+    fn fit(&mut self, values: &[f64]) -> Option<[i32; crate::decode::MAX_FIELDS]> {
+        let fields = values.len();
+        let Cells::Decimal { cells, places } = self else {
+            return None;
+        };
+        let mut out = [0i32; crate::decode::MAX_FIELDS];
+        for (f, &v) in values.iter().enumerate() {
+            if let Some(c) = pack(v, places[f]) {
+                out[f] = c;
+                continue;
+            }
+            // More places, if the field's other values still fit with them.
+            let more = (usize::from(places[f]) + 1..=MAX_PLACES).find_map(|p| {
+                let c = pack(v, p as u8)?;
+                let scale = 10i64.pow((p - usize::from(places[f])) as u32);
+                cells
+                    .iter()
+                    .skip(f)
+                    .step_by(fields)
+                    .all(|&old| {
+                        old == NAN_CELL || (i64::from(old) * scale).unsigned_abs() < 2_147_483_000
+                    })
+                    .then_some((p, c, scale))
+            });
+            match more {
+                Some((p, c, scale)) => {
+                    for old in cells.iter_mut().skip(f).step_by(fields) {
+                        if *old != NAN_CELL {
+                            *old = (i64::from(*old) * scale) as i32;
+                        }
+                    }
+                    places[f] = p as u8;
+                    out[f] = c;
+                }
+                None => {
+                    self.widen(fields);
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn widen(&mut self, fields: usize) {
+        if matches!(self, Cells::Float(_)) {
+            return;
+        }
+        let n = self.len() / fields.max(1);
+        let mut wide = VecDeque::with_capacity(self.capacity());
+        for i in 0..n {
+            for f in 0..fields {
+                wide.push_back(self.get(i, f, fields));
+            }
+        }
+        *self = Cells::Float(wide);
+    }
+
+    fn push(&mut self, values: &[f64]) {
+        match self.fit(values) {
+            Some(out) => {
+                if let Cells::Decimal { cells, .. } = self {
+                    cells.extend(&out[..values.len()]);
+                }
+            }
+            None => {
+                if let Cells::Float(v) = self {
+                    v.extend(values.iter().copied());
+                }
+            }
+        }
+    }
+
+    /// Inserts `values` as reading `at`.
+    fn insert(&mut self, at: usize, values: &[f64]) {
+        let fields = values.len();
+        match self.fit(values) {
+            Some(out) => {
+                if let Cells::Decimal { cells, .. } = self {
+                    for (j, &c) in out[..fields].iter().enumerate() {
+                        cells.insert(at * fields + j, c);
+                    }
+                }
+            }
+            None => {
+                if let Cells::Float(v) = self {
+                    for (j, &x) in values.iter().enumerate() {
+                        v.insert(at * fields + j, x);
+                    }
+                }
+            }
+        }
+    }
+
+    fn pop_front(&mut self, fields: usize) {
+        match self {
+            Cells::Decimal { cells, .. } => drop(cells.drain(..fields)),
+            Cells::Float(v) => drop(v.drain(..fields)),
+        }
+    }
+
+    fn reserve(&mut self, extra: usize) {
+        match self {
+            Cells::Decimal { cells, .. } => KeyWindow::reserve(cells, extra),
+            Cells::Float(v) => KeyWindow::reserve(v, extra),
+        }
+    }
+
+    fn shrink_to(&mut self, n: usize) {
+        match self {
+            Cells::Decimal { cells, .. } => cells.shrink_to(n),
+            Cells::Float(v) => v.shrink_to(n),
+        }
+    }
+
+    /// Empties it, back to decimals.
+    fn clear(&mut self, fields: usize) {
+        *self = Cells::new(fields);
+    }
+}
+
 /// Evicting a value more than this many times the remaining sum triggers an
 /// exact recomputation (2^26: half of an f64's 53 bits of precision).
 const CANCELLATION: f64 = 67_108_864.0;
@@ -309,7 +522,7 @@ struct KeyWindow {
     times: VecDeque<i32>,
     base: i64,
     /// `fields` values per reading, readings oldest first.
-    values: VecDeque<f64>,
+    values: Cells,
     fields: usize,
     newest: i64,
     /// Sequence number of the oldest reading; reading `i` has `front_seq + i`
@@ -332,7 +545,7 @@ impl KeyWindow {
         Self {
             times: VecDeque::new(),
             base,
-            values: VecDeque::new(),
+            values: Cells::new(fields),
             fields,
             newest: i64::MIN,
             front_seq: 0,
@@ -354,7 +567,7 @@ impl KeyWindow {
     }
 
     fn value(&self, i: usize, f: usize) -> f64 {
-        self.values[i * self.fields + f]
+        self.values.get(i, f, self.fields)
     }
 
     fn value_at_seq(&self, seq: u32, f: usize) -> f64 {
@@ -396,7 +609,7 @@ impl KeyWindow {
         self.newest = i64::MIN;
         self.front_seq = self.front_seq.wrapping_add(self.times.len() as u32);
         self.times.clear();
-        self.values.clear();
+        self.values.clear(self.fields);
         self.base = base;
         self.sums.iter_mut().for_each(|s| *s = 0.0);
         self.present.iter_mut().for_each(|c| *c = 0);
@@ -411,7 +624,7 @@ impl KeyWindow {
         }
         let rel = (time_ms - self.base) as i32;
         Self::reserve(&mut self.times, 1);
-        Self::reserve(&mut self.values, self.fields);
+        self.values.reserve(self.fields);
         for (f, &v) in values.iter().enumerate() {
             if !v.is_nan() {
                 self.sums[f] += v;
@@ -421,28 +634,31 @@ impl KeyWindow {
         if self.times.back().is_none_or(|&last| last <= rel) {
             // In order: the common case.
             self.times.push_back(rel);
-            self.values.extend(values.iter().copied());
+            self.values.push(values);
             let seq = self.front_seq.wrapping_add(self.times.len() as u32 - 1);
             for (f, &v) in values.iter().enumerate() {
                 if !v.is_nan() {
-                    self.push_monotonic(f, seq, v);
+                    self.push_monotonic(f, seq);
                 }
             }
         } else {
             // Out of order: insert at its place, then rebuild the deques.
             let at = self.times.partition_point(|&t| t <= rel);
             self.times.insert(at, rel);
-            for (j, &v) in values.iter().enumerate() {
-                self.values.insert(at * self.fields + j, v);
-            }
+            self.values.insert(at, values);
             self.rebuild_monotonic();
         }
         self.newest = self.newest.max(time_ms);
     }
 
-    fn push_monotonic(&mut self, f: usize, seq: u32, v: f64) {
+    /// Adds reading `seq` (stored already, its field `f` not NaN) to the
+    /// field's deques.
+    fn push_monotonic(&mut self, f: usize, seq: u32) {
+        use std::cmp::Ordering::{Greater, Less};
+        let at = |s: u32| s.wrapping_sub(self.front_seq) as usize;
+        let new = at(seq);
         while let Some(&back) = self.mins[f].back() {
-            if self.value_at_seq(back, f) >= v {
+            if self.values.compare(at(back), new, f, self.fields) != Less {
                 self.mins[f].pop_back();
             } else {
                 break;
@@ -451,7 +667,7 @@ impl KeyWindow {
         Self::reserve(&mut self.mins[f], 1);
         self.mins[f].push_back(seq);
         while let Some(&back) = self.maxs[f].back() {
-            if self.value_at_seq(back, f) <= v {
+            if self.values.compare(at(back), new, f, self.fields) != Greater {
                 self.maxs[f].pop_back();
             } else {
                 break;
@@ -468,7 +684,7 @@ impl KeyWindow {
             for f in 0..self.fields {
                 let v = self.value(i, f);
                 if !v.is_nan() {
-                    self.push_monotonic(f, self.front_seq.wrapping_add(i as u32), v);
+                    self.push_monotonic(f, self.front_seq.wrapping_add(i as u32));
                 }
             }
         }
@@ -484,7 +700,7 @@ impl KeyWindow {
             .is_some_and(|&t| self.base + i64::from(t) <= cutoff)
         {
             for f in 0..self.fields {
-                let v = self.values[f];
+                let v = self.value(0, f);
                 if !v.is_nan() {
                     self.sums[f] -= v;
                     self.present[f] -= 1;
@@ -500,7 +716,7 @@ impl KeyWindow {
                 }
             }
             self.times.pop_front();
-            self.values.drain(..self.fields);
+            self.values.pop_front(self.fields);
             self.front_seq = self.front_seq.wrapping_add(1);
         }
         // A sum that overflowed (or became inf - inf) is recomputed from
@@ -629,6 +845,42 @@ mod tests {
         let min = inside.iter().copied().fold(f64::INFINITY, f64::min);
         let max = inside.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (inside.len(), mean, min, max)
+    }
+
+    #[test]
+    fn decimal_cells_give_back_exactly_the_values_put_in() {
+        let values = [
+            21.5,
+            0.1,
+            -0.3,
+            1013.25,
+            0.99,
+            40.123456,
+            1e-6,
+            2147.48,
+            -0.0,
+            1e300,
+            0.1 + 0.2,
+        ];
+        let mut cells = Cells::new(1);
+        for (i, &v) in values.iter().enumerate() {
+            cells.push(&[v]);
+            // Every value so far reads back bit for bit, packed or not.
+            for (j, &w) in values[..=i].iter().enumerate() {
+                assert_eq!(
+                    cells.get(j, 0, 1).to_bits(),
+                    w.to_bits(),
+                    "value {j} after {i}"
+                );
+            }
+            // Decimals of up to six places stay packed; -0 turns it to f64.
+            assert_eq!(matches!(cells, Cells::Decimal { .. }), i < 8, "after {v}");
+        }
+        let mut cells = Cells::new(2);
+        cells.push(&[f64::NAN, 3.0]);
+        assert!(cells.get(0, 0, 2).is_nan());
+        assert_eq!(cells.get(0, 1, 2), 3.0);
+        assert!(matches!(cells, Cells::Decimal { .. }));
     }
 
     #[test]
@@ -836,6 +1088,9 @@ mod tests {
         fn value() -> impl Strategy<Value = f64> {
             prop_oneof![
                 8 => -100.0..100.0f64,
+                // Decimals as sensors write them, packed while they fit.
+                8 => (-2_000_000..2_000_000i64, 0..4u32).prop_map(|(c, p)| c as f64 / 10f64.powi(p as i32)),
+                1 => (-9_000_000_000i64..9_000_000_000).prop_map(|c| c as f64 / 1e6),
                 1 => Just(f64::NAN),
                 1 => prop_oneof![Just(1.7e308), Just(-1.7e308), Just(f64::MAX), Just(f64::MIN_POSITIVE), Just(0.0), Just(-0.0)],
                 1 => prop_oneof![Just(f64::INFINITY), Just(f64::NEG_INFINITY)],

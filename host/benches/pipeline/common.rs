@@ -138,8 +138,12 @@ pub fn wasm_rules(runtime: &Runtime) -> RuleSet {
 /// `n` readings like the article's producer, `sensors` sensors one second
 /// apart, with about 5% out of range.
 pub fn records(n: usize, sensors: usize) -> Vec<InRecord> {
+    records_from(n, sensors, 1_795_500_000_000)
+}
+
+/// `records`, with the first readings at `t0` (epoch ms).
+pub fn records_from(n: usize, sensors: usize, t0: i64) -> Vec<InRecord> {
     let mut rand = streamhost_testkit::seeded_uniform(99);
-    let t0 = 1_795_500_000_000i64;
     (0..n)
         .map(|i| {
             let sensor = format!("sensor_{:05}", i % sensors);
@@ -169,7 +173,19 @@ pub fn settings() -> Settings {
 
 /// Runs the pipeline over `input` in batches; returns seconds.
 pub fn run_pipeline(rules: &RuleSet, input: &[InRecord], batch: usize) -> f64 {
-    let mut p = Pipeline::new(streamhost::service::pipeline_config(&settings()));
+    run_pipeline_shaped(rules, input, batch, streamhost::output::Shape::Full)
+}
+
+/// `run_pipeline` with enriched records of `shape`.
+pub fn run_pipeline_shaped(
+    rules: &RuleSet,
+    input: &[InRecord],
+    batch: usize,
+    shape: streamhost::output::Shape,
+) -> f64 {
+    let mut cfg = streamhost::service::pipeline_config(&settings());
+    cfg.shape = shape;
+    let mut p = Pipeline::new(cfg);
     let started = Instant::now();
     let mut outputs = 0;
     for chunk in input.chunks(batch) {
@@ -193,4 +209,69 @@ pub fn spread(v: &[f64]) -> (f64, f64) {
         v.iter().copied().fold(f64::INFINITY, f64::min),
         v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
     )
+}
+
+/// A ratio measured over interleaved rounds: one value per round, so the
+/// noise of the machine shows as the spread rather than hiding in a best
+/// run.
+pub struct Ratio {
+    pub median: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub rounds: usize,
+    /// What the ratio is compared against for the warning: 1.0 for "is A
+    /// different from B".
+    pub against: f64,
+}
+
+impl Ratio {
+    /// Per-round `num[i] / den[i]`.
+    pub fn of(num: &[f64], den: &[f64]) -> Ratio {
+        let mut r: Vec<f64> = num.iter().zip(den).map(|(a, b)| a / b).collect();
+        let (lo, hi) = spread(&r);
+        Ratio {
+            median: median(&mut r),
+            lo,
+            hi,
+            rounds: r.len(),
+            against: 1.0,
+        }
+    }
+
+    /// "**0.93×** median, spread 0.90–0.95 over 11 rounds".
+    pub fn text(&self) -> String {
+        format!(
+            "**{:.2}** median, spread {:.2}–{:.2} over {} rounds",
+            self.median, self.lo, self.hi, self.rounds
+        )
+    }
+
+    /// A warning line when the spread is larger than the effect (the
+    /// median's distance from `against`): the figure is not to be trusted.
+    pub fn warning(&self) -> Option<String> {
+        let effect = (self.median - self.against).abs();
+        (self.hi - self.lo > effect).then(|| {
+            format!(
+                "**Warning:** the spread ({:.2}) is larger than the effect ({:.2}); the machine was too noisy for this ratio.",
+                self.hi - self.lo,
+                effect
+            )
+        })
+    }
+
+    /// Writes the ratio's line, and its warning if any, to `report`.
+    pub fn report(&self, report: &mut Report, what: &str) {
+        report.line(format!("{what}: {}.", self.text()));
+        if let Some(w) = self.warning() {
+            report.line(format!("\n{w}"));
+        }
+    }
+}
+
+/// Median and spread of per-round seconds as ns per record:
+/// `(median, lo, hi)`.
+pub fn ns_per_record(secs: &[f64], n: usize) -> (f64, f64, f64) {
+    let per: Vec<f64> = secs.iter().map(|t| t / n as f64 * 1e9).collect();
+    let (lo, hi) = spread(&per);
+    (median(&mut per.clone()), lo, hi)
 }

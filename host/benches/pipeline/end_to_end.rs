@@ -4,7 +4,7 @@ use super::*;
 
 // ---------------------------------------------------------------- end to end
 
-fn e2e_settings(brokers: &str, input: &str, tag: &str, max: u64) -> Settings {
+pub fn e2e_settings(brokers: &str, input: &str, tag: &str, max: u64) -> Settings {
     let plugins = ["enrich", "trend", "anomaly"]
         .map(|n| root().join("target/plugins").join(format!("{n}.wasm")));
     Settings::resolve(RunArgs {
@@ -22,7 +22,7 @@ fn e2e_settings(brokers: &str, input: &str, tag: &str, max: u64) -> Settings {
     .unwrap()
 }
 
-async fn preload(brokers: &str, topic: &str, input: &[InRecord]) {
+pub async fn preload(brokers: &str, topic: &str, input: &[InRecord]) {
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let p: FutureProducer = ClientConfig::new()
@@ -103,7 +103,7 @@ async fn pass_through(settings: Settings, fanout: f64, out_bytes: usize) -> f64 
     started.unwrap().elapsed().as_secs_f64()
 }
 
-pub async fn end_to_end(report: &mut Report, n: usize) {
+pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
     let Some(nisshi) = broker::find() else {
         report.line(
             "### 2. End to end: skipped (no nisshi broker; `cargo xtask bench` installs it)\n",
@@ -131,70 +131,117 @@ pub async fn end_to_end(report: &mut Report, n: usize) {
         let out = p.process(&rules, sample.to_vec(), 1_795_500_000_000);
         out.records.iter().map(|r| r.payload.len()).sum::<usize>() / out.records.len().max(1)
     };
-    // Alternating runs (each in its own group, so each reads everything);
-    // the best of each side is the least disturbed.
-    let (mut t_sh, mut t_pt, mut fanout) = (f64::INFINITY, f64::INFINITY, 1.0);
-    for rep in 0..3 {
-        let summary = streamhost::service::run(
-            e2e_settings(&brokers, &topic, &format!("sh{rep}"), n as u64),
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-        t_sh = t_sh.min(summary.first_batch.unwrap().elapsed().as_secs_f64());
-        fanout = (summary.tally.enriched + summary.tally.alert_records) as f64 / n as f64;
-        t_pt = t_pt.min(
-            pass_through(
-                e2e_settings(&brokers, &topic, &format!("pt{rep}"), n as u64),
-                fanout,
-                out_bytes,
-            )
-            .await,
-        );
+    // Interleaved rounds (each run in its own group, so each reads
+    // everything); which side goes first alternates.
+    let (mut t_sh, mut t_pt, mut fanout) = (Vec::new(), Vec::new(), 1.0);
+    for round in 0..rounds {
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                let summary = streamhost::service::run(
+                    e2e_settings(&brokers, &topic, &format!("sh{round}"), n as u64),
+                    std::future::pending(),
+                )
+                .await
+                .unwrap();
+                t_sh.push(summary.first_batch.unwrap().elapsed().as_secs_f64());
+                fanout = (summary.tally.enriched + summary.tally.alert_records) as f64 / n as f64;
+            } else {
+                t_pt.push(
+                    pass_through(
+                        e2e_settings(&brokers, &topic, &format!("pt{round}"), n as u64),
+                        fanout,
+                        out_bytes,
+                    )
+                    .await,
+                );
+            }
+        }
     }
-    let (r_sh, r_pt) = (n as f64 / t_sh, n as f64 / t_pt);
-    report.line(format!("### 2. End to end on the local broker ({n} pre-loaded records, 4 partitions, {} workers, best of 3 alternating runs)\n", settings().workers));
-    report.line("| path | records/s |");
-    report.line("|---|---:|");
+    let rate = |t: &[f64]| {
+        let r: Vec<f64> = t.iter().map(|t| n as f64 / t).collect();
+        let (lo, hi) = spread(&r);
+        (median(&mut r.clone()), lo, hi)
+    };
+    let (r_sh, sh_lo, sh_hi) = rate(&t_sh);
+    let (r_pt, pt_lo, pt_hi) = rate(&t_pt);
+    report.line(format!("### 2. End to end on the local broker ({n} pre-loaded records, 4 partitions, {} workers, {rounds} interleaved rounds)\n", settings().workers));
+    report.line("| path | records/s (median round) | spread |");
+    report.line("|---|---:|---:|");
     report.line(format!(
-        "| pass-through: same source, sink and commits, {fanout:.3} outputs of {out_bytes} bytes per input (baseline) | {r_pt:.0} |"
+        "| pass-through: same source, sink and commits, {fanout:.3} outputs of {out_bytes} bytes per input (baseline) | {r_pt:.0} | {pt_lo:.0}–{pt_hi:.0} |"
     ));
     report.line(format!(
-        "| streamhost with enrich, trend, anomaly (WASM) | {r_sh:.0} |"
-    ));
-    report.line(format!(
-        "| **ratio streamhost / pass-through** | **{:.2}** |",
-        r_sh / r_pt
+        "| streamhost with enrich, trend, anomaly (WASM) | {r_sh:.0} | {sh_lo:.0}–{sh_hi:.0} |"
     ));
     report.line("");
-    report.line("(Both timed from the first batch consumed to the last offset committed, after every output was acknowledged.)\n");
+    Ratio::of(&t_pt, &t_sh).report(
+        report,
+        "streamhost / pass-through, records/s (target ≥ 0.9)",
+    );
+    report.line("\n(Both timed from the first batch consumed to the last offset committed, after every output was acknowledged.)\n");
 
-    // Latency at half the measured maximum.
-    let rate = r_sh / 2.0;
-    let seconds = if n >= 1_000_000 { 10.0 } else { 4.0 };
-    let (p50, p99, alerts) = latency(&b, rate, seconds).await;
+    // Latency against load, for a few batch sizes.
+    let seconds = if n >= 500_000 { 6.0 } else { 3.0 };
+    let loads = [0.25, 0.5, 0.75];
+    let sizes = [100usize, 1000, 5000];
     report.line(format!(
-        "Latency at half that rate ({rate:.0} records/s for {seconds:.0} s), from the producer's timestamp in the record to the alert \
-         record's timestamp (set when streamhost produced it), over {alerts} alerts: **p50 {p50} ms, p99 {p99} ms**.\n"
+        "Latency from the producer's timestamp in the record to the alert record's timestamp (set when streamhost produced it), \
+         producing for {seconds:.0} s at a share of the median maximum ({r_sh:.0} records/s); p50 / p99 in ms, over the alerts of each run:\n"
     ));
+    report.line(format!(
+        "| batch size (`--batch-size`) | {} |",
+        loads
+            .map(|l| format!("{:.0}% ({:.0}/s)", l * 100.0, l * r_sh))
+            .join(" | ")
+    ));
+    report.line(format!("|---:|{}", "---:|".repeat(loads.len())));
+    let mut at_half = None;
+    let mut run = 0;
+    for size in sizes {
+        let mut cells = Vec::new();
+        for load in loads {
+            run += 1;
+            let (p50, p99, alerts) = latency(&b, r_sh * load, seconds, size, run).await;
+            cells.push(format!("{p50} / {p99} ({alerts} alerts)"));
+            if size == settings().batch_size && load == 0.5 {
+                at_half = Some((p50, p99));
+            }
+        }
+        report.line(format!("| {size} | {} |", cells.join(" | ")));
+    }
+    if let Some((p50, p99)) = at_half {
+        report.line(format!(
+            "\nAt half the maximum rate with the default batch size ({}): **p50 {p50} ms, p99 {p99} ms** (target p99 ≤ 20 ms: {}).\n",
+            settings().batch_size,
+            if p99 <= 20 { "met" } else { "not met" }
+        ));
+    }
+    super::article::against_article(report, &b, rounds).await;
     drop(b);
 }
 
 /// Runs streamhost on a fresh topic while producing at `rate` for
 /// `seconds`; returns p50 and p99 of producer-to-alert latency in ms.
-async fn latency(b: &broker::Broker, rate: f64, seconds: f64) -> (i64, i64, usize) {
+async fn latency(
+    b: &broker::Broker,
+    rate: f64,
+    seconds: f64,
+    batch_size: usize,
+    run: usize,
+) -> (i64, i64, usize) {
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Message, Timestamp};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let brokers = b.bootstrap();
-    let topic = format!("bench-lat-{}", std::process::id());
+    let topic = format!("bench-lat-{}-{run}", std::process::id());
     b.create_topic(&topic, 4).unwrap();
     for suffix in ["enriched", "alerts", "dlq"] {
         b.create_topic(&format!("{topic}-{suffix}"), 3).unwrap();
     }
-    let mut settings = e2e_settings(&brokers, &topic, "latency", u64::MAX);
+    let mut settings = e2e_settings(&brokers, &topic, &format!("latency{run}"), u64::MAX);
     settings.max_records = None;
+    settings.batch_size = batch_size;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let service = tokio::spawn(streamhost::service::run(settings, async {
         let _ = stop_rx.await;

@@ -90,7 +90,7 @@ pub fn formats(report: &mut Report, n: usize, rounds: usize) {
         .map(|r| r.payload.as_ref().unwrap().len())
         .sum();
     let avro_bytes: usize = avro.iter().map(Vec::len).sum();
-    let (mut t_json, mut t_avro, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut t_json, mut t_avro) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let started = Instant::now();
         for r in &input {
@@ -105,10 +105,8 @@ pub fn formats(report: &mut Report, n: usize, rounds: usize) {
         let a = started.elapsed().as_secs_f64();
         t_json.push(j);
         t_avro.push(a);
-        ratios.push(a / j);
     }
-    let (lo, hi) = spread(&ratios);
-    let m = median(&mut ratios);
+    let ratio = Ratio::of(&t_avro, &t_json);
     let per = |t: f64| t / n as f64 * 1e9;
     report.line(
         "| input format | bytes per reading | ns per record (median round) |\n|---|---:|---:|",
@@ -123,7 +121,7 @@ pub fn formats(report: &mut Report, n: usize, rounds: usize) {
         avro_bytes as f64 / n as f64,
         per(median(&mut t_avro))
     ));
-    report.line(format!(
-        "\nAvro / JSON: **{m:.2}×** the decode time per record, median; spread {lo:.2}–{hi:.2}.\n"
-    ));
+    report.line("");
+    ratio.report(report, "Avro / JSON, decode time per record");
+    report.line("");
 }

@@ -79,24 +79,27 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
         })
     };
     std::thread::sleep(Duration::from_millis(500)); // warm up
-    let quiet_start = Instant::now();
-    std::thread::sleep(phase);
-    let swap_start = Instant::now();
+    // Rounds of a quiet slot then a swapping slot (two swaps), so the
+    // ratio is a median over rounds that saw the same machine.
+    let rounds = 10;
+    let slot = phase / rounds;
     let mut landings = Vec::new();
-    for i in 0..20 {
-        let (bytes, version) = if i % 2 == 0 {
-            (&v2, "2.0.0")
-        } else {
-            (&v1, "1.0.0")
-        };
-        let tmp = dir.join("anomaly.wasm.tmp");
-        std::fs::write(&tmp, bytes).unwrap();
-        let at = Instant::now();
-        std::fs::rename(&tmp, &rule).unwrap();
-        landings.push((at, version));
-        std::thread::sleep(phase / 20);
+    let mut slots = Vec::new();
+    for _ in 0..rounds {
+        let quiet_start = Instant::now();
+        std::thread::sleep(slot);
+        let swap_start = Instant::now();
+        for (bytes, version) in [(&v2, "2.0.0"), (&v1, "1.0.0")] {
+            let tmp = dir.join("anomaly.wasm.tmp");
+            std::fs::write(&tmp, bytes).unwrap();
+            let at = Instant::now();
+            std::fs::rename(&tmp, &rule).unwrap();
+            landings.push((at, version));
+            std::thread::sleep(slot / 2);
+        }
+        slots.push((quiet_start, swap_start, Instant::now()));
     }
-    let swap_end = Instant::now();
+    let (swap_start, swap_end) = (slots[0].1, slots[rounds as usize - 1].2);
     stop.store(true, Ordering::Relaxed);
     let served = worker.join().unwrap();
     let rate = |from: Instant, to: Instant| {
@@ -107,8 +110,9 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
             .sum();
         recs as f64 / (to - from).as_secs_f64()
     };
-    let quiet = rate(quiet_start, swap_start);
-    let swapping = rate(swap_start, swap_end);
+    let quiet: Vec<f64> = slots.iter().map(|(q, s, _)| rate(*q, *s)).collect();
+    let swapping: Vec<f64> = slots.iter().map(|(_, s, e)| rate(*s, *e)).collect();
+    let ratio = Ratio::of(&swapping, &quiet);
     let mut latencies: Vec<f64> = landings
         .iter()
         .enumerate()
@@ -140,7 +144,7 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
         }
     }
     first.sort_by(f64::total_cmp);
-    let median = |v: &str| {
+    let median_of = |v: &str| {
         let mut d: Vec<f64> = other.iter().filter(|o| o.1 == v).map(|o| o.0).collect();
         d.sort_by(f64::total_cmp);
         d.get(d.len() / 2).copied().unwrap_or(f64::NAN)
@@ -148,8 +152,9 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
     let first_median = first.get(first.len() / 2).copied().unwrap_or(f64::NAN);
     latencies.sort_by(f64::total_cmp);
     report.line(format!(
-        "### 4. Hot swap (in process, 20 swaps of the anomaly plugin by file rename, v1 and v2 alternately, {} ms apart)\n",
-        (phase / 20).as_millis()
+        "### 4. Hot swap (in process, {} swaps of the anomaly plugin by file rename, v1 and v2 alternately, {} ms apart; {rounds} rounds of a quiet slot then a swapping one)\n",
+        landings.len(),
+        (slot / 2).as_millis()
     ));
     report.line("| measure | value |");
     report.line("|---|---:|");
@@ -165,20 +170,20 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
         "| swaps not served before the next one | {missed} |"
     ));
     report.line(format!(
-        "| throughput without swaps (baseline) | {quiet:.0} records/s |"
+        "| throughput without swaps (baseline), median slot | {:.0} records/s |",
+        median(&mut quiet.clone())
     ));
     report.line(format!(
-        "| throughput while swapping | {swapping:.0} records/s |"
-    ));
-    report.line(format!(
-        "| **ratio swapping / quiet** | **{:.2}** |",
-        swapping / quiet
+        "| throughput while swapping, median slot | {:.0} records/s |",
+        median(&mut swapping.clone())
     ));
     report.line(format!(
         "| batch of 1,000, median: on v1 / on v2 / first batch after a swap | {:.2} / {:.2} / {:.2} ms |",
-        median("1.0.0"),
-        median("2.0.0"),
+        median_of("1.0.0"),
+        median_of("2.0.0"),
         first_median
     ));
+    report.line("");
+    ratio.report(report, "Swapping / quiet, records/s");
     report.line("");
 }

@@ -15,7 +15,9 @@
 //! 7. Formats: Avro decode (with the registry stand-in) against JSON decode.
 //! 8. Plugins by language: first and cached load, cost per record.
 
+mod article;
 mod common;
+mod counts;
 mod end_to_end;
 mod formats;
 mod hot_swap;
@@ -26,9 +28,9 @@ mod windows;
 
 use streamhost_testkit::broker;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use streamhost::config::{RunArgs, Settings};
@@ -44,33 +46,37 @@ use streamhost::window::{ViewBuilder, WindowConfig, Windows};
 
 use common::*;
 
-/// Counts live heap bytes, for the window-memory figures.
+/// The binary's allocator (mimalloc, as `streamhost` uses), counting live
+/// heap bytes while `COUNTING` is set, for the window-memory figures.
 struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+pub static COUNTING: AtomicBool = AtomicBool::new(false);
+static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(l.size(), Ordering::Relaxed);
+        }
+        unsafe { INNER.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        }
+        unsafe { INNER.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new, Ordering::Relaxed);
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        unsafe { System.realloc(p, l, new) }
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(new, Ordering::Relaxed);
+            LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+        }
+        unsafe { INNER.realloc(p, l, new) }
     }
 }
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-/// Best of `reps` runs of `f` (seconds): the least disturbed one.
-fn best(reps: usize, mut f: impl FnMut() -> f64) -> f64 {
-    (0..reps).map(|_| f()).fold(f64::INFINITY, f64::min)
-}
 
 struct Report {
     text: String,
@@ -86,12 +92,42 @@ impl Report {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--count WORKLOAD`: the child process `counts::per_record` runs
+    // under callgrind.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--count") {
+        let workload = args
+            .get(i + 1)
+            .and_then(|w| counts::Workload::parse(w))
+            .expect("--count decode|windows|no-rules|native|wasm");
+        tokio::task::block_in_place(|| counts::child(workload));
+        return;
+    }
     // `--profile`: one WASM pipeline pass only, for callgrind.
     if std::env::args().any(|a| a == "--profile") {
         let input = records(20_000, 1000);
         let runtime = Runtime::new(Limits::default()).unwrap();
         let rules = wasm_rules(&runtime);
         println!("{:.3} s", run_pipeline(&rules, &input, 1000));
+        return;
+    }
+    // `--windows-only` and `--in-process-only`: sections 3 and 1 alone.
+    if std::env::args().any(|a| a == "--windows-only") {
+        let mut report = Report {
+            text: String::new(),
+        };
+        let keys = if quick { 20_000 } else { 100_000 };
+        tokio::task::block_in_place(|| windows::windows_memory(&mut report, keys, 300));
+        println!("{}", report.text);
+        return;
+    }
+    if std::env::args().any(|a| a == "--in-process-only") {
+        let mut report = Report {
+            text: String::new(),
+        };
+        let (n, rounds) = if quick { (100_000, 10) } else { (300_000, 11) };
+        tokio::task::block_in_place(|| in_process::in_process(&mut report, n, rounds));
+        println!("{}", report.text);
         return;
     }
     // `--formats-only`: the Avro against JSON section alone.
@@ -124,8 +160,10 @@ async fn main() {
     let (n_inproc, n_e2e, keys) = if quick {
         (100_000, 200_000, 20_000)
     } else {
-        (500_000, 1_000_000, 100_000)
+        (300_000, 500_000, 100_000)
     };
+    // At least 10 interleaved rounds for every ratio.
+    let rounds = if quick { 10 } else { 11 };
     let mut report = Report {
         text: String::new(),
     };
@@ -153,32 +191,26 @@ async fn main() {
     };
     tokio::task::block_in_place(|| windows::windows_memory(&mut windows, keys, 300));
     eprintln!("bench: WASM against native, in process");
-    in_process::in_process(&mut report, n_inproc);
+    tokio::task::block_in_place(|| in_process::in_process(&mut report, n_inproc, rounds));
     eprintln!("bench: end to end on the local broker");
-    end_to_end::end_to_end(&mut report, n_e2e).await;
+    end_to_end::end_to_end(&mut report, n_e2e, rounds).await;
     eprintln!("bench: hot swap");
     report.line(windows.text.trim_end());
     report.line("");
     let phase = if quick {
-        Duration::from_secs(2)
+        Duration::from_secs(3)
     } else {
-        Duration::from_secs(5)
+        Duration::from_secs(8)
     };
     tokio::task::block_in_place(|| hot_swap::hot_swap(&mut report, phase));
     eprintln!("bench: workers");
-    tokio::task::block_in_place(|| {
-        state::scaling(&mut report, n_inproc / 5, if quick { 5 } else { 11 })
-    });
+    tokio::task::block_in_place(|| state::scaling(&mut report, n_inproc / 3, rounds));
     eprintln!("bench: window rebuild");
     state::rebuild_time(&mut report, quick).await;
     eprintln!("bench: Avro against JSON decode");
-    tokio::task::block_in_place(|| {
-        formats::formats(&mut report, n_inproc / 5, if quick { 5 } else { 11 })
-    });
+    tokio::task::block_in_place(|| formats::formats(&mut report, n_inproc / 3, rounds));
     eprintln!("bench: plugins by language");
-    tokio::task::block_in_place(|| {
-        languages::languages(&mut report, 20_000, if quick { 3 } else { 7 })
-    });
+    tokio::task::block_in_place(|| languages::languages(&mut report, 20_000, rounds));
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("report.md"), &report.text).unwrap();

@@ -220,17 +220,21 @@ impl KafkaSource {
         let _ = self.consumer.context().drain.set(drain);
     }
 
-    /// Waits for a record, then gathers more until `max` or until `wait` has
-    /// passed since the first. Returns the batch with the partitions held
-    /// when it was cut: every record belongs to a partition's current
-    /// generation. Records fetched before a rebalance that revoked their
-    /// partition are left out: they are fetched again from the committed
-    /// offset if the partition comes back.
+    /// Waits for a record, then gathers what the consumer already holds,
+    /// up to `max`. The batch is cut as soon as nothing more is queued, so a
+    /// record waits for no later one; with `wait` above zero, an empty queue
+    /// is waited on for up to `wait` since the first record (larger batches
+    /// at low rates, for more latency). Returns the batch with the
+    /// partitions held when it was cut: every record belongs to a
+    /// partition's current generation. Records fetched before a rebalance
+    /// that revoked their partition are left out: they are fetched again
+    /// from the committed offset if the partition comes back.
     pub async fn next_batch(
         &self,
         max: usize,
         wait: Duration,
     ) -> KafkaResult<(Vec<InRecord>, Held)> {
+        use futures::FutureExt as _;
         let mut batch = Vec::with_capacity(max.min(4096));
         // Rebalance callbacks run inside `recv`, and a record it returns
         // belongs to the assignment as it is after them.
@@ -239,11 +243,16 @@ impl KafkaSource {
         batch.push(first);
         let deadline = tokio::time::Instant::now() + wait;
         while batch.len() < max {
-            match tokio::time::timeout_at(deadline, self.recv()).await {
-                Ok(Ok(r)) => batch.push(r),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => break,
-            }
+            // What is queued already, without waiting.
+            let next = match self.recv().now_or_never() {
+                Some(next) => next,
+                None if wait.is_zero() => break,
+                None => match tokio::time::timeout_at(deadline, self.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            batch.push(next?);
             if self.assignment.version() != held.version {
                 let now = self.assignment.held();
                 let last = batch.pop().expect("just pushed");

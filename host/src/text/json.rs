@@ -66,9 +66,11 @@ pub fn push_f64(out: &mut String, v: f64) {
     const POW: [f64; 5] = [1.0, 10.0, 100.0, 1000.0, 10000.0];
     if v.abs() < 1e11 {
         for (d, &p) in POW.iter().enumerate() {
-            let k = (v * p).round();
-            if k / p == v {
-                let k = k as i64;
+            // Rounded by a cast: `f64::round` is a library call on x86-64
+            // without SSE4.1. A wrong rounding only fails the check below.
+            let x = v * p;
+            let k = (x + 0.5f64.copysign(x)) as i64;
+            if k as f64 / p == v {
                 if d == 0 {
                     push_int(out, k);
                 } else {
