@@ -404,6 +404,10 @@ fn doctor() -> Result<()> {
         ("C plugins", toolchain::c_checks()),
         ("examples", vec![toolchain::compose_check()]),
         ("console tests", vec![toolchain::browser_check()]),
+        (
+            "benchmark (`cargo xtask bench`)",
+            vec![toolchain::valgrind_check()],
+        ),
     ];
     let mut missing = 0;
     for (title, checks) in &sections {
@@ -480,6 +484,8 @@ fn bench(quick: bool) -> Result<()> {
     build_plugins()?;
     // The registry stand-in, for the Avro section.
     build_binaries()?;
+    // callgrind, for instructions per record beside the times.
+    toolchain::ensure_valgrind()?;
     let mut cmd = Command::new(cargo());
     cmd.current_dir(root())
         .args(["bench", "-p", "streamhost", "--bench", "pipeline", "--"]);

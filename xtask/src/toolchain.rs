@@ -683,27 +683,46 @@ pub fn browser_check() -> Check {
 
 /// Debian's chromium, installed with apt when missing.
 pub fn ensure_browser() -> Result<()> {
-    if browser_check().ok() {
+    ensure_apt_tool(
+        "a browser for the console tests",
+        browser_check,
+        BROWSER_PACKAGES,
+    )
+}
+
+pub fn valgrind_check() -> Check {
+    Check {
+        what: "valgrind (instruction counts in the benchmark)",
+        state: version_of("valgrind").ok_or_else(|| "`valgrind` not found on PATH".to_string()),
+        install: "apt package valgrind".into(),
+    }
+}
+
+/// valgrind, for callgrind's instruction counts in `cargo xtask bench`.
+pub fn ensure_valgrind() -> Result<()> {
+    ensure_apt_tool("valgrind for the benchmark", valgrind_check, &["valgrind"])
+}
+
+/// Installs `packages` with apt when `check` fails; where that cannot be
+/// done, the error names what is missing and the command that fixes it.
+fn ensure_apt_tool(what: &str, check: fn() -> Check, packages: &[&str]) -> Result<()> {
+    if check().ok() {
         return Ok(());
     }
     if !can_install() {
-        return Err(missing_error(
-            "a browser for the console tests",
-            &[&browser_check()],
-            &apt_hint(BROWSER_PACKAGES),
-        ));
+        return Err(missing_error(what, &[&check()], &apt_hint(packages)));
     }
     eprintln!(
         "xtask: installing {} with apt-get (about 1 minute)",
-        BROWSER_PACKAGES.join(" ")
+        packages.join(" ")
     );
-    apt_install(BROWSER_PACKAGES)?;
-    let check = browser_check();
-    if !check.ok() {
+    apt_install(packages)?;
+    let after = check();
+    if !after.ok() {
         return Err(missing_error(
-            "after installing, chromium",
-            &[&check],
-            &apt_hint(BROWSER_PACKAGES),
+            &format!("after installing, {what}"),
+            &[&after],
+            &apt_hint(packages),
         ));
     }
     Ok(())

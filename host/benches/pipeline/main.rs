@@ -92,6 +92,14 @@ impl Report {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if let Some(i) = std::env::args().position(|a| a == "--latency-only") {
+        let rate = std::env::args()
+            .nth(i + 1)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(50_000.0);
+        end_to_end::latency_only(rate).await;
+        return;
+    }
     // `--count WORKLOAD`: the child process `counts::per_record` runs
     // under callgrind.
     let args: Vec<String> = std::env::args().collect();
