@@ -97,17 +97,7 @@ fn finish<'de, R: serde_json::de::Read<'de>>(
         }
     })?;
     de.end().map_err(|e| DecodeError::Json(e.to_string()))?;
-    let key = found
-        .key
-        .ok_or_else(|| DecodeError::MissingKey(schema.key_field.clone()))?;
-    let time_ms = found
-        .time
-        .ok_or_else(|| DecodeError::MissingTime(schema.time_field.clone()))?;
-    Ok(Decoded {
-        key,
-        time_ms,
-        values: found.values,
-    })
+    found.into_decoded(schema)
 }
 
 /// `decode` with sonic-rs's serde deserializer in place of serde_json's,
@@ -127,17 +117,7 @@ pub fn decode_sonic(schema: &Schema, bytes: &[u8]) -> Result<Decoded, DecodeErro
         }
     })?;
     de.end().map_err(|e| DecodeError::Json(e.to_string()))?;
-    let key = found
-        .key
-        .ok_or_else(|| DecodeError::MissingKey(schema.key_field.clone()))?;
-    let time_ms = found
-        .time
-        .ok_or_else(|| DecodeError::MissingTime(schema.time_field.clone()))?;
-    Ok(Decoded {
-        key,
-        time_ms,
-        values: found.values,
-    })
+    found.into_decoded(schema)
 }
 
 /// Parses an event time: RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.fraction]` then
@@ -177,6 +157,23 @@ struct Found {
     /// Which of the fields were seen (bit f), to refuse a member given
     /// twice without allocating per record (at most `MAX_FIELDS` fields).
     seen: u64,
+}
+
+impl Found {
+    /// The record, once the key and the event time were found.
+    fn into_decoded(self, schema: &Schema) -> Result<Decoded, DecodeError> {
+        let key = self
+            .key
+            .ok_or_else(|| DecodeError::MissingKey(schema.key_field.clone()))?;
+        let time_ms = self
+            .time
+            .ok_or_else(|| DecodeError::MissingTime(schema.time_field.clone()))?;
+        Ok(Decoded {
+            key,
+            time_ms,
+            values: self.values,
+        })
+    }
 }
 
 struct RecordSeed<'s> {

@@ -7,7 +7,7 @@
 //! producer would stamp them: 10 sensors at 1 reading/s, so a window holds
 //! up to 300 readings.
 
-use super::end_to_end::{e2e_settings, preload};
+use super::end_to_end::{e2e_settings, preload, timed_run};
 use super::*;
 
 /// A virtualenv of the bench's own, with the article's packages.
@@ -113,19 +113,16 @@ pub async fn against_article(
         };
         assert_eq!(v["records"], n, "the article's consumer read every record");
         t_py.push(v["seconds"].as_f64().unwrap());
-        let summary = streamhost::service::run(
-            e2e_settings(&brokers, &topic, &format!("article-sh{round}"), n as u64),
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-        t_sh.push(summary.first_batch.unwrap().elapsed().as_secs_f64());
+        let (secs, _) = timed_run(e2e_settings(
+            &brokers,
+            &topic,
+            &format!("article-sh{round}"),
+            n as u64,
+        ))
+        .await;
+        t_sh.push(secs);
     }
-    let rate = |t: &[f64]| {
-        let r: Vec<f64> = t.iter().map(|t| n as f64 / t).collect();
-        let (lo, hi) = spread(&r);
-        (median(&mut r.clone()), lo, hi)
-    };
+    let rate = |t: &[f64]| rates(n, t);
     let (py_rate, py_lo, py_hi) = rate(&t_py);
     let (sh_rate, sh_lo, sh_hi) = rate(&t_sh);
     report.line("| consumer | records/s (median round) | spread |\n|---|---:|---:|");

@@ -275,3 +275,10 @@ pub fn ns_per_record(secs: &[f64], n: usize) -> (f64, f64, f64) {
     let (lo, hi) = spread(&per);
     (median(&mut per.clone()), lo, hi)
 }
+
+/// Records/s of each round of `n` records taking `secs`: `(median, lo, hi)`.
+pub fn rates(n: usize, secs: &[f64]) -> (f64, f64, f64) {
+    let r: Vec<f64> = secs.iter().map(|t| n as f64 / t).collect();
+    let (lo, hi) = spread(&r);
+    (median(&mut r.clone()), lo, hi)
+}

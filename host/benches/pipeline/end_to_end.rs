@@ -22,6 +22,18 @@ pub fn e2e_settings(brokers: &str, input: &str, tag: &str, max: u64) -> Settings
     .unwrap()
 }
 
+/// Runs streamhost until its `max_records`; returns the seconds from its
+/// first batch to its last commit, and its summary.
+pub async fn timed_run(settings: Settings) -> (f64, streamhost::service::Summary) {
+    let summary = streamhost::service::run(settings, std::future::pending())
+        .await
+        .unwrap();
+    (
+        summary.first_batch.unwrap().elapsed().as_secs_f64(),
+        summary,
+    )
+}
+
 pub async fn preload(brokers: &str, topic: &str, input: &[InRecord]) {
     use rdkafka::config::ClientConfig;
     use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -154,13 +166,14 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
     for round in 0..rounds {
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
-                let summary = streamhost::service::run(
-                    e2e_settings(&brokers, &topic, &format!("sh{round}"), n as u64),
-                    std::future::pending(),
-                )
-                .await
-                .unwrap();
-                t_sh.push(summary.first_batch.unwrap().elapsed().as_secs_f64());
+                let (secs, summary) = timed_run(e2e_settings(
+                    &brokers,
+                    &topic,
+                    &format!("sh{round}"),
+                    n as u64,
+                ))
+                .await;
+                t_sh.push(secs);
                 fanout = (summary.tally.enriched + summary.tally.alert_records) as f64 / n as f64;
             } else {
                 t_pt.push(
@@ -174,11 +187,7 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
             }
         }
     }
-    let rate = |t: &[f64]| {
-        let r: Vec<f64> = t.iter().map(|t| n as f64 / t).collect();
-        let (lo, hi) = spread(&r);
-        (median(&mut r.clone()), lo, hi)
-    };
+    let rate = |t: &[f64]| rates(n, t);
     let (r_sh, sh_lo, sh_hi) = rate(&t_sh);
     let (r_pt, pt_lo, pt_hi) = rate(&t_pt);
     report.line(format!("### 2. End to end on the local broker ({n} pre-loaded records, 4 partitions, {} workers, {rounds} interleaved rounds)\n", settings().workers));
