@@ -856,6 +856,28 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.to_string(), "batch-size: must be at least 1");
+        let err = Settings::resolve(RunArgs {
+            enriched_shape: Some("wide".into()),
+            ..RunArgs::default()
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "enriched-shape: \"wide\" is neither `full` nor `compact`"
+        );
+    }
+
+    #[test]
+    fn the_enriched_shape_and_the_batch_wait_have_their_defaults() {
+        let s = Settings::resolve(RunArgs::default()).unwrap();
+        assert_eq!(s.enriched_shape, crate::output::Shape::Full);
+        assert_eq!(s.batch_wait, std::time::Duration::ZERO);
+        let s = Settings::resolve(RunArgs {
+            enriched_shape: Some("compact".into()),
+            ..RunArgs::default()
+        })
+        .unwrap();
+        assert_eq!(s.enriched_shape, crate::output::Shape::Compact);
     }
 
     #[test]
