@@ -461,15 +461,7 @@ fn replay(c: &Cluster, plugins: &[PathBuf], log: &str) -> serde_json::Value {
     let mut cmd = Command::new(support::bin("streamhost"));
     cmd.args(["replay", "--from", &c.dlq, "--json"])
         .args(["--brokers", &c.broker.bootstrap()])
-        .args(["--input-topic", &c.input, "--group", &c.group])
-        .args([
-            "--enriched-topic",
-            &c.enriched,
-            "--alerts-topic",
-            &c.alerts,
-            "--dlq-topic",
-            &c.dlq,
-        ]);
+        .args(c.topic_args());
     for p in plugins {
         cmd.arg("--plugin").arg(p);
     }

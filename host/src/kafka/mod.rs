@@ -190,3 +190,24 @@ pub fn batch_offsets(batch: &[InRecord]) -> BTreeMap<i32, (i64, u64)> {
     }
     per_partition
 }
+
+/// A consumed record's headers as text (a value that is not UTF-8 is read
+/// lossily; a header without a value is empty).
+pub fn header_strings<C>(m: &impl rdkafka::Message) -> C
+where
+    C: FromIterator<(String, String)> + Default,
+{
+    use rdkafka::message::Headers as _;
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

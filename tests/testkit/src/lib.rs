@@ -94,7 +94,7 @@ mod with_kafka {
 
         use rdkafka::config::ClientConfig;
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        use rdkafka::message::{Headers, Message};
+        use rdkafka::message::Message;
         use rdkafka::producer::{FutureProducer, FutureRecord};
         use rdkafka::{Offset, TopicPartitionList};
 
@@ -332,20 +332,7 @@ mod with_kafka {
                 while Instant::now() < deadline && !stop(&out) {
                     if let Some(m) = consumer.poll(Duration::from_millis(100)) {
                         let m = m.unwrap();
-                        let headers = m
-                            .headers()
-                            .map(|h| {
-                                h.iter()
-                                    .map(|h| {
-                                        (
-                                            h.key.to_string(),
-                                            String::from_utf8_lossy(h.value.unwrap_or_default())
-                                                .into_owned(),
-                                        )
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default();
+                        let headers = streamhost::kafka::header_strings(&m);
                         out.push(Read {
                             key: m.key().map(<[u8]>::to_vec),
                             payload: m.payload().unwrap_or_default().to_vec(),
@@ -372,6 +359,23 @@ mod with_kafka {
                     .expect("starting streamhost")
             }
 
+            /// The cluster's input topic, group and output topics, as
+            /// streamhost's flags.
+            pub fn topic_args(&self) -> [&str; 10] {
+                [
+                    "--input-topic",
+                    &self.input,
+                    "--group",
+                    &self.group,
+                    "--enriched-topic",
+                    &self.enriched,
+                    "--alerts-topic",
+                    &self.alerts,
+                    "--dlq-topic",
+                    &self.dlq,
+                ]
+            }
+
             /// The command `streamhost_with` runs, to change before it
             /// starts (the environment, say).
             pub fn streamhost_command(
@@ -390,15 +394,7 @@ mod with_kafka {
                 ])
                 .arg("--admin-address-file")
                 .arg(self.log_dir.join(format!("{log}.admin")))
-                .args(["--input-topic", &self.input, "--group", &self.group])
-                .args([
-                    "--enriched-topic",
-                    &self.enriched,
-                    "--alerts-topic",
-                    &self.alerts,
-                    "--dlq-topic",
-                    &self.dlq,
-                ]);
+                .args(self.topic_args());
                 for p in plugins {
                     cmd.arg("--plugin").arg(p);
                 }
