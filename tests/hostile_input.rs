@@ -498,6 +498,12 @@ fn corpus() -> Vec<Case> {
             "2100-01-01",
         ),
         dead(
+            "t-bad-merge",
+            reading("t-bad-merge", T0, 1.0),
+            "plugin-error",
+            "merge refers to members 99, but the call returned",
+        ),
+        dead(
             "t-err",
             reading("t-err", T0, 1.0),
             "plugin-error",
@@ -560,6 +566,10 @@ async fn every_bad_record_and_hostile_plugin_gets_its_outcome() {
             &n,
             "--batch-size",
             "64",
+            // Long enough that `bomb` meets the memory cap before the
+            // deadline even on a loaded machine (at 100 ms it may not).
+            "--plugin-deadline",
+            "1s",
             "-X",
             &format!("producer.message.max.bytes={max}"),
         ],

@@ -5,7 +5,7 @@
 use streamhost_testkit as support;
 
 use streamhost::contract::{Batch, Needs, WindowView};
-use streamhost::contract::{Direction, FieldWindow, Severity, Transformed};
+use streamhost::contract::{Change, Direction, FieldWindow, Severity};
 use streamhost::rules::runtime::{CallError, Kind, LoadError};
 use support::{load, runtime};
 
@@ -67,7 +67,7 @@ fn anomaly_thresholds_and_their_boundaries() {
         (p.info().name.as_str(), p.info().version.as_str(), p.kind()),
         ("anomaly", "1.0.0", Kind::Anomaly)
     );
-    assert_eq!(p.info().wit, "streamhost:plugin@0.1.0");
+    assert_eq!(p.info().wit, "streamhost:plugin@0.2.0");
     let readings = [
         (40.0, 90.0, 0.2),              // every value exactly on its threshold: nothing
         (0.0, 50.0, 1.0),               // lower temperature bound: nothing
@@ -158,7 +158,7 @@ fn trend_compares_newest_and_oldest_three_with_two_percent_edges() {
     // below 98 (= 100 * 0.98), so decreasing.
     for (i, (r, (_, want))) in out.into_iter().zip(cases).enumerate() {
         let t = r.unwrap().expect("the trend rule always answers");
-        assert_eq!(t.field, "temperature");
+        assert_eq!(b.fields[t.field as usize], "temperature");
         assert_eq!(t.direction, want, "case {i}");
     }
 }
@@ -172,17 +172,19 @@ fn enrich_merges_processing_time_and_flag() {
         .transform(&batch(&[], &[(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)]))
         .unwrap();
     assert_eq!(out.len(), 2);
-    for r in out {
-        match r.unwrap() {
-            Transformed::Merge(m) => {
-                assert_eq!(
-                    m,
-                    r#"{"processed_at":"2026-11-24T17:30:05.123Z","enriched":true}"#
-                )
-            }
+    let merged: Vec<_> = out
+        .into_iter()
+        .map(|r| match r.unwrap() {
+            Change::Merge(m) => m,
             other => panic!("expected a merge, got {other:?}"),
-        }
-    }
+        })
+        .collect();
+    assert_eq!(
+        &*merged[0],
+        r#"{"processed_at":"2026-11-24T17:30:05.123Z","enriched":true}"#
+    );
+    // The members crossed once: both records share the one text.
+    assert!(std::sync::Arc::ptr_eq(&merged[0], &merged[1]));
 }
 
 fn hostile_call(

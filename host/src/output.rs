@@ -93,13 +93,16 @@ pub struct Enricher {
     /// Per field, the text before its first number: `"name":{"mean":`
     /// (full) or `"name":` (compact), with a leading comma from the second.
     fields: Vec<String>,
+    /// Each field's name as a JSON string, for trends, which name their
+    /// field by its index.
+    names: Vec<String>,
     /// Bytes the `streamhost` member takes besides the numbers, about.
     fixed: usize,
 }
 
 impl Enricher {
-    pub fn new(shape: Shape, fields: &[String]) -> Enricher {
-        let fields: Vec<String> = fields
+    pub fn new(shape: Shape, names: &[String]) -> Enricher {
+        let fields: Vec<String> = names
             .iter()
             .enumerate()
             .map(|(i, name)| {
@@ -123,6 +126,14 @@ impl Enricher {
         Enricher {
             shape,
             fields,
+            names: names
+                .iter()
+                .map(|name| {
+                    let mut q = String::new();
+                    push_str(&mut q, name);
+                    q
+                })
+                .collect(),
             fixed,
         }
     }
@@ -188,7 +199,11 @@ impl Enricher {
         push_joined(&mut m, trends, |m, (plugin, t)| {
             push_str(m, plugin);
             m.push_str(":{\"field\":");
-            push_str(m, &t.field);
+            // Checked against the batch's fields when the rule returned it.
+            match self.names.get(t.field as usize) {
+                Some(name) => m.push_str(name),
+                None => m.push_str("null"),
+            }
             m.push_str(",\"direction\":\"");
             m.push_str(direction(t.direction));
             m.push_str("\",\"change\":");
@@ -349,7 +364,7 @@ mod tests {
             fields: &[[1.0, f64::NAN, 2.0]],
         };
         let t = TrendResult {
-            field: "temperature".into(),
+            field: 0,
             direction: Direction::Stable,
             change: 0.0,
         };
@@ -373,6 +388,7 @@ mod tests {
             serde_json::Value::Null
         );
         assert_eq!(s["window"]["fields"]["temperature"]["mean"], 1.0);
+        assert_eq!(s["trends"]["trend"]["field"], "temperature");
         assert_eq!(s["trends"]["trend"]["direction"], "stable");
         assert_eq!(s["plugins"]["trend"], "1.0.0");
         assert_eq!(s["source"]["offset"], 9);
@@ -387,7 +403,7 @@ mod tests {
             fields: &[[21.5, 20.0, 23.0], [f64::NAN, 1.0, 2.0]],
         };
         let t = TrendResult {
-            field: "temperature".into(),
+            field: 0,
             direction: Direction::Increasing,
             change: 0.4,
         };

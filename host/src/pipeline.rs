@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::contract::{Alert, Batch, FieldWindow, Needs, Transformed, TrendResult, WindowView};
+use crate::contract::{Alert, Batch, Change, FieldWindow, Needs, TrendResult, WindowView};
 use crate::decode::{DecodeError, Decoded, InputFormat, Schema, decode_text};
 use crate::output::{self, WindowStats};
 use crate::record::{Dest, Failure, InRecord, OutRecord, Reason, SourcePos};
@@ -500,13 +500,13 @@ impl Pipeline {
             let info = blame.info(j);
             rec.by_candidate |= blame.bit(j);
             let (text, decode_again) = match result {
-                Ok(Ok(Transformed::Keep)) => continue,
-                Ok(Ok(Transformed::Drop)) => {
+                Ok(Ok(Change::Keep)) => continue,
+                Ok(Ok(Change::Drop)) => {
                     rec.state = State::Dropped;
                     continue;
                 }
-                Ok(Ok(Transformed::Replace(text))) => (Ok(text), true),
-                Ok(Ok(Transformed::Merge(members))) => {
+                Ok(Ok(Change::Replace(text))) => (Ok(text), true),
+                Ok(Ok(Change::Merge(members))) => {
                     if !merge.as_ref().is_some_and(|m| m.is(&members)) {
                         merge = match Merge::parse(&members) {
                             Ok(m) => Some(m),

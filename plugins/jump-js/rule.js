@@ -5,7 +5,7 @@
 // Built into a component by componentize-js (see build.mjs). Its console
 // output goes through WASI to streamhost's log.
 
-import { log } from 'streamhost:plugin/host@0.1.0';
+import { log } from 'streamhost:plugin/host@0.2.0';
 
 const NAME = 'jump-js';
 const VERSION = '1.0.0';

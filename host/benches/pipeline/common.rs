@@ -34,10 +34,9 @@ impl Rule for NativeEnrich {
         &self.0
     }
     fn transform(&self, b: &Batch) -> Result<TransformResults, CallError> {
-        let members = enrich::members(b.processing_time);
-        Ok((0..b.len)
-            .map(|_| members.clone().map(Transformed::Merge))
-            .collect())
+        // As the component answers: the members once, shared by every record.
+        let members = enrich::members(b.processing_time).map(|m| Change::Merge(m.into()));
+        Ok(vec![members; b.len as usize])
     }
 }
 
@@ -56,7 +55,7 @@ impl Rule for NativeTrend {
                     &fw.tail[i * k..i * k + k],
                 );
                 Ok(Some(TrendResult {
-                    field: "temperature".into(),
+                    field: f as u32,
                     direction: match d {
                         trend::Direction::Increasing => streamhost::contract::Direction::Increasing,
                         trend::Direction::Decreasing => streamhost::contract::Direction::Decreasing,

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use streamhost::config::{RunArgs, Settings};
 use streamhost::contract::{
-    Alert, AnomalyResults, Batch, Needs, Severity, TransformResults, Transformed, TrendResult,
+    Alert, AnomalyResults, Batch, Change, Needs, Severity, TransformResults, TrendResult,
     TrendResults, WindowView,
 };
 use streamhost::pipeline::Pipeline;

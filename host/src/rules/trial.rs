@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 
 use super::Rule;
 use super::runtime::CallError;
-use crate::contract::{Alert, Direction, Transformed, TrendResult};
+use crate::contract::{Alert, Change, Direction, TrendResult};
 
 /// How a candidate takes part.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -297,8 +297,9 @@ impl Outcome for Result<Vec<Alert>, String> {
 impl Outcome for Result<Option<TrendResult>, String> {
     fn kinds(&self) -> Vec<String> {
         match self {
+            // The field by its index in the batch's fields, as returned.
             Ok(Some(t)) => vec![format!(
-                "{}:{}",
+                "fields[{}]:{}",
                 t.field,
                 match t.direction {
                     Direction::Increasing => "increasing",
@@ -315,13 +316,13 @@ impl Outcome for Result<Option<TrendResult>, String> {
     }
 }
 
-impl Outcome for Result<Transformed, String> {
+impl Outcome for Result<Change, String> {
     fn kinds(&self) -> Vec<String> {
         vec![match self {
-            Ok(Transformed::Keep) => "keep".into(),
-            Ok(Transformed::Drop) => "drop".into(),
-            Ok(Transformed::Replace(text)) => format!("replace:{text}"),
-            Ok(Transformed::Merge(members)) => format!("merge:{members}"),
+            Ok(Change::Keep) => "keep".into(),
+            Ok(Change::Drop) => "drop".into(),
+            Ok(Change::Replace(text)) => format!("replace:{text}"),
+            Ok(Change::Merge(members)) => format!("merge:{members}"),
             Err(_) => "error".into(),
         }]
     }

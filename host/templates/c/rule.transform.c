@@ -29,21 +29,26 @@ static int field_index(const transform_list_string_t *fields, const char *name) 
 
 void exports_streamhost_plugin_transform_rule_transform(
     exports_streamhost_plugin_transform_rule_batch_t *input,
-    exports_streamhost_plugin_transform_rule_list_result_transformed_string_t *ret) {
+    exports_streamhost_plugin_transform_rule_transformed_batch_t *ret) {
   int f = field_index(&input->fields, "temperature");
-  ret->len = input->len;
-  ret->ptr = calloc(input->len, sizeof(*ret->ptr));  // all ok, keep
+  ret->results.len = input->len;
+  ret->results.ptr = calloc(input->len, sizeof(*ret->results.ptr));  // all ok, keep
+  // `merge` names a member text by its index in ret->members: at most one
+  // per record here. Members every record gets would be listed once.
+  ret->members.len = 0;
+  ret->members.ptr = calloc(input->len, sizeof(*ret->members.ptr));
   for (uint32_t i = 0; f >= 0 && i < input->len; i++) {
     double t = input->values.ptr[f].ptr[i];
-    exports_streamhost_plugin_transform_rule_transformed_t *out = &ret->ptr[i].val.ok;
+    streamhost_plugin_types_transformed_t *out = &ret->results.ptr[i].val.ok;
     if (isnan(t)) {
       out->tag = STREAMHOST_PLUGIN_TYPES_TRANSFORMED_DROP;
       continue;
     }
     char json[64];
     snprintf(json, sizeof json, "{\"temperature_f\":%.2f}", t * 9 / 5 + 32);
+    transform_string_dup(&ret->members.ptr[ret->members.len], json);
     out->tag = STREAMHOST_PLUGIN_TYPES_TRANSFORMED_MERGE;
-    transform_string_dup(&out->val.merge, json);
+    out->val.merge = (uint32_t)ret->members.len++;
   }
   exports_streamhost_plugin_transform_rule_batch_free(input);
 }

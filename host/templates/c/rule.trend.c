@@ -40,7 +40,7 @@ void exports_streamhost_plugin_trend_rule_trend(
     double change = windows->fields.ptr[f].last.ptr[i] - windows->fields.ptr[f].first.ptr[i];
     ret->ptr[i].val.ok.is_some = true;
     exports_streamhost_plugin_trend_rule_trend_result_t *r = &ret->ptr[i].val.ok.val;
-    trend_string_dup(&r->field, FIELD);
+    r->field = (uint32_t)f;  // the field, by its index in input->fields
     r->change = change;
     r->direction = change > STABLE    ? STREAMHOST_PLUGIN_TYPES_DIRECTION_INCREASING
                    : change < -STABLE ? STREAMHOST_PLUGIN_TYPES_DIRECTION_DECREASING

@@ -1,7 +1,9 @@
 // {{name}}: a streamhost transform rule in JavaScript. The module exports
-// `transformRule` with `describe` and `transform`; each record's answer is
-// { tag: 'ok', val: { tag: 'keep' | 'drop' } | { tag: 'replace' | 'merge',
-// val: 'json text' } } or { tag: 'err', val: 'reason' }.
+// `transformRule` with `describe` and `transform`, which returns
+// { members: ['json object text', ...], results: [...] } with one result per
+// record: { tag: 'ok', val: { tag: 'keep' | 'drop' } | { tag: 'replace',
+// val: 'json text' } | { tag: 'merge', val: index into members } } or
+// { tag: 'err', val: 'reason' }. Members every record gets are listed once.
 
 export const transformRule = {
   describe() {
@@ -15,6 +17,7 @@ export const transformRule = {
 
   transform(batch) {
     const f = batch.fields.indexOf('temperature');
+    const members = [];
     const out = [];
     for (let i = 0; i < batch.len; i++) {
       if (f < 0) {
@@ -23,9 +26,10 @@ export const transformRule = {
         out.push({ tag: 'ok', val: { tag: 'drop' } });
       } else {
         const fahrenheit = (batch.values[f][i] * 9) / 5 + 32;
-        out.push({ tag: 'ok', val: { tag: 'merge', val: `{"temperature_f":${fahrenheit.toFixed(2)}}` } });
+        members.push(`{"temperature_f":${fahrenheit.toFixed(2)}}`);
+        out.push({ tag: 'ok', val: { tag: 'merge', val: members.length - 1 } });
       }
     }
-    return out;
+    return { members, results: out };
   },
 };

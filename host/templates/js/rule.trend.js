@@ -25,7 +25,7 @@ export const trendRule = {
       }
       const change = windows.fields[f].last[i] - windows.fields[f].first[i];
       const direction = change > STABLE ? 'increasing' : change < -STABLE ? 'decreasing' : 'stable';
-      out.push({ tag: 'ok', val: { field: FIELD, direction, change } });
+      out.push({ tag: 'ok', val: { field: f, direction, change } });
     }
     return out;
   },

@@ -19,7 +19,8 @@ class TrendRule(exports.TrendRule):
     def trend(self, input: types.Batch, windows: types.WindowView):
         if FIELD not in input.fields:
             return [Ok(None) for _ in range(input.len)]
-        w = windows.fields[input.fields.index(FIELD)]
+        f = input.fields.index(FIELD)
+        w = windows.fields[f]
         out = []
         for i in range(input.len):
             if windows.counts[i] < 2:
@@ -32,5 +33,5 @@ class TrendRule(exports.TrendRule):
                 direction = types.Direction.DECREASING
             else:
                 direction = types.Direction.STABLE
-            out.append(Ok(types.TrendResult(field=FIELD, direction=direction, change=change)))
+            out.append(Ok(types.TrendResult(field=f, direction=direction, change=change)))
         return out

@@ -5,7 +5,7 @@
 wit_bindgen::generate!({ world: "transform", path: "wit" });
 
 use exports::streamhost::plugin::transform_rule::Guest;
-use streamhost::plugin::types::{Batch, Kind, Needs, PluginInfo, Transformed};
+use streamhost::plugin::types::{Batch, Kind, Needs, PluginInfo, Transformed, TransformedBatch};
 
 struct Rule;
 
@@ -19,21 +19,27 @@ impl Guest for Rule {
         }
     }
 
-    fn transform(batch: Batch) -> Vec<Result<Transformed, String>> {
+    fn transform(batch: Batch) -> TransformedBatch {
         let f = batch.fields.iter().position(|n| n == "temperature");
-        (0..batch.len as usize)
+        // `merge(m)` adds the members of `members[m]` to the record without
+        // the rule reading its JSON text. Members that every record gets
+        // (a constant, the processing time) are pushed once and shared.
+        let mut members = Vec::new();
+        let results = (0..batch.len as usize)
             .map(|i| match f.map(|f| batch.values[f][i]) {
                 // Readings without a temperature are dropped on purpose.
                 Some(t) if t.is_nan() => Ok(Transformed::Drop),
-                // `merge` adds members to the record without the rule
-                // reading its JSON text.
-                Some(t) => Ok(Transformed::Merge(format!(
-                    "{{\"temperature_f\":{:.2}}}",
-                    t * 9.0 / 5.0 + 32.0
-                ))),
+                Some(t) => {
+                    members.push(format!(
+                        "{{\"temperature_f\":{:.2}}}",
+                        t * 9.0 / 5.0 + 32.0
+                    ));
+                    Ok(Transformed::Merge(members.len() as u32 - 1))
+                }
                 None => Ok(Transformed::Keep),
             })
-            .collect()
+            .collect();
+        TransformedBatch { members, results }
     }
 }
 

@@ -43,7 +43,8 @@ impl Guest for Rule {
                     Direction::Stable
                 };
                 Ok(Some(TrendResult {
-                    field: FIELD.into(),
+                    // The field, by its index in `batch.fields`.
+                    field: f as u32,
                     direction,
                     change,
                 }))

@@ -3,7 +3,8 @@
 //! Every record keeps all of its members and gains `processed_at` (the
 //! batch's processing time from the host, ISO-8601 UTC with milliseconds)
 //! and `enriched: true`. The rule answers with `merge`, so it never needs the
-//! record's JSON text: the host splices the two members in.
+//! record's JSON text: the host splices the two members in. The members
+//! cross to the host once per batch, whatever the batch's size.
 //!
 //! One decision differs from the article: the original members stay at the
 //! top level rather than moving under `original_data`, so the key, the event
@@ -31,7 +32,9 @@ mod component {
     wit_bindgen::generate!({ world: "transform", path: "../../wit" });
 
     use exports::streamhost::plugin::transform_rule::Guest;
-    use streamhost::plugin::types::{Batch, Kind, Needs, PluginInfo, Transformed};
+    use streamhost::plugin::types::{
+        Batch, Kind, Needs, PluginInfo, Transformed, TransformedBatch,
+    };
 
     struct Enrich;
 
@@ -45,13 +48,20 @@ mod component {
             }
         }
 
-        fn transform(batch: Batch) -> Vec<Result<Transformed, String>> {
+        fn transform(batch: Batch) -> TransformedBatch {
             // Every record of a batch shares the processing time, so the
-            // members are formatted once.
-            let members = super::members(batch.processing_time);
-            (0..batch.len)
-                .map(|_| members.clone().map(Transformed::Merge))
-                .collect()
+            // members are formatted once, returned once, and every record
+            // merges them by index.
+            match super::members(batch.processing_time) {
+                Ok(members) => TransformedBatch {
+                    members: vec![members],
+                    results: vec![Ok(Transformed::Merge(0)); batch.len as usize],
+                },
+                Err(e) => TransformedBatch {
+                    members: Vec::new(),
+                    results: vec![Err(e); batch.len as usize],
+                },
+            }
         }
     }
 

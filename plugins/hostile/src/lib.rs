@@ -27,6 +27,7 @@
 //! - `t-future`: moves its event time to the year 2100;
 //! - `t-drop`: drops it;
 //! - `t-deep`: merges a member nested 300 levels deep;
+//! - `t-bad-merge`: merges a member text it did not return (index 99);
 //! - `t-err`: answers `err`;
 //! - anything else: keeps it.
 
@@ -127,7 +128,9 @@ mod component {
     wit_bindgen::generate!({ world: "transform", path: "../../wit" });
 
     use exports::streamhost::plugin::transform_rule::Guest;
-    use streamhost::plugin::types::{Batch, Kind, Needs, PluginInfo, Transformed};
+    use streamhost::plugin::types::{
+        Batch, Kind, Needs, PluginInfo, Transformed, TransformedBatch,
+    };
 
     struct HostileTransform;
 
@@ -141,8 +144,13 @@ mod component {
             }
         }
 
-        fn transform(batch: Batch) -> Vec<Result<Transformed, String>> {
-            batch
+        fn transform(batch: Batch) -> TransformedBatch {
+            let mut members = Vec::new();
+            let mut merge = |text: String| {
+                members.push(text);
+                Ok(Transformed::Merge(members.len() as u32 - 1))
+            };
+            let results = batch
                 .keys
                 .iter()
                 .map(|key| match key.as_str() {
@@ -151,23 +159,23 @@ mod component {
                         "x".repeat(2 << 20)
                     ))),
                     "t-not-json" => Ok(Transformed::Replace("this is not JSON".into())),
-                    "t-array-merge" => Ok(Transformed::Merge("[1,2]".into())),
+                    "t-array-merge" => merge("[1,2]".into()),
                     "t-no-key" => Ok(Transformed::Replace(
                         r#"{"timestamp":"2026-11-24T06:40:00Z"}"#.into(),
                     )),
-                    "t-future" => Ok(Transformed::Merge(
-                        r#"{"timestamp":"2100-01-01T00:00:00Z"}"#.into(),
-                    )),
+                    "t-future" => merge(r#"{"timestamp":"2100-01-01T00:00:00Z"}"#.into()),
                     "t-drop" => Ok(Transformed::Drop),
-                    "t-deep" => Ok(Transformed::Merge(format!(
+                    "t-deep" => merge(format!(
                         r#"{{"deep":{}1{}}}"#,
                         "[".repeat(300),
                         "]".repeat(300)
-                    ))),
+                    )),
+                    "t-bad-merge" => Ok(Transformed::Merge(99)),
                     "t-err" => Err("refused by hostile-transform".into()),
                     _ => Ok(Transformed::Keep),
                 })
-                .collect()
+                .collect();
+            TransformedBatch { members, results }
         }
     }
 

@@ -84,7 +84,7 @@ mod component {
                     let tail = &window.tail[i * k..i * k + k];
                     let (direction, change) = super::trend(count, head, tail);
                     Ok(Some(TrendResult {
-                        field: "temperature".into(),
+                        field: f as u32,
                         direction: match direction {
                             super::Direction::Increasing => Direction::Increasing,
                             super::Direction::Decreasing => Direction::Decreasing,

@@ -37,7 +37,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::contract::{
     AnomalyResults, Batch, Needs, TransformResults, TrendResults, WIT_PACKAGE, WIT_VERSION,
-    WindowView, anomaly_rule, transform_rule, trend_rule, types,
+    WindowView, anomaly_rule, check_trend_fields, transform_rule, trend_rule, types,
 };
 use store::StoreState;
 
@@ -131,7 +131,10 @@ pub enum LoadError {
     NoRule { exports: Vec<String> },
     #[error("the component exports more than one rule interface ({}); a plugin must be exactly one kind", .0.join(", "))]
     Ambiguous(Vec<String>),
-    #[error("the component exports {found}, but this host implements {WIT_PACKAGE}@{WIT_VERSION}")]
+    #[error(
+        "the component exports {found}, but this host implements {WIT_PACKAGE}@{WIT_VERSION}; \
+         rebuild the plugin against this host's WIT (`streamhost new` writes it into a new project)"
+    )]
     Version { found: String },
     #[error("the component's imports cannot be satisfied: {0}")]
     Link(String),
@@ -205,7 +208,7 @@ pub struct PluginInfo {
     pub version: String,
     pub kind: Kind,
     /// The WIT package the component was built against, with its version,
-    /// e.g. `streamhost:plugin@0.1.0`.
+    /// e.g. `streamhost:plugin@0.2.0`.
     pub wit: String,
     #[serde(skip)]
     pub needs: Needs,
@@ -411,7 +414,7 @@ impl Runtime {
         match found.as_slice() {
             [] => Err(LoadError::NoRule { exports: all }),
             [(kind, version, name)] => {
-                if !version.starts_with("0.1.") {
+                if !compatible(version) {
                     return Err(LoadError::Version {
                         found: name.clone(),
                     });
@@ -423,6 +426,14 @@ impl Runtime {
             )),
         }
     }
+}
+
+/// Whether a plugin built against WIT package `version` loads here: the
+/// same `0.minor` series as this host (before 1.0, a minor version is a
+/// breaking change).
+fn compatible(version: &str) -> bool {
+    let series = |v: &str| v.rsplit_once('.').map(|(s, _)| s.to_string());
+    series(version).is_some() && series(version) == series(WIT_VERSION)
 }
 
 /// Bytes of a compiled component's code image.
@@ -692,7 +703,7 @@ impl Plugin {
             batch.len,
             batch.processing_time,
             |store, guest| match guest {
-                Guest::Transform(g) => g.call_transform(store, batch),
+                Guest::Transform(g) => Ok(g.call_transform(store, batch)?.resolve()),
                 _ => unreachable!("kind checked at load"),
             },
         )
@@ -700,14 +711,15 @@ impl Plugin {
 
     /// Calls a trend plugin.
     pub fn trend(&self, batch: &Batch, windows: &WindowView) -> Result<TrendResults, CallError> {
-        self.call_batch(
+        let results = self.call_batch(
             batch.len,
             batch.processing_time,
             |store, guest| match guest {
                 Guest::Trend(g) => g.call_trend(store, batch, windows),
                 _ => unreachable!("kind checked at load"),
             },
-        )
+        )?;
+        Ok(check_trend_fields(results, batch.fields.len()))
     }
 
     /// Calls an anomaly plugin.
@@ -733,6 +745,14 @@ fn assert_send_sync() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plugins_of_this_hosts_wit_series_load() {
+        assert_eq!(WIT_VERSION, "0.2.0");
+        assert!(compatible("0.2.0") && compatible("0.2.7"));
+        assert!(!compatible("0.1.0") && !compatible("0.3.0") && !compatible("1.2.0"));
+        assert!(!compatible("") && !compatible("0"));
+    }
 
     #[test]
     fn headers_are_told_apart() {
