@@ -311,8 +311,9 @@ async fn latency(
     let mut i = 0u64;
     let mut futs = Vec::new();
     while started.elapsed().as_secs_f64() < seconds {
-        let now = chrono::Utc::now();
         for _ in 0..per_tick {
+            // Stamped as it is produced, not when its tick began.
+            let now = chrono::Utc::now();
             let sensor = format!("sensor_{:04}", i % 1000);
             // One reading in twenty is too hot: an alert to time.
             let temperature = if i % 20 == 0 { 45.0 } else { 21.0 };

@@ -143,7 +143,11 @@ impl KafkaSink {
     /// producer's queue is full.
     pub fn send(&self, records: &[OutRecord]) -> KafkaResult<Vec<(DeliveryFuture, Origin)>> {
         let mut deliveries = Vec::with_capacity(records.len());
-        for r in records {
+        // Alerts first: an alert should not wait behind its batch's enriched
+        // records. Each topic still gets its records in input order.
+        let alerts = records.iter().filter(|r| r.dest == Dest::Alerts);
+        let others = records.iter().filter(|r| r.dest != Dest::Alerts);
+        for r in alerts.chain(others) {
             let origin = Origin {
                 partition: r.source.0,
                 offset: r.source.1,
