@@ -60,11 +60,7 @@ fn config() -> PipelineConfig {
 fn each_failure_is_dead_lettered_alone_with_its_reason() {
     // A deadline long enough that `bomb` meets the memory cap first even on
     // a loaded machine (at the default 100 ms it may not).
-    let rt = streamhost::rules::runtime::Runtime::new(streamhost::rules::runtime::Limits {
-        deadline: std::time::Duration::from_secs(1),
-        ..streamhost::rules::runtime::Limits::default()
-    })
-    .unwrap();
+    let rt = support::runtime_with_deadline(std::time::Duration::from_secs(1));
     let mut rules = RuleSet::default();
     rules.push(support::load(&rt, "enrich"));
     rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::rules::Rule>);

@@ -223,11 +223,7 @@ fn an_infinite_loop_hits_the_deadline_and_the_next_call_works() {
 #[test]
 fn an_allocation_bomb_is_stopped_by_the_memory_cap() {
     // A deadline no loaded machine reaches: only the memory cap may stop it.
-    let rt = streamhost::rules::runtime::Runtime::new(streamhost::rules::runtime::Limits {
-        deadline: std::time::Duration::from_secs(20),
-        ..streamhost::rules::runtime::Limits::default()
-    })
-    .unwrap();
+    let rt = support::runtime_with_deadline(std::time::Duration::from_secs(20));
     let p = load(&rt, "hostile");
     match hostile_call(&p, &["bomb"]) {
         Err(CallError::OutOfMemory(cap)) => assert_eq!(cap, 64 << 20),

@@ -102,21 +102,22 @@ pub struct Enricher {
 
 impl Enricher {
     pub fn new(shape: Shape, names: &[String]) -> Enricher {
+        let names: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let mut q = String::new();
+                push_str(&mut q, name);
+                q
+            })
+            .collect();
+        let after = match shape {
+            Shape::Full => ":{\"mean\":",
+            Shape::Compact => ":",
+        };
         let fields: Vec<String> = names
             .iter()
             .enumerate()
-            .map(|(i, name)| {
-                let mut t = String::new();
-                if i > 0 {
-                    t.push(',');
-                }
-                push_str(&mut t, name);
-                t.push_str(match shape {
-                    Shape::Full => ":{\"mean\":",
-                    Shape::Compact => ":",
-                });
-                t
-            })
+            .map(|(i, q)| format!("{}{q}{after}", if i > 0 { "," } else { "" }))
             .collect();
         let fixed = fields.iter().map(String::len).sum::<usize>()
             + match shape {
@@ -126,14 +127,7 @@ impl Enricher {
         Enricher {
             shape,
             fields,
-            names: names
-                .iter()
-                .map(|name| {
-                    let mut q = String::new();
-                    push_str(&mut q, name);
-                    q
-                })
-                .collect(),
+            names,
             fixed,
         }
     }

@@ -2,12 +2,16 @@
 //! spliced in, or the top level rewritten with every other value kept as
 //! written.
 
+use std::sync::Arc;
+
 use crate::text::json::{push_str, splice};
 
 /// A transform's `merge` answer, parsed once and applied to many records
 /// (a rule usually merges the same members into every record of a batch).
 pub struct Merge {
-    source: String,
+    /// The text it was parsed from, as the rule's call returned it (shared
+    /// by every record that merges it).
+    source: Arc<str>,
     /// Member names, unquoted.
     names: Vec<String>,
     /// Each member as `"name":value` text, the value exactly as the plugin
@@ -50,11 +54,11 @@ fn raw_members(
 }
 
 impl Merge {
-    pub fn parse(members: &str) -> Result<Merge, String> {
+    pub fn parse(members: &Arc<str>) -> Result<Merge, String> {
         let parsed =
             raw_members(members).map_err(|e| format!("merge is not a JSON object: {e}"))?;
         let mut merge = Merge {
-            source: members.to_string(),
+            source: members.clone(),
             names: Vec::new(),
             members: Vec::new(),
             text: String::new(),
@@ -80,9 +84,10 @@ impl Merge {
         Ok(merge)
     }
 
-    /// Whether this merge came from exactly `members`.
-    pub fn is(&self, members: &str) -> bool {
-        self.source == members
+    /// Whether this merge came from exactly `members`: the same shared text
+    /// (no comparison needed), or an equal one.
+    pub fn is(&self, members: &Arc<str>) -> bool {
+        Arc::ptr_eq(&self.source, members) || self.source == *members
     }
 
     /// Whether any merged member is called one of `names`.
@@ -148,7 +153,7 @@ mod tests {
     use super::*;
 
     fn merge(record: &str, members: &str) -> Result<String, String> {
-        Merge::parse(members)?.apply(record)
+        Merge::parse(&Arc::from(members))?.apply(record)
     }
 
     #[test]

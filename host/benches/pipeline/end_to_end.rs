@@ -240,8 +240,16 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
             for load in loads {
                 run += 1;
                 let lb = broker::Broker::start(&nisshi, None).unwrap();
-                let (p50, p99, alerts) =
-                    latency(&lb, r_sh * load, seconds, size, run, extra, Default::default()).await;
+                let (p50, p99, alerts) = latency(
+                    &lb,
+                    r_sh * load,
+                    seconds,
+                    size,
+                    run,
+                    extra,
+                    Default::default(),
+                )
+                .await;
                 cells.push(format!("{p50} / {p99} ({alerts} alerts)"));
                 if size == settings().batch_size && load == 0.5 {
                     at_half = Some((p50, p99, !extra.is_empty()));

@@ -59,6 +59,17 @@ mod with_kafka {
         Runtime::new(Limits::default()).expect("runtime")
     }
 
+    /// A runtime whose calls may run for `deadline`: for tests where only
+    /// the memory cap may stop a plugin, which the default 100 ms deadline
+    /// can beat on a loaded machine.
+    pub fn runtime_with_deadline(deadline: std::time::Duration) -> Runtime {
+        Runtime::new(Limits {
+            deadline,
+            ..Limits::default()
+        })
+        .expect("runtime")
+    }
+
     pub fn load(rt: &Runtime, name: &str) -> Arc<Plugin> {
         let bytes = std::fs::read(plugin_path(name)).unwrap();
         Arc::new(

@@ -432,8 +432,10 @@ impl Runtime {
 /// same `0.minor` series as this host (before 1.0, a minor version is a
 /// breaking change).
 fn compatible(version: &str) -> bool {
-    let series = |v: &str| v.rsplit_once('.').map(|(s, _)| s.to_string());
-    series(version).is_some() && series(version) == series(WIT_VERSION)
+    fn series(v: &str) -> Option<&str> {
+        v.rsplit_once('.').map(|(s, _)| s)
+    }
+    series(version).is_some_and(|s| Some(s) == series(WIT_VERSION))
 }
 
 /// Bytes of a compiled component's code image.
