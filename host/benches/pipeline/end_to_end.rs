@@ -212,9 +212,9 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
     report.line("\n(Both timed from the first batch consumed to the last offset committed, after every output was acknowledged.)\n");
 
     // Latency against load, for a few batch sizes, each run on a broker of
-    // its own: Nisshi keeps every record in memory, and by then the broker
-    // above holds every round's outputs (gigabytes), which slows it down in
-    // a way that depends on which runs came before.
+    // its own: Nisshi keeps every record in memory, and a broker holding
+    // earlier runs' records slows the later ones, so a shared broker would
+    // make each figure depend on the runs before it.
     let seconds = if n >= 500_000 { 6.0 } else { 3.0 };
     let loads = [0.25, 0.5, 0.75];
     let sizes = [100usize, 1000, 5000];
