@@ -13,6 +13,7 @@ use super::*;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Workload {
     Decode,
+    DecodeSerde,
     DecodeSonic,
     Windows,
     NoRules,
@@ -21,8 +22,9 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Decode,
+        Workload::DecodeSerde,
         Workload::DecodeSonic,
         Workload::Windows,
         Workload::NoRules,
@@ -33,6 +35,7 @@ impl Workload {
     fn name(self) -> &'static str {
         match self {
             Workload::Decode => "decode",
+            Workload::DecodeSerde => "decode-serde",
             Workload::DecodeSonic => "decode-sonic",
             Workload::Windows => "windows",
             Workload::NoRules => "no-rules",
@@ -66,15 +69,15 @@ pub fn child(workload: Workload) {
     let (warm, input) = all.split_at(n);
     let schema = streamhost::service::pipeline_config(&settings()).schema;
     match workload {
-        Workload::Decode | Workload::DecodeSonic => {
+        Workload::Decode | Workload::DecodeSerde | Workload::DecodeSonic => {
             let payloads: Vec<&[u8]> = input
                 .iter()
                 .map(|r| r.payload.as_deref().unwrap())
                 .collect();
-            let decode = if workload == Workload::Decode {
-                decode_as_the_pipeline_does
-            } else {
-                streamhost::decode::decode_sonic
+            let decode = match workload {
+                Workload::Decode => decode_as_the_pipeline_does,
+                Workload::DecodeSerde => decode_by_serde_alone,
+                _ => streamhost::decode::decode_sonic,
             };
             streamhost_bench_counted(&mut || {
                 for p in &payloads {
@@ -173,7 +176,18 @@ pub fn per_record(workload: Workload) -> Result<f64, String> {
     Ok(total as f64 / COUNTED_RECORDS as f64)
 }
 
-/// The pipeline's decode: the payload checked to be UTF-8 once, then read.
+/// The pipeline's decode without its fast path: serde_json's visitor alone.
+pub fn decode_by_serde_alone(
+    schema: &streamhost::decode::Schema,
+    payload: &[u8],
+) -> Result<streamhost::decode::Decoded, streamhost::decode::DecodeError> {
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| streamhost::decode::DecodeError::Json(e.to_string()))?;
+    streamhost::decode::decode_text_serde(schema, text)
+}
+
+/// The pipeline's decode: the payload checked to be UTF-8 once, then read
+/// (by the fast path, else serde_json).
 pub fn decode_as_the_pipeline_does(
     schema: &streamhost::decode::Schema,
     payload: &[u8],

@@ -1,12 +1,17 @@
 //! Decoding a record's JSON once into what rules and windows need: the key,
 //! the event time and the configured numeric fields.
 //!
-//! The record is walked once with a serde visitor that looks only at the
-//! configured top-level members and skips everything else without building
-//! it, so no per-record `serde_json::Value` tree is allocated. The original
-//! text is kept as it is for outputs.
+//! A record of the usual shape is read in one pass by a hand-written
+//! scanner (`fast`), which gives up on anything unusual. Then, and for
+//! `decode` of raw bytes, the record is walked with a serde visitor that
+//! looks only at the configured top-level members and skips everything else
+//! without building it, so no per-record `serde_json::Value` tree is
+//! allocated. serde_json decides every refusal and every edge case. The
+//! original text is kept as it is for outputs.
 
 use std::fmt;
+
+mod fast;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -73,8 +78,17 @@ pub fn decode(schema: &Schema, bytes: &[u8]) -> Result<Decoded, DecodeError> {
 }
 
 /// `decode` of text already checked to be UTF-8 (the pipeline checks each
-/// payload once): its strings are not checked again.
+/// payload once): the fast path, else serde_json.
 pub fn decode_text(schema: &Schema, text: &str) -> Result<Decoded, DecodeError> {
+    match fast::decode(schema, text) {
+        Some(decoded) => Ok(decoded),
+        None => decode_text_serde(schema, text),
+    }
+}
+
+/// `decode_text` by serde_json alone, without the fast path: what the fast
+/// path falls back to, public for the benchmark's comparison.
+pub fn decode_text_serde(schema: &Schema, text: &str) -> Result<Decoded, DecodeError> {
     finish(schema, &mut serde_json::Deserializer::from_str(text))
 }
 
