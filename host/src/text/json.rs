@@ -63,38 +63,46 @@ pub fn push_f64(out: &mut String, v: f64) {
         out.push_str("null");
         return;
     }
-    const POW: [f64; 5] = [1.0, 10.0, 100.0, 1000.0, 10000.0];
     if v.abs() < 1e11 {
-        for (d, &p) in POW.iter().enumerate() {
+        let mut p = 1.0;
+        for d in 0..5 {
             // Rounded by a cast: `f64::round` is a library call on x86-64
             // without SSE4.1. A wrong rounding only fails the check below.
             let x = v * p;
             let k = (x + 0.5f64.copysign(x)) as i64;
             if k as f64 / p == v {
-                if d == 0 {
-                    push_int(out, k);
-                } else {
-                    if k < 0 {
-                        out.push('-');
-                    }
-                    let digits = k.unsigned_abs();
-                    let scale = 10u64.pow(d as u32);
-                    push_int(out, digits / scale);
-                    out.push('.');
-                    let mut buf = itoa::Buffer::new();
-                    let frac = buf.format(digits % scale);
-                    for _ in frac.len()..d {
-                        out.push('0');
-                    }
-                    out.push_str(frac);
-                }
+                push_decimal(out, k, d);
                 return;
             }
+            p *= 10.0;
         }
     }
     let mut buf = ryu::Buffer::new();
     let text = buf.format_finite(v);
     out.push_str(text.strip_suffix(".0").unwrap_or(text));
+}
+
+/// Appends `k / 10^d` (`d <= 4`): the digits of `|k|`, with the point `d`
+/// digits from the right.
+fn push_decimal(out: &mut String, k: i64, d: usize) {
+    if k < 0 {
+        out.push('-');
+    }
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(k.unsigned_abs());
+    if d == 0 {
+        out.push_str(digits);
+    } else if let Some(int) = digits.len().checked_sub(d).filter(|&n| n > 0) {
+        out.push_str(&digits[..int]);
+        out.push('.');
+        out.push_str(&digits[int..]);
+    } else {
+        out.push_str("0.");
+        for _ in digits.len()..d {
+            out.push('0');
+        }
+        out.push_str(digits);
+    }
 }
 
 /// The text of `record` (a JSON object) with `member` (`"name":value`)
@@ -152,6 +160,26 @@ mod tests {
         s.clear();
         push_f64(&mut s, 40.0);
         assert_eq!(s, "40");
+    }
+
+    proptest::proptest! {
+        /// Decimals of a few places come out as ryu's shortest text (less a
+        /// trailing `.0`), through the integer path or not.
+        #[test]
+        fn numbers_are_ryus_shortest_text(
+            c in proptest::prop_oneof![-1000i64..1000, -10_000_000_000_000i64..10_000_000_000_000],
+            places in 0..7i32,
+            other in proptest::num::f64::NORMAL,
+        ) {
+            for v in [c as f64 / 10f64.powi(places), other, -0.0] {
+                let mut s = String::new();
+                push_f64(&mut s, v);
+                let mut buf = ryu::Buffer::new();
+                let want = buf.format_finite(v);
+                let want = want.strip_suffix(".0").unwrap_or(want);
+                proptest::prop_assert_eq!(&s, if v == 0.0 { "0" } else { want }, "{}", v);
+            }
+        }
     }
 
     #[test]

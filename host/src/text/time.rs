@@ -29,7 +29,42 @@ pub fn iso8601(ms: i64) -> String {
 
 /// Appends `iso8601(ms)`.
 pub fn push_iso8601(out: &mut String, ms: i64) {
-    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000) as u32);
+    // Consecutive times are nearly always on one day: the date's text is
+    // remembered, per thread, for the day it was last written for.
+    thread_local! {
+        static LAST_DATE: std::cell::Cell<(i64, Option<[u8; 10]>)> =
+            const { std::cell::Cell::new((i64::MIN, None)) };
+    }
+    let date = LAST_DATE.with(|last| match last.get() {
+        (day, date) if day == days => date,
+        _ => {
+            let date = date_text(days);
+            last.set((days, date));
+            date
+        }
+    });
+    let Some(date) = date else {
+        let _ = write!(out, "{ms}");
+        return;
+    };
+    let mut buf = *b"0000-00-00T00:00:00.000Z";
+    buf[..10].copy_from_slice(&date);
+    let (seconds, milli) = (ms_of_day / 1000, ms_of_day % 1000);
+    let two = |buf: &mut [u8; 24], at: usize, v: u32| {
+        buf[at] = b'0' + (v / 10) as u8;
+        buf[at + 1] = b'0' + (v % 10) as u8;
+    };
+    two(&mut buf, 11, seconds / 3600);
+    two(&mut buf, 14, seconds / 60 % 60);
+    two(&mut buf, 17, seconds % 60);
+    buf[20] = b'0' + (milli / 100) as u8;
+    two(&mut buf, 21, milli % 100);
+    out.push_str(std::str::from_utf8(&buf).expect("ASCII"));
+}
+
+/// `YYYY-MM-DD` of a day since the epoch, or `None` outside years 0 to 9999.
+fn date_text(days: i64) -> Option<[u8; 10]> {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -40,16 +75,9 @@ pub fn push_iso8601(out: &mut String, ms: i64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     if !(0..=9999).contains(&year) {
-        let _ = write!(out, "{ms}");
-        return;
+        return None;
     }
-    let (h, m, s, milli) = (
-        ms_of_day / 3_600_000,
-        ms_of_day / 60_000 % 60,
-        ms_of_day / 1000 % 60,
-        ms_of_day % 1000,
-    );
-    let mut buf = *b"0000-00-00T00:00:00.000Z";
+    let mut buf = *b"0000-00-00";
     let mut put = |at: usize, v: i64, width: usize| {
         let mut v = v;
         for i in (0..width).rev() {
@@ -60,11 +88,7 @@ pub fn push_iso8601(out: &mut String, ms: i64) {
     put(0, year, 4);
     put(5, month, 2);
     put(8, day, 2);
-    put(11, h, 2);
-    put(14, m, 2);
-    put(17, s, 2);
-    put(20, milli, 3);
-    out.push_str(std::str::from_utf8(&buf).expect("ASCII"));
+    Some(buf)
 }
 
 /// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HH:MM]`
@@ -166,6 +190,32 @@ mod tests {
                 .format("%Y-%m-%dT%H:%M:%S%.3fZ")
                 .to_string();
             assert_eq!(iso8601(ms), want, "{ms}");
+        }
+        // Outside years 0 to 9999: the number, whatever date came before.
+        assert_eq!(iso8601(253_402_300_800_000), "253402300800000");
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    proptest::proptest! {
+        /// The remembered date is the right one whatever order days come
+        /// in: times near one another and far apart, interleaved.
+        #[test]
+        fn iso8601_matches_chrono_in_any_order(
+            times in proptest::collection::vec(
+                proptest::prop_oneof![
+                    1_795_500_000_000i64..1_795_700_000_000,
+                    -62_135_596_800_000i64..253_402_300_799_999,
+                ],
+                1..40,
+            )
+        ) {
+            for ms in times {
+                let want = chrono::DateTime::from_timestamp_millis(ms)
+                    .unwrap()
+                    .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string();
+                proptest::prop_assert_eq!(iso8601(ms), want, "{}", ms);
+            }
         }
     }
 }
