@@ -135,6 +135,14 @@ pub async fn latency_only(rate: f64) {
         let (p50, p99, alerts) = latency(&b, rate, 6.0, size, run, &extra, shape).await;
         println!("batch {size}: p50 {p50} ms, p99 {p99} ms over {alerts} alerts");
     }
+    // The baseline, on a broker of its own, with the same fetch wait.
+    let wait = extra
+        .iter()
+        .find(|(k, _)| *k == "consumer.fetch.wait.max.ms")
+        .map_or("50", |(_, v)| *v);
+    let pb = broker::Broker::start(&nisshi, None).unwrap();
+    let (p50, p99, n) = passthrough_latency(&pb, rate, 6.0, 2, wait).await;
+    println!("plain consumer, fetch wait {wait} ms: p50 {p50} ms, p99 {p99} ms over {n} readings");
 }
 
 pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
@@ -271,9 +279,54 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
             if p99 <= 20 { "met" } else { "not met" }
         ));
     }
+    // Against a baseline, in interleaved rounds: the same load through a
+    // plain consumer of the input topic, which is what the broker, the
+    // producer and the fetch wait alone cost.
+    let (mut sh, mut pt) = (Vec::new(), Vec::new());
+    for round in 0..LATENCY_ROUNDS {
+        for streamhost_first in [round % 2 == 0, round % 2 != 0] {
+            run += 1;
+            let lb = broker::Broker::start(&nisshi, None).unwrap();
+            if streamhost_first {
+                let (p50, p99, _) = latency(
+                    &lb,
+                    r_sh * 0.5,
+                    seconds,
+                    settings().batch_size,
+                    run,
+                    &short_wait,
+                    Default::default(),
+                )
+                .await;
+                sh.push((p50, p99));
+            } else {
+                pt.push(passthrough_latency(&lb, r_sh * 0.5, seconds, run, "10").await);
+            }
+        }
+    }
+    let med = |mut v: Vec<i64>| {
+        v.sort();
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (sh50, ..) = med(sh.iter().map(|x| x.0).collect());
+    let (sh99, sh99_lo, sh99_hi) = med(sh.iter().map(|x| x.1).collect());
+    let (pt50, ..) = med(pt.iter().map(|x| x.0).collect());
+    let (pt99, pt99_lo, pt99_hi) = med(pt.iter().map(|x| x.1).collect());
+    report.line(format!(
+        "At half the maximum rate, 10 ms fetch wait, {LATENCY_ROUNDS} interleaved rounds, each on a broker of its own (medians; p99 spread in brackets):\n\n\
+         | path | p50 ms | p99 ms |\n|---|---:|---:|\n\
+         | a plain consumer of the input topic (baseline: broker, producer, fetch wait) | {pt50} | {pt99} ({pt99_lo}–{pt99_hi}) |\n\
+         | streamhost, produce to alert | {sh50} | {sh99} ({sh99_lo}–{sh99_hi}) |\n\n\
+         streamhost adds {} ms at p50 and {} ms at p99 to what the broker and the fetch wait cost.\n",
+        sh50 - pt50,
+        sh99 - pt99
+    ));
     super::article::against_article(report, &b, rounds, r_sh).await;
     drop(b);
 }
+
+/// Rounds of streamhost against the plain consumer, at half the rate.
+const LATENCY_ROUNDS: usize = 3;
 
 /// Runs streamhost on a fresh topic while producing at `rate` for
 /// `seconds`; returns p50 and p99 of producer-to-alert latency in ms.
@@ -289,7 +342,6 @@ async fn latency(
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Message, Timestamp};
-    use rdkafka::producer::{FutureProducer, FutureRecord};
     let brokers = b.bootstrap();
     let topic = format!("bench-lat-{}-{run}", std::process::id());
     b.create_topic(&topic, 4).unwrap();
@@ -308,39 +360,7 @@ async fn latency(
         let _ = stop_rx.await;
     }));
     tokio::time::sleep(Duration::from_secs(2)).await; // group join
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "1")
-        .create()
-        .unwrap();
-    let tick = Duration::from_millis(10);
-    let per_tick = (rate * tick.as_secs_f64()).max(1.0) as usize;
-    let started = Instant::now();
-    let mut i = 0u64;
-    let mut futs = Vec::new();
-    while started.elapsed().as_secs_f64() < seconds {
-        for _ in 0..per_tick {
-            // Stamped as it is produced, not when its tick began.
-            let now = chrono::Utc::now();
-            let sensor = format!("sensor_{:04}", i % 1000);
-            // One reading in twenty is too hot: an alert to time.
-            let temperature = if i % 20 == 0 { 45.0 } else { 21.0 };
-            let payload = format!(
-                r#"{{"sensor_id":"{sensor}","timestamp":"{}","temperature":{temperature},"humidity":50,"pressure":1010,"battery_level":0.9}}"#,
-                now.format("%Y-%m-%dT%H:%M:%S%.3fZ")
-            );
-            futs.push(
-                p.send_result(FutureRecord::to(&topic).key(&sensor).payload(&payload))
-                    .map_err(|(e, _)| e)
-                    .unwrap(),
-            );
-            i += 1;
-        }
-        tokio::time::sleep_until((started + tick * ((i as usize / per_tick) as u32)).into()).await;
-    }
-    for f in futs {
-        let _ = f.await;
-    }
+    produce_paced(&brokers, &topic, rate, seconds).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = stop_tx.send(());
     let _ = service.await;
@@ -367,6 +387,106 @@ async fn latency(
             }
         }
     }
+    lat.sort();
+    let pct = |q: f64| {
+        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(-1)
+    };
+    (pct(0.5), pct(0.99), lat.len())
+}
+
+/// Produces sensor readings to `topic` at `rate` records/s for `seconds`,
+/// in ticks of 10 ms, each stamped with the time it is produced. One reading
+/// in twenty is too hot (`"temperature":45.0`): an alert to time.
+async fn produce_paced(brokers: &str, topic: &str, rate: f64, seconds: f64) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate * tick.as_secs_f64()).max(1.0) as usize;
+    let started = Instant::now();
+    let mut i = 0u64;
+    let mut futs = Vec::new();
+    while started.elapsed().as_secs_f64() < seconds {
+        for _ in 0..per_tick {
+            // Stamped as it is produced, not when its tick began.
+            let now = chrono::Utc::now();
+            let sensor = format!("sensor_{:04}", i % 1000);
+            let temperature = if i % 20 == 0 { 45.0 } else { 21.0 };
+            let payload = format!(
+                r#"{{"sensor_id":"{sensor}","timestamp":"{}","temperature":{temperature},"humidity":50,"pressure":1010,"battery_level":0.9}}"#,
+                now.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            );
+            futs.push(
+                p.send_result(FutureRecord::to(topic).key(&sensor).payload(&payload))
+                    .map_err(|(e, _)| e)
+                    .unwrap(),
+            );
+            i += 1;
+        }
+        tokio::time::sleep_until((started + tick * ((i as usize / per_tick) as u32)).into()).await;
+    }
+    for f in futs {
+        let _ = f.await;
+    }
+}
+
+/// The baseline for `latency`: a plain consumer of the input topic, with
+/// the same fetch wait, on the same broker, producer and machine, timing
+/// the same hot readings from their producer's timestamp to the moment the
+/// consumer holds them. What streamhost adds is the difference.
+async fn passthrough_latency(
+    b: &broker::Broker,
+    rate: f64,
+    seconds: f64,
+    run: usize,
+    fetch_wait_ms: &str,
+) -> (i64, i64, usize) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let brokers = b.bootstrap();
+    let topic = format!("bench-lat-pt-{}-{run}", std::process::id());
+    b.create_topic(&topic, 4).unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("bench-lat-pt-{run}"))
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", fetch_wait_ms)
+        .create()
+        .unwrap();
+    c.subscribe(&[&topic]).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut lat = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let held = chrono::Utc::now().timestamp_millis();
+                let payload = m.payload().unwrap_or_default();
+                if payload.windows(16).any(|w| w == br#""temperature":45"#) {
+                    let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+                    let produced =
+                        streamhost::decode::parse_time(v["timestamp"].as_str().unwrap()).unwrap();
+                    lat.push(held - produced);
+                }
+            }
+            lat
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await; // group join
+    produce_paced(&brokers, &topic, rate, seconds).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut lat = reader.join().unwrap();
     lat.sort();
     let pct = |q: f64| {
         lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
