@@ -387,6 +387,11 @@ async fn latency(
             }
         }
     }
+    p50_p99(lat)
+}
+
+/// The median and 99th percentile of `lat` (-1 when empty), and how many.
+fn p50_p99(mut lat: Vec<i64>) -> (i64, i64, usize) {
     lat.sort();
     let pct = |q: f64| {
         lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
@@ -486,12 +491,5 @@ async fn passthrough_latency(
     produce_paced(&brokers, &topic, rate, seconds).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut lat = reader.join().unwrap();
-    lat.sort();
-    let pct = |q: f64| {
-        lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(-1)
-    };
-    (pct(0.5), pct(0.99), lat.len())
+    p50_p99(reader.join().unwrap())
 }
