@@ -77,13 +77,13 @@ impl TransformedBatch {
 /// (of which there are `fields`) turned into that record's error.
 pub fn check_trend_fields(mut results: TrendResults, fields: usize) -> TrendResults {
     for r in &mut results {
-        if let Ok(Some(t)) = r {
-            if t.field as usize >= fields {
-                *r = Err(format!(
-                    "the trend names field {}, but the batch has {fields} fields",
-                    t.field
-                ));
-            }
+        if let Ok(Some(t)) = r
+            && t.field as usize >= fields
+        {
+            *r = Err(format!(
+                "the trend names field {}, but the batch has {fields} fields",
+                t.field
+            ));
         }
     }
     results

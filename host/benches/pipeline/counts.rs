@@ -181,9 +181,7 @@ pub fn decode_by_serde_alone(
     schema: &streamhost::decode::Schema,
     payload: &[u8],
 ) -> Result<streamhost::decode::Decoded, streamhost::decode::DecodeError> {
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| streamhost::decode::DecodeError::Json(e.to_string()))?;
-    streamhost::decode::decode_text_serde(schema, text)
+    streamhost::decode::decode_text_serde(schema, utf8(payload)?)
 }
 
 /// The pipeline's decode: the payload checked to be UTF-8 once, then read
@@ -192,7 +190,10 @@ pub fn decode_as_the_pipeline_does(
     schema: &streamhost::decode::Schema,
     payload: &[u8],
 ) -> Result<streamhost::decode::Decoded, streamhost::decode::DecodeError> {
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| streamhost::decode::DecodeError::Json(e.to_string()))?;
-    streamhost::decode::decode_text(schema, text)
+    streamhost::decode::decode_text(schema, utf8(payload)?)
+}
+
+/// The payload as text, checked once as the pipeline checks it.
+fn utf8(payload: &[u8]) -> Result<&str, streamhost::decode::DecodeError> {
+    std::str::from_utf8(payload).map_err(|e| streamhost::decode::DecodeError::Json(e.to_string()))
 }

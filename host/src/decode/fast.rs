@@ -287,18 +287,10 @@ impl Scan<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{EpochUnit, decode_text, decode_text_serde};
+    use super::super::tests::schema;
+    use super::super::{decode_text, decode_text_serde};
     use super::*;
     use proptest::prelude::*;
-
-    fn schema() -> Schema {
-        Schema {
-            key_field: "sensor_id".into(),
-            time_field: "timestamp".into(),
-            fields: vec!["temperature".into(), "humidity".into(), "pressure".into()],
-            epoch_unit: EpochUnit::Millis,
-        }
-    }
 
     /// Both paths give the same record, bit for bit, or the same refusal.
     fn agree(text: &str) -> Result<(), TestCaseError> {

@@ -339,11 +339,12 @@ impl Visitor<'_> for TimeSeed {
 mod tests {
     use super::*;
 
-    fn schema() -> Schema {
+    /// The schema the decoder's tests read with (the fast path's too).
+    pub(super) fn schema() -> Schema {
         Schema {
             key_field: "sensor_id".into(),
             time_field: "timestamp".into(),
-            fields: vec!["temperature".into(), "humidity".into()],
+            fields: vec!["temperature".into(), "humidity".into(), "pressure".into()],
             epoch_unit: EpochUnit::Millis,
         }
     }
