@@ -445,37 +445,115 @@ everything is in place."
     Ok(())
 }
 
-/// Builds every binary the tests and the demo run, with one command and one
-/// feature set, so that `cargo xtask demo` after `cargo xtask test` (or the
-/// reverse) finds everything already built.
+/// Builds every binary the tests and the demo run, and every test target,
+/// in one cargo command: one feature resolution (dev-dependencies included),
+/// so `cargo test` and `cargo xtask demo` after it compile nothing again.
 pub fn build_binaries() -> Result<()> {
     toolchain::ensure_host()?;
-    eprintln!("xtask: building the host and examples (release; about 8 minutes the first time)");
+    eprintln!(
+        "xtask: building the host, the examples and the tests (release; about 15 minutes the first time)"
+    );
     run(Command::new(cargo()).current_dir(root()).args([
         "build",
         "--release",
         "--workspace",
         "--bins",
+        "--tests",
     ]))
 }
 
+/// Wall time per phase of `cargo xtask test`, printed at the end so that a
+/// slow first run says where its time went.
+struct Phases(std::sync::Mutex<Vec<(&'static str, std::time::Duration)>>);
+
+impl Phases {
+    fn time<T>(&self, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let start = std::time::Instant::now();
+        let out = f().with_context(|| format!("phase `{name}`"));
+        self.0.lock().unwrap().push((name, start.elapsed()));
+        out
+    }
+
+    fn report(&self, total: std::time::Duration) {
+        eprintln!("xtask: wall time per phase (the three builds run side by side):");
+        for (name, took) in self.0.lock().unwrap().iter() {
+            eprintln!("xtask:   {name:<28} {:>6.1} min", took.as_secs_f64() / 60.0);
+        }
+        eprintln!(
+            "xtask:   {:<28} {:>6.1} min",
+            "total",
+            total.as_secs_f64() / 60.0
+        );
+    }
+}
+
+/// `cargo xtask test`. The three builds (the broker with Debian's cargo, the
+/// plugins with their toolchains, the host and tests with rustup's cargo)
+/// run at the same time: on a fresh machine each spends minutes waiting on
+/// downloads, apt or a single-threaded link that the others fill. apt calls
+/// are serialised inside `toolchain`.
 fn test(args: &[String]) -> Result<()> {
+    let start = std::time::Instant::now();
     announce_plan();
-    toolchain::ensure_host()?;
-    let nisshi = toolchain::ensure_broker()?;
-    toolchain::ensure_compose_client()?;
-    toolchain::ensure_browser()?;
-    build_plugins()?;
-    // The end-to-end tests run these binaries as separate processes.
-    build_binaries()?;
+    let phases = Phases(Default::default());
+    let nisshi = std::thread::scope(|s| -> Result<PathBuf> {
+        let broker = s.spawn(|| phases.time("broker (Nisshi)", toolchain::ensure_broker));
+        let plugins = s.spawn(|| phases.time("plugins and their tools", build_plugins));
+        let tools = s.spawn(|| {
+            phases.time("compose client, browser", || {
+                toolchain::ensure_compose_client()?;
+                toolchain::ensure_browser()
+            })
+        });
+        // The end-to-end tests run the binaries as separate processes.
+        let host = phases.time("host, examples, tests", build_binaries);
+        let nisshi = broker.join().expect("broker thread panicked");
+        plugins.join().expect("plugins thread panicked")?;
+        tools.join().expect("tools thread panicked")?;
+        host?;
+        nisshi
+    })?;
+    let result = phases.time("tests", || run_tests(&nisshi, args));
+    phases.report(start.elapsed());
+    result
+}
+
+/// Runs every test: with cargo-nextest where it is installed (each test its
+/// own process, the binaries interleaved, so a slow suite does not hold the
+/// others back), else with `cargo test`. Doc tests run with `cargo test
+/// --doc` either way, since nextest does not run them.
+fn run_tests(nisshi: &Path, args: &[String]) -> Result<()> {
+    let nextest = std::env::var_os("STREAMHOST_NO_NEXTEST").is_none()
+        && Command::new(cargo())
+            .args(["nextest", "--version"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
     let mut cmd = Command::new(cargo());
-    cmd.current_dir(root())
-        .args(["test", "--workspace", "--release"])
-        .env("STREAMHOST_NISSHI", &nisshi);
+    cmd.current_dir(root()).env("STREAMHOST_NISSHI", nisshi);
+    if nextest {
+        cmd.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--release",
+            "--no-fail-fast",
+        ]);
+    } else {
+        cmd.args(["test", "--workspace", "--release", "--no-fail-fast"]);
+    }
     if !args.is_empty() {
         cmd.arg("--").args(args);
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    if nextest && args.is_empty() {
+        run(Command::new(cargo())
+            .current_dir(root())
+            .env("STREAMHOST_NISSHI", nisshi)
+            .args(["test", "--workspace", "--release", "--doc"]))?;
+    }
+    Ok(())
 }
 
 fn bench(quick: bool) -> Result<()> {

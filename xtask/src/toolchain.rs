@@ -269,6 +269,7 @@ fn missing_error(what: &str, failed: &[&Check], fix: &str) -> anyhow::Error {
 
 /// Makes Debian's route complete, installing (or repairing) its packages.
 pub fn ensure_debian() -> Result<()> {
+    let _one_at_a_time = install_lock();
     let checks = debian_checks();
     if checks.iter().all(Check::ok) {
         return Ok(());
@@ -345,6 +346,8 @@ pub fn wasm32() -> Result<Wasm32> {
 /// takes on two cores; shown as progress while it builds.
 const NISSHI_CRATES: usize = 465;
 const NISSHI_MINUTES: &str = "about 20 minutes on two cores";
+/// The optimisation level the broker is built at.
+const NISSHI_OPT_LEVEL: &str = "1";
 /// Nisshi's storage engines: `dynostore` (the in-memory engine the tests
 /// run on) and `libsql` (`sqlite://`, the engine that keeps SCRAM users for
 /// the security tests). One binary serves both.
@@ -446,6 +449,11 @@ pub fn ensure_broker() -> Result<PathBuf> {
     ])
     .arg("--root")
     .arg(crate::broker::tools_root())
+    // The tests' broker, built for build time: optimised (a debug broker
+    // slows every test that waits on it) but not as far as opt-level 3,
+    // which costs most of a fresh machine's first run.
+    .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", NISSHI_OPT_LEVEL)
+    .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
     .env("RUSTC", DEBIAN_RUSTC)
     .env(
         "CARGO_TARGET_DIR",
@@ -538,14 +546,13 @@ fn own_node_bin() -> PathBuf {
     crate::broker::tools_root().join("node/bin")
 }
 
-/// Puts the node installed into `~/.streamhost-tools` first on this
-/// process's PATH, so that every command xtask runs (npm, node, the tests'
-/// plugin builds) uses it. Called first thing, before any thread starts.
+/// Puts the folder of the node installed into `~/.streamhost-tools` first
+/// on this process's PATH, so that every command xtask runs (npm, node, the
+/// tests' plugin builds) uses it once it is there. Called first thing,
+/// before any thread starts; the folder may not exist yet (`ensure_node`
+/// fills it later, while other threads run, so PATH must not change then).
 pub fn use_own_node() {
     let bin = own_node_bin();
-    if !bin.join("node").is_file() {
-        return;
-    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
     if dirs.first() == Some(&bin) {
@@ -605,6 +612,7 @@ pub fn node_checks() -> Vec<Check> {
 /// it is recent enough, else the official binary from the npm registry,
 /// into `~/.streamhost-tools/node` (Debian 12's nodejs is 18).
 pub fn ensure_node() -> Result<()> {
+    let _one_at_a_time = install_lock();
     use_own_node();
     let failed = |checks: &[Check]| -> Vec<Check> {
         checks[..2].iter().filter(|c| !c.ok()).cloned().collect()
@@ -650,7 +658,6 @@ pub fn ensure_node() -> Result<()> {
             bin.join("node"),
         )
         .context("linking node")?;
-        use_own_node();
     }
     let checks = node_checks();
     let left = failed(&checks);
@@ -706,6 +713,7 @@ pub fn ensure_valgrind() -> Result<()> {
 /// Installs `packages` with apt when `check` fails; where that cannot be
 /// done, the error names what is missing and the command that fixes it.
 fn ensure_apt_tool(what: &str, check: fn() -> Check, packages: &[&str]) -> Result<()> {
+    let _one_at_a_time = install_lock();
     if check().ok() {
         return Ok(());
     }
@@ -774,6 +782,7 @@ pub fn python_checks() -> Vec<Check> {
 
 /// componentize-py in our own virtual environment, created when missing.
 pub fn ensure_componentize_py() -> Result<PathBuf> {
+    let _one_at_a_time = install_lock();
     let checks = python_checks();
     if checks[1].ok() {
         return Ok(componentize_py());
@@ -836,6 +845,7 @@ pub fn compose_check() -> Check {
 
 /// A Docker Compose client for checking `examples/docker-compose.yml`.
 pub fn ensure_compose_client() -> Result<()> {
+    let _one_at_a_time = install_lock();
     let check = compose_check();
     if check.ok() {
         return Ok(());
@@ -912,6 +922,7 @@ fn packages_for(checks: &[Check]) -> Vec<&'static str> {
 }
 
 pub fn ensure_host() -> Result<()> {
+    let _one_at_a_time = install_lock();
     let checks = host_checks();
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok()).collect();
     if failed.is_empty() {
@@ -1016,6 +1027,7 @@ pub fn c_checks() -> Vec<Check> {
 
 /// The C route, installed when missing; returns the wit-bindgen binary.
 pub fn ensure_c() -> Result<PathBuf> {
+    let one_at_a_time = install_lock();
     let checks = c_checks();
     if !checks[0].ok() {
         if !can_install() {
@@ -1036,6 +1048,8 @@ pub fn ensure_c() -> Result<PathBuf> {
             ));
         }
     }
+    // A cargo build, not an install others must wait for.
+    drop(one_at_a_time);
     if !checks[1].ok() {
         eprintln!(
             "xtask: installing wit-bindgen-cli {WIT_BINDGEN} (C bindings; about 2 minutes, once)"
@@ -1062,12 +1076,23 @@ pub fn ensure_c() -> Result<PathBuf> {
 
 // ------------------------------------------------------------------- apt --
 
-/// `apt-get install`s packages, refreshing the package lists once per run
+/// `apt-get install`s packages (callers hold [`install_lock`]), refreshing the package lists once per run
 /// first (a fresh machine's lists may be stale or empty).
 pub fn apt_install(packages: &[&str]) -> Result<()> {
     apt_install_with(packages, &[])
 }
 
+/// Held by every `ensure_*` that may install, from its check to its
+/// install. `cargo xtask test` builds the broker, the plugins and the host
+/// side by side, and two of them need Debian's toolchain: the second must
+/// find what the first installed, not install it again; and apt takes one
+/// caller at a time.
+fn install_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Callers hold [`install_lock`].
 fn apt_install_with(packages: &[&str], flags: &[&str]) -> Result<()> {
     static UPDATED: std::sync::Once = std::sync::Once::new();
     let mut update = Ok(());
