@@ -586,3 +586,66 @@ async fn two_processes_in_one_group_share_the_partitions() {
         enriched.len()
     );
 }
+
+/// Every compression codec a producer may pick is read: 1,000 readings per
+/// codec, each batch compressed by a producer set to that codec, all
+/// enriched with the values they were produced with. (A codec the build
+/// lacks would stop streamhost with the cause named, not spin.)
+#[tokio::test(flavor = "multi_thread")]
+async fn every_compression_codec_is_read() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+    const PER_CODEC: usize = 1000;
+    let cluster = Cluster::start("codecs", 2);
+    let input = steady(PER_CODEC * CODECS.len(), 20);
+    let mut produced: HashMap<(i64, i64), (&str, serde_json::Value)> = HashMap::new();
+    for (codec, chunk) in CODECS.iter().zip(input.chunks(PER_CODEC)) {
+        // Batches of many records, so that each is compressed as one.
+        let producer: FutureProducer = cluster
+            .config()
+            .set("compression.type", *codec)
+            .set("linger.ms", "50")
+            .create()
+            .unwrap();
+        let mut deliveries = Vec::new();
+        for (key, value) in chunk {
+            let record = FutureRecord::to(&cluster.input)
+                .key(key.as_deref().unwrap())
+                .payload(&value[..]);
+            deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+        }
+        for (d, (_, value)) in deliveries.into_iter().zip(chunk) {
+            let d = d.await.unwrap().map_err(|(e, _)| e).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(value).unwrap();
+            produced.insert((d.partition as i64, d.offset), (*codec, v));
+        }
+    }
+    let n = produced.len().to_string();
+    let child = cluster.streamhost("streamhost", &["--max-records", &n]);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{}", cluster.log("streamhost"));
+    let enriched = cluster.read(&cluster.enriched, Duration::from_secs(60), |r| {
+        r.len() >= produced.len()
+    });
+    let mut read: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &enriched {
+        let v = r.json();
+        let src = &v["streamhost"]["source"];
+        let at = (
+            src["partition"].as_i64().unwrap(),
+            src["offset"].as_i64().unwrap(),
+        );
+        let (codec, sent) = &produced[&at];
+        for field in ["sensor_id", "timestamp", "temperature"] {
+            assert_eq!(v[field], sent[field], "{codec} at {at:?}: {field}");
+        }
+        *read.entry(codec).or_default() += 1;
+    }
+    println!("enriched per codec: {read:?}");
+    for codec in CODECS {
+        assert_eq!(read.get(codec), Some(&PER_CODEC), "{codec}: {read:?}");
+    }
+}

@@ -2,7 +2,7 @@
 //! sample file with every example plugin (Rust, JavaScript, Python, C), a
 //! project from every `streamhost new` template built with its own build
 //! script and run locally, the compile cache on disk, and every command of
-//! the README checked against the binary's parser.
+//! the README and `docs/` checked against the binary's parser.
 //!
 //! Expected outputs come from a model of the sample computed here: each
 //! key's window is its readings of the last 5 minutes of event time.
@@ -278,13 +278,21 @@ fn new_build_run(lang: &str, kind: &str) -> (Outputs, PathBuf) {
         .status()
         .unwrap();
     assert!(status.success());
-    let tools = support::broker::tools_root();
+    // As written, with the PATH the first hour's page gives (the tools
+    // folder first); this checkout's streamhost before any other.
+    let streamhost_dir = support::bin("streamhost").parent().unwrap().to_path_buf();
+    let tools = support::broker::tools_root().join("bin");
+    let path = std::env::join_paths([streamhost_dir, tools].into_iter().chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
     let started = Instant::now();
     let out = Command::new(project.join("build.sh"))
-        .env("STREAMHOST", support::bin("streamhost"))
-        .env("COMPONENTIZE_PY", tools.join("python/bin/componentize-py"))
-        .env("WIT_BINDGEN", tools.join("bin/wit-bindgen"))
-        .env("CC", "/usr/bin/clang-14")
+        .env("PATH", path)
+        .env_remove("STREAMHOST")
+        .env_remove("COMPONENTIZE_PY")
+        .env_remove("WIT_BINDGEN")
+        .env_remove("CC")
         // Rust projects share one target folder: std is built once.
         .env("CARGO_TARGET_DIR", support::root().join("target/templates"))
         .env_remove("CARGO")
@@ -450,9 +458,27 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
+/// The README and every page under `docs/`, as one text.
+fn documentation() -> String {
+    let root = support::root();
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "md") {
+            pages.push(path);
+        }
+    }
+    pages.sort();
+    pages
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
-fn every_readme_command_parses() {
-    let readme = std::fs::read_to_string(support::root().join("README.md")).unwrap();
+fn every_documented_command_parses() {
+    let readme = documentation();
     let mut commands = Vec::new();
     let mut in_code = false;
     let mut pending = String::new();
@@ -475,7 +501,7 @@ fn every_readme_command_parses() {
         }
         pending.clear();
         // The command alone: no comment, pipe, redirection or chain.
-        let cut = [" #", " |", " >", " &&", " &"]
+        let cut = [" #", " |", " >", " 2>", " &&", " &"]
             .iter()
             .filter_map(|s| text.find(s))
             .min()
@@ -497,9 +523,43 @@ fn every_readme_command_parses() {
             .unwrap();
         assert!(
             out.status.success(),
-            "README command does not parse: {command}\n{}",
+            "documented command does not parse: {command}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    println!("{} README commands parse", commands.len());
+    println!("{} documented commands parse", commands.len());
+}
+
+/// A reader that stops early (`streamhost inspect FILE | head`) ends the
+/// command quietly: no panic, no error, exit status 0.
+#[test]
+fn printing_commands_end_quietly_on_a_closed_pipe() {
+    let streamhost = support::bin("streamhost");
+    let plugin = support::plugin_path("anomaly");
+    let cache = tempdir("closed-pipe-cache");
+    for args in [
+        vec!["inspect".to_string(), plugin.display().to_string()],
+        vec![
+            "inspect".into(),
+            "--json".into(),
+            plugin.display().to_string(),
+        ],
+        vec!["--help".into()],
+        vec!["inspect".into(), "--help".into()],
+    ] {
+        // `true` exits without reading: every write finds the pipe closed.
+        let out = Command::new("bash")
+            .args(["-c", r#"set -o pipefail; "$0" "$@" | true"#])
+            .arg(&streamhost)
+            .args(&args)
+            .env("STREAMHOST_COMPILE_CACHE", &cache)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "streamhost {args:?} | true: {}\n{stderr}",
+            out.status
+        );
+    }
 }

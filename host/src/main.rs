@@ -8,6 +8,16 @@ use streamhost::config::{RunArgs, Settings};
 use streamhost::contract::{Needs, WIT_VERSION};
 use streamhost::rules::runtime::{Limits, Runtime};
 
+/// `println!` that returns the write's error instead of panicking, so that a
+/// reader that stops early (`streamhost inspect FILE | head`) ends the
+/// command quietly: `main` treats a broken pipe as success.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 /// Runs WebAssembly rules (transform, trend, anomaly) over a Kafka topic,
 /// keeping sliding windows per key, and routes what they return to an
 /// alerts, an enriched and a dead-letter topic.
@@ -273,7 +283,7 @@ fn plugins(admin: &str, token: Option<&str>, action: PluginAction) -> anyhow::Re
     if status != 200 {
         anyhow::bail!("{status}: {}", value.get("error").unwrap_or(&value));
     }
-    println!("{}", serde_json::to_string_pretty(&value)?);
+    out!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
 }
 
@@ -319,15 +329,15 @@ fn inspect(file: PathBuf, json: bool, compile_cache: Option<String>) -> anyhow::
         let mut v = serde_json::to_value(info)?;
         v["needs"] = serde_json::json!(needs_list(info.needs));
         v["host_wit"] = serde_json::json!(format!("streamhost:plugin@{WIT_VERSION}"));
-        println!("{v}");
+        out!("{v}");
     } else {
-        println!("{}", info.kind);
-        println!("name:    {}", info.name);
-        println!("version: {}", info.version);
-        println!("wit:     {}", info.wit);
-        println!("needs:   {}", needs_list(info.needs).join(", "));
-        println!("sha256:  {}", info.sha256);
-        println!(
+        out!("{}", info.kind);
+        out!("name:    {}", info.name);
+        out!("version: {}", info.version);
+        out!("wit:     {}", info.wit);
+        out!("needs:   {}", needs_list(info.needs).join(", "));
+        out!("sha256:  {}", info.sha256);
+        out!(
             "load:    {:.3} s ({})",
             info.load_seconds,
             serde_json::to_value(info.compiled_from)?
@@ -348,36 +358,39 @@ fn parse_since(text: &str) -> anyhow::Result<i64> {
     Ok(chrono::Utc::now().timestamp_millis() - ago.as_millis() as i64)
 }
 
-fn print_replay(s: &streamhost::reprocess::Summary) {
+fn print_replay(s: &streamhost::reprocess::Summary) -> anyhow::Result<()> {
     let failed: u64 = s.failed_again.values().sum();
     let skipped: u64 = s.skipped.values().sum();
-    println!(
+    out!(
         "replayed {} dead letters of {} (progress group {})",
         s.read - skipped,
         s.topic,
         s.group
     );
     for (reason, n) in &s.by_reason {
-        println!("  {reason:<28}{n:>8}");
+        out!("  {reason:<28}{n:>8}");
     }
-    println!(
+    out!(
         "resolved:       {:>8}   ({} enriched, {} alert records)",
-        s.resolved, s.enriched, s.alerts
+        s.resolved,
+        s.enriched,
+        s.alerts
     );
-    println!("failed again:   {failed:>8}");
+    out!("failed again:   {failed:>8}");
     for (reason, n) in &s.failed_again {
-        println!("  {reason:<28}{n:>8}");
+        out!("  {reason:<28}{n:>8}");
     }
-    println!("skipped:        {skipped:>8}");
+    out!("skipped:        {skipped:>8}");
     for (why, n) in &s.skipped {
-        println!("  {why:<28}{n:>8}");
+        out!("  {why:<28}{n:>8}");
     }
     if s.partial_windows > 0 {
-        println!(
+        out!(
             "partial windows:{:>8}   (the input no longer held the whole span)",
             s.partial_windows
         );
     }
+    Ok(())
 }
 
 /// mimalloc: the data path allocates a few buffers per record (decoded
@@ -422,13 +435,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let files = streamhost::scaffold::new_project(&name, kind, lang, &dir)?;
-            println!(
+            out!(
                 "wrote {} files into {}: {}",
                 files.len(),
                 dir.display(),
                 files.join(", ")
             );
-            println!(
+            out!(
                 "next:\n  cd {}\n  ./build.sh\n  streamhost run-local --plugin {name}.wasm --input sample.jsonl",
                 dir.display()
             );
@@ -441,7 +454,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("componentizing {}", module.display()))?;
             std::fs::write(&output, &component)
                 .with_context(|| format!("writing {}", output.display()))?;
-            println!(
+            out!(
                 "wrote {} ({} KiB)",
                 output.display(),
                 component.len() / 1024
@@ -507,9 +520,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             };
             let summary = streamhost::reprocess::run(&settings, &args)?;
             if json {
-                println!("{}", serde_json::to_string(&summary)?);
+                out!("{}", serde_json::to_string(&summary)?);
             } else {
-                print_replay(&summary);
+                print_replay(&summary)?;
             }
             Ok(())
         }
@@ -535,7 +548,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     "alerts_by_kind": tally.alerts_by_kind,
                     "dead_letters_by_reason": tally.dead_by_reason,
                 });
-                println!("{summary}");
+                out!("{summary}");
             }
             Ok(())
         }

@@ -27,6 +27,12 @@ struct Args {
     /// from this schema registry.
     #[arg(long, value_name = "URL")]
     avro: Option<String>,
+    /// Stop, printing the counts, once this many enriched records were
+    /// read and then nothing arrived for a second (so that the alerts and
+    /// dead letters of those records are read too, whichever topic comes
+    /// first). [default: run until Ctrl-C]
+    #[arg(long, value_name = "N")]
+    until_enriched: Option<u64>,
 }
 
 /// An output as JSON: parsed, or decoded from Avro with the registry.
@@ -61,8 +67,13 @@ fn main() -> anyhow::Result<()> {
     let (mut enriched, mut alerts, mut dead) = (0u64, 0u64, 0u64);
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut last_status = Instant::now();
+    let mut quiet_since = Instant::now();
     loop {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+        let polled = consumer.poll(Duration::from_millis(200));
+        if polled.is_some() {
+            quiet_since = Instant::now();
+        }
+        if let Some(m) = polled {
             let m = m?;
             let v = parse(m.payload().unwrap_or_default(), decoder.as_ref());
             if m.topic() == args.alerts_topic {
@@ -118,11 +129,16 @@ fn main() -> anyhow::Result<()> {
                 println!("DEAD     reason={reason}");
             }
         }
-        if last_status.elapsed() > Duration::from_secs(1) {
+        let done = args.until_enriched.is_some_and(|n| enriched >= n)
+            && quiet_since.elapsed() >= Duration::from_secs(1);
+        if done || last_status.elapsed() > Duration::from_secs(1) {
             last_status = Instant::now();
             println!(
                 "-- so far: {enriched} enriched, {alerts} alerts {kinds:?}, {dead} dead letters"
             );
+        }
+        if done {
+            return Ok(());
         }
     }
 }

@@ -269,6 +269,7 @@ impl KafkaSource {
 
     async fn recv(&self) -> KafkaResult<InRecord> {
         let context = self.consumer.context();
+        let mut errors = super::ErrorStreak::default();
         loop {
             let received = tokio::select! {
                 m = self.consumer.recv() => Some(m),
@@ -300,7 +301,7 @@ impl KafkaSource {
                 }
                 // Transient conditions librdkafka reports and recovers from.
                 Err(KafkaError::MessageConsumption(code)) => {
-                    tracing::warn!(error = %code, "Consumer error; continuing.");
+                    errors.error(code, "the input consumer")?;
                 }
                 Err(e) => return Err(e),
             }

@@ -104,6 +104,7 @@ impl DeadLetterReader {
     pub fn next_chunk(&mut self, max: usize) -> KafkaResult<Vec<DeadLetter>> {
         let mut out = Vec::new();
         let mut heard = Instant::now();
+        let mut errors = super::ErrorStreak::default();
         while out.len() < max && self.remaining() > 0 {
             match self.consumer.poll(Duration::from_millis(200)) {
                 None if heard.elapsed() > STALL => {
@@ -114,12 +115,13 @@ impl DeadLetterReader {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(KafkaError::MessageConsumption(code))) => {
-                    tracing::warn!(error = %code, "Consumer error while reading dead letters; continuing.");
+                    errors.error(code, "the dead-letter reader")?;
                     heard = Instant::now();
                 }
                 Some(Err(e)) => return Err(e),
                 Some(Ok(m)) => {
                     heard = Instant::now();
+                    errors.progress();
                     let Some(span) = self.spans.get_mut(&m.partition()) else {
                         continue;
                     };

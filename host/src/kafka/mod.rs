@@ -54,10 +54,11 @@ pub fn fatal() -> Option<(RDKafkaErrorCode, String)> {
                 "authentication failed: the broker refused this client's SASL credentials \
                  (check sasl.mechanism, sasl.username and sasl.password)"
             }
-            _ => {
+            RDKafkaErrorCode::SSL => {
                 "the TLS handshake with the broker failed (check ssl.ca.location, and that \
                  the broker's certificate names the host in --brokers)"
             }
+            _ => return Some((code, reason)),
         };
         return Some((code, format!("{hint}; librdkafka: {reason}")));
     }
@@ -83,6 +84,165 @@ pub fn note_error(error: &KafkaError, reason: &str) {
             .lock()
             .unwrap()
             .get_or_insert_with(|| (code, reason.to_string()));
+    }
+}
+
+/// Consumer errors no retry fixes, with what they mean. librdkafka reports
+/// them for every fetch of the partition concerned, for ever: a record
+/// compressed with a codec this build lacks is `NotImplemented`.
+fn unreadable(code: RDKafkaErrorCode) -> Option<&'static str> {
+    Some(match code {
+        RDKafkaErrorCode::NotImplemented => {
+            "librdkafka cannot read what the broker sent: this build of streamhost lacks a \
+             feature the records need (a compression codec, for example)"
+        }
+        RDKafkaErrorCode::BadCompression => {
+            "a record batch could not be decompressed (corrupt, or compressed with a codec \
+             this build cannot read)"
+        }
+        RDKafkaErrorCode::UnsupportedCompressionType => {
+            "the broker does not support the compression type asked for"
+        }
+        _ => return None,
+    })
+}
+
+/// Whether a consumer error is about reaching the brokers: those repeat for
+/// as long as a broker is down or a leader moves, and end by themselves.
+fn transient(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::RequestTimedOut
+            | C::OperationTimedOut
+            | C::NetworkException
+            | C::Resolve
+            | C::NotLeaderForPartition
+            | C::LeaderNotAvailable
+            | C::NotCoordinator
+            | C::CoordinatorNotAvailable
+            | C::CoordinatorLoadInProgress
+            | C::FencedLeaderEpoch
+            | C::UnknownLeaderEpoch
+            | C::OffsetNotAvailable
+            | C::NotEnoughReplicas
+            | C::UnknownTopicOrPartition
+            | C::PartitionEOF
+    )
+}
+
+/// The consumer errors a reader saw since it last read a record. An error
+/// no retry fixes ends the reader at once; any other error that is not
+/// about reaching the brokers ends it once it has repeated
+/// [`ErrorStreak::LIMIT`] times over [`ErrorStreak::SPAN`] with no record
+/// read in between. Either way the process stops with the cause named
+/// (see [`fatal`]), instead of logging a warning for ever.
+#[derive(Default)]
+pub struct ErrorStreak {
+    /// The repeating code, how often, and since when.
+    current: Option<(RDKafkaErrorCode, u32, std::time::Instant)>,
+}
+
+impl ErrorStreak {
+    pub const LIMIT: u32 = 20;
+    pub const SPAN: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// A record was read: the streak is over.
+    pub fn progress(&mut self) {
+        self.current = None;
+    }
+
+    /// Counts an error; `Err` with the error that ends the reader, after
+    /// noting its cause for [`fatal`].
+    pub fn error(&mut self, code: RDKafkaErrorCode, reader: &str) -> Result<(), KafkaError> {
+        self.error_at(code, reader, std::time::Instant::now())
+    }
+
+    fn error_at(
+        &mut self,
+        code: RDKafkaErrorCode,
+        reader: &str,
+        now: std::time::Instant,
+    ) -> Result<(), KafkaError> {
+        if let Some(why) = unreadable(code) {
+            return Err(Self::end(code, format!("{why} ({reader}: {code})")));
+        }
+        let (count, since) = match self.current {
+            Some((c, n, since)) if c == code => (n + 1, since),
+            _ => (1, now),
+        };
+        self.current = Some((code, count, since));
+        tracing::warn!(error = %code, reader, "Consumer error; continuing.");
+        if !transient(code) && count >= Self::LIMIT && now - since >= Self::SPAN {
+            return Err(Self::end(
+                code,
+                format!(
+                    "the consumer error `{code}` repeated {count} times over {} s with no \
+                     record read in between ({reader})",
+                    (now - since).as_secs()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn end(code: RDKafkaErrorCode, reason: String) -> KafkaError {
+        REFUSED.lock().unwrap().get_or_insert((code, reason));
+        KafkaError::MessageConsumptionFatal(code)
+    }
+}
+
+#[cfg(test)]
+mod error_streak_tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn ends(result: Result<(), KafkaError>) -> bool {
+        matches!(result, Err(KafkaError::MessageConsumptionFatal(_)))
+    }
+
+    #[test]
+    fn a_codec_this_build_lacks_ends_the_reader_at_once() {
+        let mut streak = ErrorStreak::default();
+        assert!(ends(streak.error_at(
+            RDKafkaErrorCode::NotImplemented,
+            "test",
+            Instant::now()
+        )));
+    }
+
+    #[test]
+    fn a_repeating_error_ends_the_reader_only_after_its_count_and_span() {
+        let t0 = Instant::now();
+        let code = RDKafkaErrorCode::InvalidMessage;
+        let mut streak = ErrorStreak::default();
+        // Many repeats in a moment: not yet.
+        for _ in 0..ErrorStreak::LIMIT * 3 {
+            assert!(!ends(streak.error_at(code, "test", t0)));
+        }
+        // A record read in between starts the count again.
+        streak.progress();
+        let late = t0 + ErrorStreak::SPAN + Duration::from_secs(1);
+        for _ in 0..ErrorStreak::LIMIT - 1 {
+            assert!(!ends(streak.error_at(code, "test", t0)));
+        }
+        assert!(ends(streak.error_at(code, "test", late)));
+    }
+
+    #[test]
+    fn a_broker_that_is_down_never_ends_the_reader() {
+        let t0 = Instant::now();
+        let mut streak = ErrorStreak::default();
+        for i in 0..1000u64 {
+            let at = t0 + Duration::from_secs(i);
+            assert!(!ends(streak.error_at(
+                RDKafkaErrorCode::BrokerTransportFailure,
+                "test",
+                at
+            )));
+        }
     }
 }
 

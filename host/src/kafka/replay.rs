@@ -93,6 +93,7 @@ impl PartitionReader {
             let mut records = 0u64;
             let mut buf = Vec::with_capacity(chunk);
             let mut heard = Instant::now();
+            let mut errors = super::ErrorStreak::default();
             'read: while from < to {
                 match self.consumer.poll(Duration::from_millis(200)) {
                     None => {
@@ -104,12 +105,13 @@ impl PartitionReader {
                     }
                     Some(Err(KafkaError::PartitionEOF(_))) => break 'read,
                     Some(Err(KafkaError::MessageConsumption(code))) => {
-                        tracing::warn!(partition, error = %code, "Consumer error while replaying; continuing.");
+                        errors.error(code, "the window rebuild reader")?;
                         heard = Instant::now();
                     }
                     Some(Err(e)) => return Err(e),
                     Some(Ok(m)) => {
                         heard = Instant::now();
+                        errors.progress();
                         if m.offset() >= to {
                             break 'read;
                         }

@@ -59,6 +59,27 @@ pub struct Options {
     pub port: Option<u16>,
 }
 
+/// The command that runs a broker on `127.0.0.1:port` as `options` say
+/// (`cargo xtask broker` prints it, so that users can run it themselves).
+pub fn command(bin: &Path, port: u16, options: &Options) -> Command {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut cmd = Command::new(bin);
+    cmd.args(["broker", "--storage-engine"])
+        .arg(options.storage.as_deref().unwrap_or("memory://nisshi/"))
+        .args(["--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--group-initial-rebalance-delay", "0"]);
+    if let Some((cert, key)) = &options.tls {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    if options.authentication {
+        cmd.arg("--authentication");
+    }
+    if let Some(dir) = &options.dir {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
 /// A running broker process, killed on drop.
 pub struct Broker {
     child: Child,
@@ -85,7 +106,6 @@ impl Broker {
     /// connections.
     pub fn start_with(bin: &Path, log: Option<&Path>, options: &Options) -> Result<Broker> {
         let port = options.port.unwrap_or_else(free_port);
-        let url = format!("tcp://127.0.0.1:{port}");
         let (out, err) = match log {
             Some(path) => {
                 let f = std::fs::OpenOptions::new()
@@ -96,21 +116,7 @@ impl Broker {
             }
             None => (Stdio::null(), Stdio::null()),
         };
-        let mut cmd = Command::new(bin);
-        cmd.args(["broker", "--storage-engine"])
-            .arg(options.storage.as_deref().unwrap_or("memory://nisshi/"))
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--group-initial-rebalance-delay", "0"]);
-        if let Some((cert, key)) = &options.tls {
-            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
-        }
-        if options.authentication {
-            cmd.arg("--authentication");
-        }
-        if let Some(dir) = &options.dir {
-            cmd.current_dir(dir);
-        }
-        let child = cmd
+        let child = command(bin, port, options)
             .stdout(out)
             .stderr(err)
             .spawn()
@@ -163,24 +169,30 @@ impl Broker {
 
     /// Creates a topic with the given number of partitions.
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
-        let out = Command::new(&self.bin)
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://127.0.0.1:{}", self.port),
-            ])
-            .args(["--partitions", &partitions.to_string(), name])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "creating topic {name} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        create_topic(&self.bin, self.port, name, partitions)
     }
+}
+
+/// The command that creates a topic on the broker at `127.0.0.1:port`.
+pub fn create_topic_command(bin: &Path, port: u16, name: &str, partitions: u32) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["topic", "create", "--broker"])
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .args(["--partitions", &partitions.to_string(), name]);
+    cmd
+}
+
+/// Creates a topic on the broker at `127.0.0.1:port`.
+pub fn create_topic(bin: &Path, port: u16, name: &str, partitions: u32) -> Result<()> {
+    let out = create_topic_command(bin, port, name, partitions).output()?;
+    if !out.status.success() {
+        bail!(
+            "creating topic {name} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 impl Drop for Broker {
