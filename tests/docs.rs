@@ -200,12 +200,26 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// The tour of `docs/first-hour.md`, run as a new user would: the page's
 /// `sh` blocks in order, by bash with `set -euo pipefail`, from the
 /// checkout. It runs in a network namespace of its own, so that the page's
-/// fixed ports (9092, 9464) are free whatever else runs.
+/// fixed ports (9092, 9464) are free whatever else runs (this needs root,
+/// as `cargo xtask test` runs, and iproute2's `ip`).
 #[test]
 fn the_first_hour_runs_as_written() {
     let root = support::root();
     let tour = root.join("target/tour");
     let _ = std::fs::remove_dir_all(&tour);
+    // The tour's broker keeps its pid and log in a folder of the test's, so
+    // that a broker the user started with `cargo xtask broker` is left alone.
+    let broker_dir = root.join("target/tour-broker");
+    let _ = std::fs::remove_dir_all(&broker_dir);
+    // The page puts ~/.streamhost-tools/bin first on PATH, where `cargo
+    // xtask test` links the commands of the checkout it last ran in.
+    let linked = support::broker::tools_root().join("bin/streamhost");
+    assert_eq!(
+        std::fs::canonicalize(&linked).ok(),
+        std::fs::canonicalize(support::bin("streamhost")).ok(),
+        "{} is not this checkout's streamhost: run the tests with `cargo xtask test`, which links it",
+        linked.display()
+    );
     let page = std::fs::read_to_string(root.join("docs/first-hour.md")).unwrap();
     let script = sh_blocks(&page);
     for needed in [
@@ -232,6 +246,7 @@ fn the_first_hour_runs_as_written() {
         .arg(r#"ip link set lo up && exec bash -euo pipefail "$0""#)
         .arg(&script_file)
         .current_dir(&root)
+        .env("STREAMHOST_BROKER_DIR", &broker_dir)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_file).unwrap())
         .stderr(std::fs::File::create(&stderr_file).unwrap())
@@ -255,13 +270,14 @@ fn the_first_hour_runs_as_written() {
     let status = child.wait().unwrap();
     // Whatever happened, nothing of the tour outlives it: not its
     // processes, nor the broker it started (in a process group of its own).
-    let broker_pid = std::fs::read_to_string(root.join("target/broker/nisshi.pid")).ok();
+    let broker_pid = std::fs::read_to_string(broker_dir.join("nisshi.pid")).ok();
     let _ = Command::new("kill")
         .args(["-s", "KILL", "--", &format!("-{pgid}")])
         .status();
     let _ = Command::new("cargo")
         .args(["xtask", "broker", "--stop"])
         .current_dir(&root)
+        .env("STREAMHOST_BROKER_DIR", &broker_dir)
         .output();
     if let Some(pid) = broker_pid {
         let _ = Command::new("kill")

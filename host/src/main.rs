@@ -10,12 +10,29 @@ use streamhost::rules::runtime::{Limits, Runtime};
 
 /// `println!` that returns the write's error instead of panicking, so that a
 /// reader that stops early (`streamhost inspect FILE | head`) ends the
-/// command quietly: `main` treats a broken pipe as success.
+/// command quietly: `main` treats a closed stdout as success.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)?
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(StdoutError)?
     }};
+}
+
+/// A failed write to stdout, told apart from every other I/O error (a
+/// broken pipe to the admin API is a failure, not a reader gone).
+#[derive(Debug)]
+struct StdoutError(std::io::Error);
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing to stdout: {}", self.0)
+    }
+}
+
+impl std::error::Error for StdoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// Runs WebAssembly rules (transform, trend, anomaly) over a Kafka topic,
@@ -407,8 +424,8 @@ fn main() -> std::process::ExitCode {
         // A reader that stopped early (`| head`) is not an error.
         Err(e)
             if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                c.downcast_ref::<StdoutError>()
+                    .is_some_and(|out| out.0.kind() == std::io::ErrorKind::BrokenPipe)
             }) =>
         {
             std::process::ExitCode::SUCCESS
@@ -481,7 +498,21 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 out,
                 now_ms,
             };
-            streamhost::local::run(&settings, &local).map(|_| ())
+            let to_stdout = local.out.is_none();
+            streamhost::local::run(&settings, &local)
+                .map(|_| ())
+                .map_err(|e| {
+                    // Its outputs go to stdout: a reader gone is no failure.
+                    let pipe = std::io::ErrorKind::BrokenPipe;
+                    let closed = to_stdout
+                        && e.downcast_ref::<std::io::Error>()
+                            .is_some_and(|io| io.kind() == pipe);
+                    if closed {
+                        StdoutError(pipe.into()).into()
+                    } else {
+                        e
+                    }
+                })
         }
         Some(Command::Plugins {
             admin,

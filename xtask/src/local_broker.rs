@@ -31,9 +31,13 @@ pub struct BrokerArgs {
 /// The topics streamhost reads and writes by default, input first.
 pub const TOPICS: [&str; 4] = ["iot-sensors", "iot-enriched", "iot-alerts", "iot-dlq"];
 
-/// Where the broker's pid and log are kept.
+/// Where the broker's pid and log are kept: `target/broker`, or
+/// `$STREAMHOST_BROKER_DIR` (the tests run the documented tour with a
+/// folder of their own, so that a broker the user started is left alone).
 fn state_dir() -> PathBuf {
-    crate::root().join("target/broker")
+    std::env::var_os("STREAMHOST_BROKER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::root().join("target/broker"))
 }
 
 pub fn run(args: BrokerArgs) -> Result<()> {
@@ -70,34 +74,30 @@ pub fn run(args: BrokerArgs) -> Result<()> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("starting {}", nisshi.display()))?;
-    std::fs::write(&pid_file, child.id().to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", args.port)).is_err() {
-        let exited = child.try_wait()?.is_some();
-        if exited || Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let _ = std::fs::remove_file(&pid_file);
-            bail!(
-                "the broker did not start listening on 127.0.0.1:{}; its log: {}\n{}",
-                args.port,
-                log.display(),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
+    // From here on, a failure stops the broker it started.
+    let started = (|| -> Result<()> {
+        std::fs::write(&pid_file, child.id().to_string())?;
+        wait_listening(&mut child, args.port, &log)?;
+        for topic in TOPICS {
+            let cmd = broker::create_topic_command(&nisshi, args.port, topic, args.partitions);
+            println!("$ {}", shell_line(&cmd));
+            broker::create_topic(&nisshi, args.port, topic, args.partitions)?;
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for topic in TOPICS {
-        let cmd = broker::create_topic_command(&nisshi, args.port, topic, args.partitions);
-        println!("$ {}", shell_line(&cmd));
-        broker::create_topic(&nisshi, args.port, topic, args.partitions)?;
+        Ok(())
+    })();
+    if let Err(e) = started {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&pid_file);
+        return Err(e.context("starting the broker (it was stopped again)"));
     }
     let address = format!("127.0.0.1:{}", args.port);
+    let shown_log = log.strip_prefix(crate::root()).unwrap_or(&log);
     println!();
     println!(
         "broker: {address} (pid {}, in memory; log {})",
         child.id(),
-        log.display()
+        shown_log.display()
     );
     println!(
         "topics: {} ({} partitions each)",
@@ -108,6 +108,22 @@ pub fn run(args: BrokerArgs) -> Result<()> {
         "use it: streamhost --brokers {address} ...; sensor-producer --brokers {address}; stream-watch --brokers {address}"
     );
     println!("stop it: cargo xtask broker --stop");
+    Ok(())
+}
+
+/// Waits until the broker accepts connections on `port`.
+fn wait_listening(child: &mut std::process::Child, port: u16, log: &std::path::Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if child.try_wait()?.is_some() || Instant::now() > deadline {
+            bail!(
+                "the broker did not start listening on 127.0.0.1:{port}; its log: {}\n{}",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Ok(())
 }
 
@@ -129,14 +145,22 @@ fn stop(pid_file: &std::path::Path) -> Result<()> {
         println!("no broker started by `cargo xtask broker` is running");
         return Ok(());
     };
-    crate::run(std::process::Command::new("kill").arg(pid.to_string()))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while running(pid_file).is_some() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    // SIGTERM, then SIGKILL if it has not gone after 10 s.
+    for (signal, wait) in [("TERM", 10), ("KILL", 5)] {
+        let _ = std::process::Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(wait);
+        while running(pid_file).is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if running(pid_file).is_none() {
+            let _ = std::fs::remove_file(pid_file);
+            println!("stopped the broker (pid {pid})");
+            return Ok(());
+        }
     }
-    let _ = std::fs::remove_file(pid_file);
-    println!("stopped the broker (pid {pid})");
-    Ok(())
+    bail!("the broker (pid {pid}) is still running after SIGKILL")
 }
 
 /// A command as a shell line, for the user to copy.

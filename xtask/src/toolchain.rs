@@ -405,13 +405,17 @@ impl BrokerBuild {
 /// 2026-12-02: 132 tests, each within a second or two of the other's
 /// time): the tests wait on streamhost and on the clock, not on the broker.
 const NISSHI_OPT_LEVEL: &str = "0";
-const NISSHI_MINUTES: &str = "about 15 minutes on two cores";
+const NISSHI_MINUTES: &str = "about 27 minutes on two cores, beside the host build";
 
-/// For a broker installed by `cargo install --root ROOT`, the features it
-/// lacks, read from cargo's own install record. A broker found elsewhere is
-/// taken as is.
+/// For a broker this command installed (under either build's root), the
+/// features it lacks, read from cargo's own install record. A broker found
+/// elsewhere (`$STREAMHOST_NISSHI`, PATH) is taken as is.
 fn missing_broker_features(bin: &Path) -> Vec<&'static str> {
-    let Some(root) = bin.parent().and_then(Path::parent) else {
+    let Some(root) = [BrokerBuild::Everyday, BrokerBuild::Bench]
+        .into_iter()
+        .map(BrokerBuild::root)
+        .find(|root| bin == root.join("bin/nisshi"))
+    else {
         return Vec::new();
     };
     let record = std::fs::read_to_string(root.join(".crates2.json"))
@@ -677,7 +681,6 @@ pub fn node_checks() -> Vec<Check> {
 /// into `~/.streamhost-tools/node` (Debian 12's nodejs is 18).
 pub fn ensure_node() -> Result<()> {
     let _one_at_a_time = install_lock();
-    use_own_node();
     let failed = |checks: &[Check]| -> Vec<Check> {
         checks[..2].iter().filter(|c| !c.ok()).cloned().collect()
     };
@@ -1229,7 +1232,7 @@ pub fn say_where_tools_are() {
         return;
     }
     eprintln!(
-        "xtask: streamhost, nisshi, sensor-producer, stream-watch, componentize-py and wit-bindgen are in {}; put them on your PATH with:",
+        "xtask: streamhost, nisshi, sensor-producer, stream-watch, schema-registry-standin, componentize-py and wit-bindgen (and node 22, where the system's is older than 20.19) are in {}; put them on your PATH with:",
         bin.display()
     );
     eprintln!("    export PATH=\"$HOME/.streamhost-tools/bin:$PATH\"");

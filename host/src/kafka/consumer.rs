@@ -269,7 +269,7 @@ impl KafkaSource {
 
     async fn recv(&self) -> KafkaResult<InRecord> {
         let context = self.consumer.context();
-        let mut errors = super::ErrorStreak::default();
+        let mut errors = super::ErrorStreak::stopping();
         loop {
             let received = tokio::select! {
                 m = self.consumer.recv() => Some(m),
@@ -299,7 +299,8 @@ impl KafkaSource {
                     super::note_error(&KafkaError::Global(code), "reported by the consumer");
                     return Err(KafkaError::MessageConsumptionFatal(code));
                 }
-                // Transient conditions librdkafka reports and recovers from.
+                // Conditions librdkafka reports and (mostly) recovers from;
+                // the streak ends those that repeat without progress.
                 Err(KafkaError::MessageConsumption(code)) => {
                     errors.error(code, "the input consumer")?;
                 }

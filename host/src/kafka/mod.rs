@@ -33,7 +33,8 @@ use crate::record::InRecord;
 static FIRST_REQUEST_CLOSED: AtomicU32 = AtomicU32::new(0);
 /// Whether a broker ever answered (metadata, or an assignment).
 static REACHED: AtomicBool = AtomicBool::new(false);
-/// A refused authentication or a failed TLS handshake, with librdkafka's reason.
+/// A refused authentication, a failed TLS handshake, or a consumer error the
+/// input consumer cannot get past ([`ErrorStreak`]), with the reason.
 static REFUSED: Mutex<Option<(RDKafkaErrorCode, String)>> = Mutex::new(None);
 
 /// After this many connections closed at the first request, with no broker
@@ -137,17 +138,30 @@ fn transient(code: RDKafkaErrorCode) -> bool {
 /// no retry fixes ends the reader at once; any other error that is not
 /// about reaching the brokers ends it once it has repeated
 /// [`ErrorStreak::LIMIT`] times over [`ErrorStreak::SPAN`] with no record
-/// read in between. Either way the process stops with the cause named
-/// (see [`fatal`]), instead of logging a warning for ever.
+/// read in between, instead of logging a warning for ever. The input
+/// consumer's streak ([`ErrorStreak::stopping`]) notes the cause for
+/// [`fatal`], so that the process stops with it named; the other readers'
+/// callers decide what their end means (a rebuild goes on with empty
+/// windows), so theirs only logs it.
 #[derive(Default)]
 pub struct ErrorStreak {
     /// The repeating code, how often, and since when.
     current: Option<(RDKafkaErrorCode, u32, std::time::Instant)>,
+    /// Whether an end stops the process (noted for [`fatal`]).
+    stops_process: bool,
 }
 
 impl ErrorStreak {
     pub const LIMIT: u32 = 20;
     pub const SPAN: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// The input consumer's: its end stops the process, with the cause.
+    pub fn stopping() -> ErrorStreak {
+        ErrorStreak {
+            stops_process: true,
+            ..ErrorStreak::default()
+        }
+    }
 
     /// A record was read: the streak is over.
     pub fn progress(&mut self) {
@@ -167,7 +181,7 @@ impl ErrorStreak {
         now: std::time::Instant,
     ) -> Result<(), KafkaError> {
         if let Some(why) = unreadable(code) {
-            return Err(Self::end(code, format!("{why} ({reader}: {code})")));
+            return Err(self.end(code, format!("{why} ({reader}: {code})")));
         }
         let (count, since) = match self.current {
             Some((c, n, since)) if c == code => (n + 1, since),
@@ -176,7 +190,7 @@ impl ErrorStreak {
         self.current = Some((code, count, since));
         tracing::warn!(error = %code, reader, "Consumer error; continuing.");
         if !transient(code) && count >= Self::LIMIT && now - since >= Self::SPAN {
-            return Err(Self::end(
+            return Err(self.end(
                 code,
                 format!(
                     "the consumer error `{code}` repeated {count} times over {} s with no \
@@ -188,8 +202,11 @@ impl ErrorStreak {
         Ok(())
     }
 
-    fn end(code: RDKafkaErrorCode, reason: String) -> KafkaError {
-        REFUSED.lock().unwrap().get_or_insert((code, reason));
+    fn end(&self, code: RDKafkaErrorCode, reason: String) -> KafkaError {
+        tracing::error!(error = %code, %reason, "Consumer error no retry fixes.");
+        if self.stops_process {
+            REFUSED.lock().unwrap().get_or_insert((code, reason));
+        }
         KafkaError::MessageConsumptionFatal(code)
     }
 }
@@ -222,13 +239,18 @@ mod error_streak_tests {
         for _ in 0..ErrorStreak::LIMIT * 3 {
             assert!(!ends(streak.error_at(code, "test", t0)));
         }
-        // A record read in between starts the count again.
+        // A record read in between starts the count and the span again:
+        // without that, the next error, past the span, would end it.
         streak.progress();
         let late = t0 + ErrorStreak::SPAN + Duration::from_secs(1);
         for _ in 0..ErrorStreak::LIMIT - 1 {
-            assert!(!ends(streak.error_at(code, "test", t0)));
+            assert!(!ends(streak.error_at(code, "test", late)));
         }
-        assert!(ends(streak.error_at(code, "test", late)));
+        // The count reached, but the span not yet: still going.
+        assert!(!ends(streak.error_at(code, "test", late)));
+        // Both reached.
+        let later = late + ErrorStreak::SPAN;
+        assert!(ends(streak.error_at(code, "test", later)));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 #   (or the WASI SDK: CC=/opt/wasi-sdk/bin/clang)
 set -eu
 cd "$(dirname "$0")"
-# Debian's clang-14 package names its compiler clang-14.
-CC="${CC:-$(command -v clang || command -v clang-14 || echo clang)}"
+# Debian's clang-14 (with its wasm-ld and wasi-libc, as `cargo xtask`
+# installs them) first, then any clang.
+CC="${CC:-$(command -v clang-14 || command -v clang || echo clang)}"
 "${WIT_BINDGEN:-wit-bindgen}" c wit --world {{world}} --out-dir bindings
 "$CC" --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Ibindings \
     rule.c bindings/{{world}}.c bindings/{{world}}_component_type.o -o {{crate}}.core.wasm
