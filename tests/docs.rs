@@ -9,23 +9,8 @@
 use streamhost_testkit as support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The README and every page under `docs/`.
-fn pages() -> Vec<PathBuf> {
-    let root = support::root();
-    let mut pages = vec![root.join("README.md")];
-    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|x| x == "md") {
-            pages.push(path);
-        }
-    }
-    pages.sort();
-    pages
-}
 
 /// A page's lines outside fenced code blocks.
 fn prose(text: &str) -> Vec<&str> {
@@ -90,7 +75,7 @@ fn links(text: &str) -> Vec<String> {
 fn every_link_between_the_pages_resolves() {
     let mut checked = 0;
     let mut broken = Vec::new();
-    for page in pages() {
+    for page in support::doc_pages() {
         let text = std::fs::read_to_string(&page).unwrap();
         for link in links(&text) {
             if link.contains("://") || link.starts_with("mailto:") {
@@ -147,7 +132,7 @@ fn every_page_is_in_the_summary_and_the_readme() {
     let summary = std::fs::read_to_string(root.join("docs/SUMMARY.md")).unwrap();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let listed: BTreeSet<String> = links(&summary).into_iter().collect();
-    for page in pages() {
+    for page in support::doc_pages() {
         let name = page.file_name().unwrap().to_string_lossy().to_string();
         if name == "README.md" || name == "SUMMARY.md" {
             continue;

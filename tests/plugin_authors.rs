@@ -460,16 +460,7 @@ fn words(line: &str) -> Vec<String> {
 
 /// The README and every page under `docs/`, as one text.
 fn documentation() -> String {
-    let root = support::root();
-    let mut pages = vec![root.join("README.md")];
-    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|x| x == "md") {
-            pages.push(path);
-        }
-    }
-    pages.sort();
-    pages
+    support::doc_pages()
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect::<Vec<_>>()

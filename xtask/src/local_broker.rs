@@ -77,7 +77,13 @@ pub fn run(args: BrokerArgs) -> Result<()> {
     // From here on, a failure stops the broker it started.
     let started = (|| -> Result<()> {
         std::fs::write(&pid_file, child.id().to_string())?;
-        wait_listening(&mut child, args.port, &log)?;
+        broker::wait_listening(&mut child, args.port).with_context(|| {
+            format!(
+                "its log, {}:\n{}",
+                log.display(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })?;
         for topic in TOPICS {
             let cmd = broker::create_topic_command(&nisshi, args.port, topic, args.partitions);
             println!("$ {}", shell_line(&cmd));
@@ -108,22 +114,6 @@ pub fn run(args: BrokerArgs) -> Result<()> {
         "use it: streamhost --brokers {address} ...; sensor-producer --brokers {address}; stream-watch --brokers {address}"
     );
     println!("stop it: cargo xtask broker --stop");
-    Ok(())
-}
-
-/// Waits until the broker accepts connections on `port`.
-fn wait_listening(child: &mut std::process::Child, port: u16, log: &std::path::Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if child.try_wait()?.is_some() || Instant::now() > deadline {
-            bail!(
-                "the broker did not start listening on 127.0.0.1:{port}; its log: {}\n{}",
-                log.display(),
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     Ok(())
 }
 

@@ -126,35 +126,18 @@ impl Broker {
             port,
             bin: bin.to_path_buf(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = broker.child.try_wait()? {
-                bail!("broker exited during start-up: {status}");
-            }
-            if Instant::now() > deadline {
-                bail!("broker did not listen on port {port} within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(&mut broker.child, port)?;
         Ok(broker)
     }
 
     /// Creates a SCRAM user (`nisshi user create`), on a broker started
     /// without TLS or authentication, on storage that keeps users.
     pub fn create_user(&self, name: &str, password: &str, mechanism: &str) -> Result<()> {
-        let out = Command::new(&self.bin)
-            .args(["user", "create", "--broker"])
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["user", "create", "--broker"])
             .arg(format!("tcp://127.0.0.1:{}", self.port))
-            .args(["--mechanism", mechanism, name, password])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "creating user {name} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+            .args(["--mechanism", mechanism, name, password]);
+        run(cmd, &format!("creating user {name}"))
     }
 
     /// The broker's process id (to pause it with SIGSTOP in fault tests).
@@ -184,13 +167,37 @@ pub fn create_topic_command(bin: &Path, port: u16, name: &str, partitions: u32) 
 
 /// Creates a topic on the broker at `127.0.0.1:port`.
 pub fn create_topic(bin: &Path, port: u16, name: &str, partitions: u32) -> Result<()> {
-    let out = create_topic_command(bin, port, name, partitions).output()?;
+    run(
+        create_topic_command(bin, port, name, partitions),
+        &format!("creating topic {name}"),
+    )
+}
+
+/// Runs one of the broker's commands, failing with its output.
+fn run(mut cmd: Command, what: &str) -> Result<()> {
+    let out = cmd.output()?;
     if !out.status.success() {
         bail!(
-            "creating topic {name} failed: {}{}",
+            "{what} failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+    Ok(())
+}
+
+/// Waits until a broker just started as `child` accepts connections on
+/// `127.0.0.1:port` (30 s at most).
+pub fn wait_listening(child: &mut Child, port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait()? {
+            bail!("broker exited during start-up: {status}");
+        }
+        if Instant::now() > deadline {
+            bail!("broker did not listen on port {port} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
 }

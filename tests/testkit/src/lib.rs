@@ -21,6 +21,20 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The README and every page under `docs/`, in name order.
+pub fn doc_pages() -> Vec<PathBuf> {
+    let root = root();
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|x| x == "md") {
+            pages.push(path);
+        }
+    }
+    pages.sort();
+    pages
+}
+
 /// A seeded stream of uniform numbers in [0, 1) (a 64-bit LCG), so that
 /// generated test and benchmark data is the same on every run.
 pub fn seeded_uniform(mut seed: u64) -> impl FnMut() -> f64 {
