@@ -191,7 +191,7 @@ async fn a_failed_delivery_stops_streamhost_while_idle() {
 
 /// `GET path` on the admin API at `admin`, as text.
 fn http_get(admin: &str, path: &str) -> String {
-    streamhost::ops::admin::request(admin, "GET", path, None, b"")
+    streamhost::cmd::plugins::request(admin, "GET", path, None, b"")
         .map(|(_, body)| body)
         .unwrap_or_default()
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use streamhost::ops::admin::request;
+use streamhost::cmd::plugins::request;
 use support::kafka::{Cluster, terminate};
 
 const T0: i64 = 1_795_500_000_000;

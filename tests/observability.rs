@@ -7,7 +7,7 @@ use streamhost_testkit as support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use streamhost::ops::admin::request;
+use streamhost::cmd::plugins::request;
 use support::kafka::{Cluster, terminate};
 
 /// The value of one sample line (`name{labels} value`) of a scrape.

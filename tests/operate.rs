@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use streamhost::ops::admin::request;
+use streamhost::cmd::plugins::request;
 use support::kafka::{Cluster, Read, terminate};
 
 /// Event times start on a minute, so event seconds count from 0.

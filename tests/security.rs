@@ -312,8 +312,8 @@ async fn scram_over_tls_from_a_toml_file_runs_end_to_end_and_keeps_secrets() {
         .unwrap();
     check_outputs(&c, n);
     let admin = c.admin_addr("streamhost");
-    let plugins = streamhost::ops::admin::request(&admin, "GET", "/plugins", None, b"").unwrap();
-    let metrics = streamhost::ops::admin::request(&admin, "GET", "/metrics", None, b"").unwrap();
+    let plugins = streamhost::cmd::plugins::request(&admin, "GET", "/plugins", None, b"").unwrap();
+    let metrics = streamhost::cmd::plugins::request(&admin, "GET", "/metrics", None, b"").unwrap();
     assert_eq!(plugins.0, 200);
     assert_eq!(metrics.0, 200);
     support::kafka::terminate(&mut sh);

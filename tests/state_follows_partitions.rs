@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use streamhost::ops::admin::request;
+use streamhost::cmd::plugins::request;
 use support::kafka::{Cluster, terminate};
 
 const PARTITIONS: i32 = 6;

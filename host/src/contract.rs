@@ -6,10 +6,16 @@
 //! rule interfaces; a real plugin exports exactly one of them and the runtime
 //! loads only that interface, so the three kinds share one set of types.
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "rule-host",
-});
+/// The generated bindings, re-exported whole: their names are the WIT's,
+/// and the WIT documents them.
+#[allow(missing_docs)]
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "rule-host",
+    });
+}
+pub use bindings::*;
 
 pub use exports::streamhost::plugin::{anomaly_rule, transform_rule, trend_rule};
 pub use streamhost::plugin::host::{Host as HostImports, Level};
@@ -33,9 +39,13 @@ pub const WIT_VERSION: &str = "0.2.0";
 /// that names it rather than copied to each.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
+    /// The record passes on unchanged.
     Keep,
+    /// The record is dropped: no outputs, not a failure.
     Drop,
+    /// The record is replaced with this JSON object text.
     Replace(String),
+    /// These members (a JSON object's text) are added to the record.
     Merge(Arc<str>),
 }
 

@@ -1,54 +1,62 @@
 //! streamhost: runs WebAssembly rules over Kafka streams.
 //!
-//! The modules, in the order the data flows through them:
+//! The modules, one floor each, from the bottom up; a module imports only
+//! from floors below its own (`cmd` alone may import anything, and nothing
+//! imports it):
 //!
-//! - `record`: the records that move between stages (in, out, dead-letter
-//!   reasons); `contract`: the WIT contract's types; `text`: hand-written
-//!   JSON and time text for the hot path. These three are leaves, used by all.
-//! - `kafka::consumer`: Kafka in, batches of records; `kafka::replay`: a
-//!   span of one partition read again, outside the group.
-//! - `avro`: records in the Confluent Avro framing read as JSON text with a
-//!   schema registry, and outputs written back to it (`--input-format`,
-//!   `--output-format`).
-//! - `decode`: each record's JSON read once into key, event time and fields.
-//! - `transform`: what transform rules return, applied to the record's text.
-//! - `window`: sliding windows per key, per input partition.
-//! - `rules`: the `Rule` trait, the WebAssembly runtime, the registry
-//!   that swaps rules while streamhost runs, and trials of candidate
-//!   versions beside the serving ones (shadow, canary).
-//! - `output`: the shapes of enriched records, alerts and dead letters.
-//! - `pipeline`: one batch through all of the above.
-//! - `rebuild`: a partition's windows rebuilt by replaying its input
-//!   through the pipeline's windows, before its first record is processed.
-//! - `kafka::producer` and `kafka::committer`: Kafka out, and input offsets
-//!   stored once their outputs are durable.
-//! - `ops`: the admin API, metrics and health, beside the data path.
-//! - `service`: the long-running job, wiring everything; `config`: flags,
-//!   environment and file.
-//! - `local`: `streamhost run-local`, the pipeline over a file of JSON
-//!   lines, without Kafka; `scaffold`: `streamhost new`, plugin projects
-//!   from templates; `reprocess`: `streamhost replay`, dead letters run
-//!   again (`kafka::dead_letters` reads them).
-//!
-//! No module imports one that comes later on this path, except `service`,
-//! `local` and `reprocess`.
+//! 1. `contract`: the WIT contract's types; `record`: the records that move
+//!    between stages (in, out, dead-letter reasons); `text`: hand-written
+//!    JSON and time text for the hot path.
+//! 2. `avro`: records in the Confluent Avro framing read as JSON text with
+//!    a schema registry, and outputs written back to it; `decode`: each
+//!    record's JSON read once into key, event time and fields.
+//! 3. `transform`: what transform rules return, applied to the record's
+//!    text; `window`: sliding windows per key, per input partition.
+//! 4. `rules`: the `Rule` trait, the WebAssembly `runtime`, `call` (one
+//!    rule on one batch, with failure isolation and trials), `trial`
+//!    (candidate versions beside the serving ones: shadow, canary) and the
+//!    `registry` that swaps rules while streamhost runs.
+//! 5. `output`: the shapes of enriched records, alerts and dead letters.
+//! 6. `pipeline`: one batch through the stages above, in order: prepare
+//!    (decode, transforms, event-time check), windows, trend and anomaly
+//!    rules, route (`pipeline::route`).
+//! 7. `rebuild`: a partition's windows rebuilt, before its first record is
+//!    processed, by feeding its input again through the pipeline's windows.
+//! 8. `config`: flags, environment and file, resolved into `Settings`.
+//! 9. `kafka`: the Kafka edge: `consumer` (Kafka in, batches of records),
+//!    `span` (a span of one partition read again, outside the group, for a
+//!    rebuild), `producer` and `committer` (Kafka out, and input offsets
+//!    stored once their outputs are durable), `dead_letters` (read back
+//!    for `streamhost replay`).
+//! 10. `ops`: the admin API, metrics, health and the console, beside the
+//!     data path.
+//! 11. `cmd`: the subcommands, one file each (`run` is the long-running
+//!     job that wires all of the above).
+
+#![warn(missing_docs)]
 
 pub mod contract;
 pub mod record;
 pub mod text;
 
 pub mod avro;
-pub mod config;
 pub mod decode;
-pub mod kafka;
-pub mod local;
-pub mod ops;
-pub mod output;
-pub mod pipeline;
-pub mod rebuild;
-pub mod reprocess;
-pub mod rules;
-pub mod scaffold;
-pub mod service;
+
 pub mod transform;
 pub mod window;
+
+pub mod rules;
+
+pub mod output;
+
+pub mod pipeline;
+
+pub mod rebuild;
+
+pub mod config;
+
+pub mod kafka;
+
+pub mod ops;
+
+pub mod cmd;

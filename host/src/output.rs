@@ -11,6 +11,8 @@ use crate::record::{Dest, Failure, OutRecord, SourcePos, headers};
 use crate::text::json::{push_f64, push_int, push_joined, push_str};
 use crate::text::time::{iso8601, push_iso8601};
 
+/// A dead letter of the input record at `source`, with its key and
+/// payload as given and `failure` in its headers.
 pub fn dead_letter(
     source: SourcePos,
     key: Option<Vec<u8>>,
@@ -45,6 +47,7 @@ fn direction(d: Direction) -> &'static str {
     }
 }
 
+/// A severity's name in outputs: `low`, `medium`, `high` or `critical`.
 pub fn severity(s: Severity) -> &'static str {
     match s {
         Severity::Low => "low",
@@ -65,8 +68,11 @@ fn severity_rank(s: Severity) -> u8 {
 
 /// A record's window as the enriched output shows it.
 pub struct WindowStats<'a> {
+    /// Event time of the window's oldest reading, epoch milliseconds.
     pub start_ms: i64,
+    /// Event time of its newest reading, epoch milliseconds.
     pub end_ms: i64,
+    /// Number of readings in the window.
     pub count: u32,
     /// `[mean, min, max]` per field, in the schema's order.
     pub fields: &'a [[f64; 3]],
@@ -101,6 +107,8 @@ pub struct Enricher {
 }
 
 impl Enricher {
+    /// A writer of `shape` members for records whose fields are `names`,
+    /// in the schema's order.
     pub fn new(shape: Shape, names: &[String]) -> Enricher {
         let names: Vec<String> = names
             .iter()

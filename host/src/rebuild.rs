@@ -1,8 +1,8 @@
 //! Rebuilding a partition's windows before its first record is processed,
-//! by replaying the input partition up to the resume position.
+//! by reading the input partition again up to the resume position.
 //!
 //! Windows are a function of a partition's records (see `crate::window`),
-//! so replaying enough of them gives the windows an uninterrupted run would
+//! so feeding enough of them again gives the windows an uninterrupted run would
 //! hold. How much is enough:
 //! - a key the last sweep kept has its newest event time within
 //!   `length + lateness + idle` of the partition's clock; its window's sums
@@ -12,23 +12,23 @@
 //!   `clock - (2½ × length + lateness + idle)` on is needed, plus a margin
 //!   (`--rebuild-margin`) for records whose Kafka timestamps are behind
 //!   their place in the partition;
-//! - the replay starts at a sweep-interval boundary, and no later than the
+//! - the rebuild starts at a sweep-interval boundary, and no later than the
 //!   interval before the resume position's, so it reaches the same sweeps
 //!   and the same clock.
 //!
 //! Records are found by their Kafka timestamps (`offsets_for_times`). The
 //! first pass starts `reach` before the timestamp of the first record of the
 //! interval that sets the clock (or of the first record to process, if
-//! earlier); once replayed, the partition's clock is known, and if it calls
+//! earlier); once it is read, the partition's clock is known, and if it calls
 //! for an earlier start (a partition whose clock trails its timestamps),
-//! the replay runs again from there.
+//! the rebuild reads again from there.
 //!
-//! Replayed records go through decode, transforms and the event-time check
+//! The records read go through decode, transforms and the event-time check
 //! as they did the first time, but no trend or anomaly rule is called and
-//! nothing is output (`Pipeline::replay`).
+//! nothing is output (`Pipeline::rebuild`).
 //!
 //! When the input no longer holds the span (retention deleted it), the
-//! replay starts at the oldest record held, and the rebuild says it is
+//! rebuild starts at the oldest record held, and the rebuild says it is
 //! incomplete: the caller warns and counts it, and goes on.
 
 use std::sync::Arc;
@@ -36,34 +36,38 @@ use std::time::Instant;
 
 use rdkafka::error::KafkaResult;
 
-use crate::kafka::replay::PartitionReader;
 use crate::pipeline::Pipeline;
 use crate::record::InRecord;
 use crate::rules::Rule;
 use crate::window::{SWEEP_INTERVAL, WindowConfig};
 
-/// Records handed to the pipeline at once while replaying.
+/// Records handed to the pipeline at once while rebuilding.
 const CHUNK: usize = 4096;
-/// Most replays of one rebuild (each one starts earlier than the last).
+/// Most passes of one rebuild (each one starts earlier than the last).
 const MAX_PASSES: u32 = 4;
 
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rebuilt {
+    /// The input partition.
     pub partition: i32,
-    /// The offsets replayed: `from..to`.
+    /// The first offset read.
     pub from: i64,
+    /// The offset processing resumes at (not read).
     pub to: i64,
-    /// Records read, and those that entered a window.
+    /// Records read.
     pub records: u64,
+    /// Records that entered a window.
     pub entered: u64,
+    /// Passes over the input (each one starts earlier than the last).
     pub passes: u32,
     /// Whether the input still held everything the windows needed.
     pub complete: bool,
+    /// How long it took.
     pub seconds: f64,
 }
 
-/// How much event time before a partition's clock a rebuild replays.
+/// How much event time before a partition's clock a rebuild reads again.
 pub fn reach_ms(cfg: &WindowConfig, margin_ms: i64) -> i64 {
     (cfg.length_ms / 2 * 5)
         .saturating_add(cfg.lateness_ms)
@@ -72,8 +76,8 @@ pub fn reach_ms(cfg: &WindowConfig, margin_ms: i64) -> i64 {
 }
 
 /// Where a rebuild reads a partition from: the input topic
-/// (`PartitionReader`), or a list of records in tests.
-pub trait Replay {
+/// (`crate::kafka::span::PartitionReader`), or a list of records in tests.
+pub trait Source {
     /// The partition's low and high watermarks.
     fn watermarks(&self, partition: i32) -> KafkaResult<(i64, i64)>;
     /// The first offset whose Kafka timestamp is at least `time_ms`.
@@ -89,25 +93,6 @@ pub trait Replay {
     ) -> KafkaResult<u64>;
 }
 
-impl Replay for PartitionReader {
-    fn watermarks(&self, partition: i32) -> KafkaResult<(i64, i64)> {
-        PartitionReader::watermarks(self, partition)
-    }
-    fn offset_for_time(&self, partition: i32, time_ms: i64) -> KafkaResult<Option<i64>> {
-        PartitionReader::offset_for_time(self, partition, time_ms)
-    }
-    fn read(
-        &self,
-        partition: i32,
-        from: i64,
-        to: i64,
-        chunk: usize,
-        each: &mut dyn FnMut(Vec<InRecord>),
-    ) -> KafkaResult<u64> {
-        PartitionReader::read(self, partition, from, to, chunk, each)
-    }
-}
-
 fn align_down(offset: i64) -> i64 {
     offset.div_euclid(SWEEP_INTERVAL) * SWEEP_INTERVAL
 }
@@ -116,7 +101,7 @@ fn align_down(offset: i64) -> i64 {
 /// offset `resume`, whose record has the Kafka timestamp `reference_ms`.
 /// The partition's previous windows are dropped first.
 pub fn rebuild(
-    reader: &dyn Replay,
+    reader: &dyn Source,
     pipeline: &mut Pipeline,
     transforms: &[Arc<dyn Rule>],
     partition: i32,
@@ -173,12 +158,12 @@ pub fn rebuild(
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut entered = 0;
         done.records = reader.read(partition, from, resume, CHUNK, &mut |chunk| {
-            entered += pipeline.replay(transforms, chunk, now_ms);
+            entered += pipeline.rebuild(transforms, chunk, now_ms);
         })?;
         done.entered = entered;
         done.from = from;
         done.passes += 1;
-        // Does the clock the replay reached call for an earlier start?
+        // Does the clock the pass reached call for an earlier start?
         let Some(clock) = pipeline.windows().partition_clock(partition) else {
             break;
         };
@@ -211,7 +196,7 @@ mod tests {
 
     struct Topic(Vec<InRecord>);
 
-    impl Replay for Topic {
+    impl Source for Topic {
         fn watermarks(&self, _: i32) -> KafkaResult<(i64, i64)> {
             Ok((0, self.0.len() as i64))
         }

@@ -4,10 +4,13 @@
 /// A consumed record.
 #[derive(Debug, Clone)]
 pub struct InRecord {
+    /// The input partition it was read from.
     pub partition: i32,
+    /// Its offset in that partition.
     pub offset: i64,
     /// The record's Kafka timestamp (milliseconds), if it has one.
     pub timestamp: Option<i64>,
+    /// The record's Kafka key, if it has one.
     pub key: Option<Vec<u8>>,
     /// `None` for a tombstone (a record without a value).
     pub payload: Option<Vec<u8>>,
@@ -16,16 +19,22 @@ pub struct InRecord {
 /// Where a record came from.
 #[derive(Debug, Clone, Copy)]
 pub struct SourcePos<'a> {
+    /// The input topic.
     pub topic: &'a str,
+    /// The input partition.
     pub partition: i32,
+    /// Its offset in that partition.
     pub offset: i64,
 }
 
 /// Where an output goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dest {
+    /// The topic of enriched records.
     Enriched,
+    /// The topic of alerts.
     Alerts,
+    /// The dead-letter topic.
     DeadLetter,
 }
 
@@ -43,22 +52,33 @@ impl Dest {
 /// One record to produce.
 #[derive(Debug, Clone)]
 pub struct OutRecord {
+    /// The topic it goes to.
     pub dest: Dest,
     /// The input record it comes from: partition and offset.
     pub source: (i32, i64),
+    /// The Kafka key, if any.
     pub key: Option<Vec<u8>>,
+    /// The Kafka value.
     pub payload: Vec<u8>,
+    /// Kafka headers, name and value (a dead letter's are named in `headers`).
     pub headers: Vec<(&'static str, String)>,
 }
 
 /// Header names of dead-letter records.
 pub mod headers {
+    /// The `Reason`, as `Reason::as_str` writes it.
     pub const REASON: &str = "streamhost.reason";
+    /// What went wrong, in words.
     pub const ERROR: &str = "streamhost.error";
+    /// The input record's topic.
     pub const TOPIC: &str = "streamhost.source.topic";
+    /// The input record's partition.
     pub const PARTITION: &str = "streamhost.source.partition";
+    /// The input record's offset.
     pub const OFFSET: &str = "streamhost.source.offset";
+    /// The plugin that failed, if one did.
     pub const PLUGIN: &str = "streamhost.plugin";
+    /// That plugin's version.
     pub const PLUGIN_VERSION: &str = "streamhost.plugin.version";
     /// On a reference dead letter (the original was too large to copy):
     /// the original's length in bytes; the payload holds its first bytes.
@@ -97,6 +117,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason.
     pub const ALL: [Reason; 11] = [
         Reason::Decode,
         Reason::Late,
@@ -149,7 +170,9 @@ impl std::fmt::Display for Reason {
 /// Why a record went to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
+    /// Its class, sent as the `streamhost.reason` header.
     pub reason: Reason,
+    /// What went wrong, sent as the `streamhost.error` header.
     pub message: String,
     /// The plugin that failed, with its version, if one did.
     pub plugin: Option<(String, String)>,

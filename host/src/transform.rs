@@ -54,6 +54,8 @@ fn raw_members(
 }
 
 impl Merge {
+    /// Parses a `merge` answer's text, which must be a JSON object; of two
+    /// members with one name, the last wins.
     pub fn parse(members: &Arc<str>) -> Result<Merge, String> {
         let parsed =
             raw_members(members).map_err(|e| format!("merge is not a JSON object: {e}"))?;

@@ -28,7 +28,7 @@
 //! whatever order a backlog arrives in. Sweeps happen at offsets and depend
 //! only on the partition's own records: not on batch sizes, on how
 //! partitions interleave, or on how many keys there are. That is what lets a
-//! rebuild (`crate::rebuild`) that replays the partition from an interval
+//! rebuild (`crate::rebuild`) that reads the partition again from an interval
 //! boundary reach the same sweeps as a run that was never interrupted. A
 //! dropped key that sends again starts a fresh window, which is the same
 //! window it would have had unless its new record is within `length` of its
@@ -44,7 +44,7 @@
 //! - sums per field are updated on insert and evict, and recomputed exactly
 //!   whenever the key's newest event time enters another half window length
 //!   (so rounding cannot drift, and a mean depends only on recent readings,
-//!   which a rebuild replays), and at once when a sum overflows or cancels
+//!   which a rebuild reads again), and at once when a sum overflows or cancels
 //!   (a mean is then computed without overflow);
 //! - minimums and maximums come from monotonic deques of reading sequence
 //!   numbers, so every insert and evict is amortised O(1).
@@ -97,12 +97,15 @@ pub enum Refused {
 /// Column-wise window views for a batch, in the WIT's layout (`window-view`).
 /// Each `push` appends one record's view.
 pub struct ViewBuilder {
+    /// The views pushed so far: one entry per record in each column.
     pub view: crate::contract::WindowView,
     /// Whether `head`/`tail` are filled (a rule asked for window values).
     pub with_values: bool,
 }
 
 impl ViewBuilder {
+    /// An empty builder for `fields` fields, `k` values at each end, room
+    /// for `capacity` records.
     pub fn new(fields: usize, k: usize, with_values: bool, capacity: usize) -> Self {
         use crate::contract::FieldWindow;
         let col = || Vec::with_capacity(capacity);
@@ -167,6 +170,7 @@ impl Default for PartitionWindows {
 }
 
 impl Windows {
+    /// No windows yet, with these settings.
     pub fn new(cfg: WindowConfig) -> Self {
         Self {
             cfg,
@@ -176,6 +180,7 @@ impl Windows {
         }
     }
 
+    /// The window settings.
     pub fn config(&self) -> &WindowConfig {
         &self.cfg
     }
@@ -736,7 +741,7 @@ impl KeyWindow {
     /// half window length. Besides bounding rounding drift, this makes the
     /// sums, and so the means, a function of the readings of the last one
     /// and a half window lengths only, not of the whole history: a rebuild
-    /// that replays that much gets bit-identical means.
+    /// that reads that much again gets bit-identical means.
     fn resum_on_epoch(&mut self, length_ms: i64) {
         let epoch = self.newest.div_euclid((length_ms / 2).max(1));
         if epoch != self.resum_epoch {

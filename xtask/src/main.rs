@@ -8,7 +8,7 @@
 //! - `demo`: a local broker, the sensor producer and streamhost, end to end.
 //! - `broker`: the broker on loopback with the four topics, for your own
 //!   producers; `--stop` ends it.
-//! - `bench`: the benchmark report (`host/benches/pipeline.rs`).
+//! - `bench`: the benchmark report (`host/benches/pipeline/`).
 //! - `doctor`: what the commands above need, what is present, and how each
 //!   missing piece gets installed.
 

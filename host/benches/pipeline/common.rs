@@ -182,7 +182,7 @@ pub fn run_pipeline_shaped(
     batch: usize,
     shape: streamhost::output::Shape,
 ) -> f64 {
-    let mut cfg = streamhost::service::pipeline_config(&settings());
+    let mut cfg = streamhost::cmd::wiring::pipeline_config(&settings());
     cfg.shape = shape;
     let mut p = Pipeline::new(cfg);
     let started = Instant::now();

@@ -67,7 +67,7 @@ pub fn child(workload: Workload) {
     let n = COUNTED_RECORDS;
     let all = records(2 * n, 1000);
     let (warm, input) = all.split_at(n);
-    let schema = streamhost::service::pipeline_config(&settings()).schema;
+    let schema = streamhost::cmd::wiring::pipeline_config(&settings()).schema;
     match workload {
         Workload::Decode | Workload::DecodeSerde | Workload::DecodeSonic => {
             let payloads: Vec<&[u8]> = input
@@ -77,7 +77,7 @@ pub fn child(workload: Workload) {
             let decode = match workload {
                 Workload::Decode => decode_as_the_pipeline_does,
                 Workload::DecodeSerde => decode_by_serde_alone,
-                _ => streamhost::decode::decode_sonic,
+                _ => super::sonic::decode_sonic,
             };
             streamhost_bench_counted(&mut || {
                 for p in &payloads {
@@ -92,7 +92,7 @@ pub fn child(workload: Workload) {
                     streamhost::decode::decode(&schema, r.payload.as_deref().unwrap()).unwrap()
                 })
                 .collect();
-            let mut w = Windows::new(streamhost::service::pipeline_config(&settings()).window);
+            let mut w = Windows::new(streamhost::cmd::wiring::pipeline_config(&settings()).window);
             let (warm, counted) = decoded.split_at(n);
             insert_all(&mut w, warm, 0);
             streamhost_bench_counted(&mut || insert_all(&mut w, counted, n as i64));
@@ -104,7 +104,7 @@ pub fn child(workload: Workload) {
                 Workload::Native => native_rules(),
                 _ => wasm_rules(&runtime),
             };
-            let mut p = Pipeline::new(streamhost::service::pipeline_config(&settings()));
+            let mut p = Pipeline::new(streamhost::cmd::wiring::pipeline_config(&settings()));
             let batches = |recs: &[InRecord]| -> Vec<Vec<InRecord>> {
                 recs.chunks(1000).map(<[InRecord]>::to_vec).collect()
             };

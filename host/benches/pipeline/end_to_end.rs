@@ -7,25 +7,25 @@ use super::*;
 pub fn e2e_settings(brokers: &str, input: &str, tag: &str, max: u64) -> Settings {
     let plugins = ["enrich", "trend", "anomaly"]
         .map(|n| root().join("target/plugins").join(format!("{n}.wasm")));
-    Settings::resolve(RunArgs {
-        brokers: Some(brokers.into()),
-        input_topic: Some(input.into()),
-        group: Some(format!("bench-{tag}-{}", std::process::id())),
-        enriched_topic: Some(format!("{input}-enriched")),
-        alerts_topic: Some(format!("{input}-alerts")),
-        dlq_topic: Some(format!("{input}-dlq")),
-        plugins: plugins.to_vec(),
-        admin: Some("127.0.0.1:0".into()),
-        max_records: Some(max),
-        ..RunArgs::default()
-    })
+    Settings::resolve(
+        RunArgs::default()
+            .with("brokers", brokers)
+            .with("input-topic", input)
+            .with("group", format!("bench-{tag}-{}", std::process::id()))
+            .with("enriched-topic", format!("{input}-enriched"))
+            .with("alerts-topic", format!("{input}-alerts"))
+            .with("dlq-topic", format!("{input}-dlq"))
+            .with("plugins", plugins.map(|p| p.display().to_string()).to_vec())
+            .with("admin", "127.0.0.1:0")
+            .with("max-records", max as i64),
+    )
     .unwrap()
 }
 
 /// Runs streamhost until its `max_records`; returns the seconds from its
 /// first batch to its last commit, and its summary.
-pub async fn timed_run(settings: Settings) -> (f64, streamhost::service::Summary) {
-    let summary = streamhost::service::run(settings, std::future::pending())
+pub async fn timed_run(settings: Settings) -> (f64, streamhost::cmd::run::RunSummary) {
+    let summary = streamhost::cmd::run::run(settings, std::future::pending())
         .await
         .unwrap();
     (
@@ -168,11 +168,37 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
     let out_bytes = {
         let runtime = Runtime::new(Limits::default()).unwrap();
         let rules = wasm_rules(&runtime);
-        let mut p = Pipeline::new(streamhost::service::pipeline_config(&settings()));
+        let mut p = Pipeline::new(streamhost::cmd::wiring::pipeline_config(&settings()));
         let sample = &input[..input.len().min(50_000)];
         let out = p.process(&rules, sample.to_vec(), 1_795_500_000_000);
         out.records.iter().map(|r| r.payload.len()).sum::<usize>() / out.records.len().max(1)
     };
+    let r_sh = throughput(report, (&brokers, &topic), n, rounds, out_bytes).await;
+    // Latency against load, for a few batch sizes, each run on a broker of
+    // its own: Nisshi keeps every record in memory, and a broker holding
+    // earlier runs' records slows the later ones, so a shared broker would
+    // make each figure depend on the runs before it.
+    let seconds = if n >= 500_000 { 6.0 } else { 3.0 };
+    let loads = [0.25, 0.5, 0.75];
+    report.line(format!(
+        "Latency from the producer's timestamp in the record to the alert record's timestamp (set when streamhost produced it), \
+         producing for {seconds:.0} s at a share of the median maximum ({r_sh:.0} records/s), each on a broker started for it; p50 / p99 in ms, over the alerts of each run:\n"
+    ));
+    let run = latency_table(report, &nisshi, r_sh, seconds, loads).await;
+    latency_rounds(report, &nisshi, r_sh, seconds, run).await;
+    super::article::against_article(report, &b, rounds, r_sh).await;
+    drop(b);
+}
+
+/// streamhost against a pass-through over the pre-loaded `topic`, in
+/// interleaved rounds: streamhost's median records/s.
+async fn throughput(
+    report: &mut Report,
+    (brokers, topic): (&str, &str),
+    n: usize,
+    rounds: usize,
+    out_bytes: usize,
+) -> f64 {
     // Interleaved rounds (each run in its own group, so each reads
     // everything); which side goes first alternates.
     let (mut t_sh, mut t_pt, mut fanout) = (Vec::new(), Vec::new(), 1.0);
@@ -180,8 +206,8 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
                 let (secs, summary) = timed_run(e2e_settings(
-                    &brokers,
-                    &topic,
+                    brokers,
+                    topic,
                     &format!("sh{round}"),
                     n as u64,
                 ))
@@ -191,7 +217,7 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
             } else {
                 t_pt.push(
                     pass_through(
-                        e2e_settings(&brokers, &topic, &format!("pt{round}"), n as u64),
+                        e2e_settings(brokers, topic, &format!("pt{round}"), n as u64),
                         fanout,
                         out_bytes,
                     )
@@ -218,18 +244,20 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
         "streamhost / pass-through, records/s (target ≥ 0.9)",
     );
     report.line("\n(Both timed from the first batch consumed to the last offset committed, after every output was acknowledged.)\n");
+    r_sh
+}
 
-    // Latency against load, for a few batch sizes, each run on a broker of
-    // its own: Nisshi keeps every record in memory, and a broker holding
-    // earlier runs' records slows the later ones, so a shared broker would
-    // make each figure depend on the runs before it.
-    let seconds = if n >= 500_000 { 6.0 } else { 3.0 };
-    let loads = [0.25, 0.5, 0.75];
+/// Latency against load, for a few batch sizes, at `loads` shares of the
+/// maximum rate `r_sh`: one table row per batch size. Returns the runs made
+/// (each broker's run number).
+async fn latency_table(
+    report: &mut Report,
+    nisshi: &std::path::Path,
+    r_sh: f64,
+    seconds: f64,
+    loads: [f64; 3],
+) -> usize {
     let sizes = [100usize, 1000, 5000];
-    report.line(format!(
-        "Latency from the producer's timestamp in the record to the alert record's timestamp (set when streamhost produced it), \
-         producing for {seconds:.0} s at a share of the median maximum ({r_sh:.0} records/s), each on a broker started for it; p50 / p99 in ms, over the alerts of each run:\n"
-    ));
     report.line(format!(
         "| batch size (`--batch-size`) | {} |",
         loads
@@ -247,7 +275,7 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
             let mut cells = Vec::new();
             for load in loads {
                 run += 1;
-                let lb = broker::Broker::start(&nisshi, None).unwrap();
+                let lb = broker::Broker::start(nisshi, None).unwrap();
                 let (p50, p99, alerts) = latency(
                     &lb,
                     r_sh * load,
@@ -277,6 +305,19 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
             settings().batch_size,
         ));
     }
+    run
+}
+
+/// streamhost's latency at half the maximum rate against a plain consumer
+/// of the input topic's, in interleaved rounds after `run` runs.
+async fn latency_rounds(
+    report: &mut Report,
+    nisshi: &std::path::Path,
+    r_sh: f64,
+    seconds: f64,
+    mut run: usize,
+) {
+    let short_wait = [("consumer.fetch.wait.max.ms", "10")];
     // Against a baseline, in interleaved rounds: the same load through a
     // plain consumer of the input topic, which is what the broker, the
     // producer and the fetch wait alone cost.
@@ -284,7 +325,7 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
     for round in 0..LATENCY_ROUNDS {
         for streamhost_first in [round % 2 == 0, round % 2 != 0] {
             run += 1;
-            let lb = broker::Broker::start(&nisshi, None).unwrap();
+            let lb = broker::Broker::start(nisshi, None).unwrap();
             if streamhost_first {
                 sh.push(
                     latency(
@@ -330,8 +371,6 @@ pub async fn end_to_end(report: &mut Report, n: usize, rounds: usize) {
         sh50 - pt50,
         sh99 - pt99
     ));
-    super::article::against_article(report, &b, rounds, r_sh).await;
-    drop(b);
 }
 
 /// Rounds of streamhost against the plain consumer, at half the rate.
@@ -365,7 +404,7 @@ async fn latency(
         settings.librdkafka.0.insert(k.to_string(), v.to_string());
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(streamhost::service::run(settings, async {
+    let service = tokio::spawn(streamhost::cmd::run::run(settings, async {
         let _ = stop_rx.await;
     }));
     tokio::time::sleep(Duration::from_secs(2)).await; // group join

@@ -81,7 +81,7 @@ pub fn formats(report: &mut Report, n: usize, rounds: usize) {
     let input = records(n, 1000);
     let avro = as_avro(&input, id, &reading_schema);
     let reader = AvroInput::new(&config).unwrap();
-    let schema = streamhost::service::pipeline_config(&settings()).schema;
+    let schema = streamhost::cmd::wiring::pipeline_config(&settings()).schema;
     let decode = |bytes: &[u8]| streamhost::decode::decode(&schema, bytes).unwrap();
     // Warm up (and cache the schema: the one registry request).
     decode(&reader.to_json(&avro[0]).unwrap().into_bytes());

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// A batch as the worker served it: when it started, the anomaly rule's
+/// version, and its records.
+type Served = (Instant, String, usize);
+
 /// Hot swap in process: the pipeline loops over batches, taking the current
 /// rules at each batch start as the service does, while the anomaly plugin's
 /// file is replaced 20 times (v1 and v2 alternately).
@@ -21,62 +25,11 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
         Registry::from_files(runtime, &[plugin("enrich"), plugin("trend"), rule.clone()]).unwrap(),
     );
     registry.watch();
-    // The same records over and over, each pass moved forward in event time
-    // (the epoch-millisecond timestamp sits first, at a fixed place), so that
-    // replays are not late and every pass does the same work.
-    let n = 100_000;
-    let input: Vec<InRecord> = records(n, 1000)
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut r)| {
-            let mut v: serde_json::Value =
-                serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
-            v.as_object_mut().unwrap().remove("timestamp");
-            let rest = &v.to_string()[1..];
-            let t = 1_795_500_000_000i64 + (i / 1000) as i64 * 1000;
-            r.payload = Some(format!("{{\"timestamp\":{t},{rest}").into_bytes());
-            r
-        })
-        .collect();
-    let pass_ms = (n / 1000) as i64 * 1000;
+    let input = passes(100_000);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let worker = {
         let (registry, stop) = (registry.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut p = Pipeline::new(streamhost::service::pipeline_config(&settings()));
-            let mut served: Vec<(Instant, String, usize)> = Vec::new();
-            let mut pass = 0i64;
-            'outer: loop {
-                for chunk in input.chunks(1000) {
-                    if stop.load(Ordering::Relaxed) {
-                        break 'outer;
-                    }
-                    let mut chunk = chunk.to_vec();
-                    for r in &mut chunk {
-                        let payload = r.payload.as_mut().unwrap();
-                        let t: i64 = std::str::from_utf8(&payload[13..26])
-                            .unwrap()
-                            .parse()
-                            .unwrap();
-                        payload[13..26]
-                            .copy_from_slice((t + pass * pass_ms).to_string().as_bytes());
-                    }
-                    let rules = registry.current();
-                    let version = rules.anomaly[0].info().version.clone();
-                    let at = Instant::now();
-                    let len = chunk.len();
-                    // Processing time moves with the passes, as event time does.
-                    std::hint::black_box(p.process(
-                        &rules,
-                        chunk,
-                        1_795_500_000_000 + pass * pass_ms,
-                    ));
-                    served.push((at, version, len));
-                }
-                pass += 1;
-            }
-            served
-        })
+        std::thread::spawn(move || serve(&registry, &stop, input))
     };
     std::thread::sleep(Duration::from_millis(500)); // warm up
     // Rounds of a quiet slot then a swapping slot (two swaps), so the
@@ -99,9 +52,83 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
         }
         slots.push((quiet_start, swap_start, Instant::now()));
     }
-    let (swap_start, swap_end) = (slots[0].1, slots[rounds as usize - 1].2);
     stop.store(true, Ordering::Relaxed);
     let served = worker.join().unwrap();
+    report.line(format!(
+        "### 4. Hot swap (in process, {} swaps of the anomaly plugin by file rename, v1 and v2 alternately, {} ms apart; {rounds} rounds of a quiet slot then a swapping one)\n",
+        landings.len(),
+        (slot / 2).as_millis()
+    ));
+    report_swaps(report, &served, &landings, &slots);
+}
+
+/// The same records over and over, each pass moved forward in event time
+/// (the epoch-millisecond timestamp sits first, at a fixed place), so that
+/// replays are not late and every pass does the same work: the records of
+/// a pass, and how far a pass moves them (ms).
+fn passes(n: usize) -> (Vec<InRecord>, i64) {
+    let input: Vec<InRecord> = records(n, 1000)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(r.payload.as_deref().unwrap()).unwrap();
+            v.as_object_mut().unwrap().remove("timestamp");
+            let rest = &v.to_string()[1..];
+            let t = 1_795_500_000_000i64 + (i / 1000) as i64 * 1000;
+            r.payload = Some(format!("{{\"timestamp\":{t},{rest}").into_bytes());
+            r
+        })
+        .collect();
+    (input, (n / 1000) as i64 * 1000)
+}
+
+/// Runs the pipeline over passes of `input` until `stop`, taking the
+/// current rules at each batch start: the batches served.
+fn serve(
+    registry: &streamhost::rules::registry::Registry,
+    stop: &AtomicBool,
+    (input, pass_ms): (Vec<InRecord>, i64),
+) -> Vec<Served> {
+    let mut p = Pipeline::new(streamhost::cmd::wiring::pipeline_config(&settings()));
+    let mut served: Vec<Served> = Vec::new();
+    let mut pass = 0i64;
+    'outer: loop {
+        for chunk in input.chunks(1000) {
+            if stop.load(Ordering::Relaxed) {
+                break 'outer;
+            }
+            let mut chunk = chunk.to_vec();
+            for r in &mut chunk {
+                let payload = r.payload.as_mut().unwrap();
+                let t: i64 = std::str::from_utf8(&payload[13..26])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                payload[13..26].copy_from_slice((t + pass * pass_ms).to_string().as_bytes());
+            }
+            let rules = registry.current();
+            let version = rules.anomaly[0].info().version.clone();
+            let at = Instant::now();
+            let len = chunk.len();
+            // Processing time moves with the passes, as event time does.
+            std::hint::black_box(p.process(&rules, chunk, 1_795_500_000_000 + pass * pass_ms));
+            served.push((at, version, len));
+        }
+        pass += 1;
+    }
+    served
+}
+
+/// The measures of the swaps: how soon each landed version served a batch,
+/// and the throughput and batch times with and without swaps.
+fn report_swaps(
+    report: &mut Report,
+    served: &[Served],
+    landings: &[(Instant, &str)],
+    slots: &[(Instant, Instant, Instant)],
+) {
+    let (swap_start, swap_end) = (slots[0].1, slots[slots.len() - 1].2);
     let rate = |from: Instant, to: Instant| {
         let recs: usize = served
             .iter()
@@ -125,7 +152,40 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
         })
         .collect();
     let missed = landings.len() - latencies.len();
-    // Batch durations: the first batch on each new version against the rest.
+    latencies.sort_by(f64::total_cmp);
+    let (on_v1, on_v2, first) = batch_times(served, swap_start, swap_end);
+    report.line("| measure | value |");
+    report.line("|---|---:|");
+    report.line(format!(
+        "| swap latency, file landing to first batch on the new version: median | {:.0} ms |",
+        latencies[latencies.len() / 2]
+    ));
+    report.line(format!(
+        "| swap latency: max | {:.0} ms |",
+        latencies[latencies.len() - 1]
+    ));
+    report.line(format!(
+        "| swaps not served before the next one | {missed} |"
+    ));
+    report.line(format!(
+        "| throughput without swaps (baseline), median slot | {:.0} records/s |",
+        median(&mut quiet.clone())
+    ));
+    report.line(format!(
+        "| throughput while swapping, median slot | {:.0} records/s |",
+        median(&mut swapping.clone())
+    ));
+    report.line(format!(
+        "| batch of 1,000, median: on v1 / on v2 / first batch after a swap | {on_v1:.2} / {on_v2:.2} / {first:.2} ms |",
+    ));
+    report.line("");
+    ratio.report(report, "Swapping / quiet, records/s");
+    report.line("");
+}
+
+/// Median batch durations (ms) while swapping: on v1, on v2, and the first
+/// batch on each new version.
+fn batch_times(served: &[Served], swap_start: Instant, swap_end: Instant) -> (f64, f64, f64) {
     let mut first = Vec::new();
     let mut other = Vec::new();
     for w in served.windows(2) {
@@ -150,40 +210,5 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
         d.get(d.len() / 2).copied().unwrap_or(f64::NAN)
     };
     let first_median = first.get(first.len() / 2).copied().unwrap_or(f64::NAN);
-    latencies.sort_by(f64::total_cmp);
-    report.line(format!(
-        "### 4. Hot swap (in process, {} swaps of the anomaly plugin by file rename, v1 and v2 alternately, {} ms apart; {rounds} rounds of a quiet slot then a swapping one)\n",
-        landings.len(),
-        (slot / 2).as_millis()
-    ));
-    report.line("| measure | value |");
-    report.line("|---|---:|");
-    report.line(format!(
-        "| swap latency, file landing to first batch on the new version: median | {:.0} ms |",
-        latencies[latencies.len() / 2]
-    ));
-    report.line(format!(
-        "| swap latency: max | {:.0} ms |",
-        latencies[latencies.len() - 1]
-    ));
-    report.line(format!(
-        "| swaps not served before the next one | {missed} |"
-    ));
-    report.line(format!(
-        "| throughput without swaps (baseline), median slot | {:.0} records/s |",
-        median(&mut quiet.clone())
-    ));
-    report.line(format!(
-        "| throughput while swapping, median slot | {:.0} records/s |",
-        median(&mut swapping.clone())
-    ));
-    report.line(format!(
-        "| batch of 1,000, median: on v1 / on v2 / first batch after a swap | {:.2} / {:.2} / {:.2} ms |",
-        median_of("1.0.0"),
-        median_of("2.0.0"),
-        first_median
-    ));
-    report.line("");
-    ratio.report(report, "Swapping / quiet, records/s");
-    report.line("");
+    (median_of("1.0.0"), median_of("2.0.0"), first_median)
 }

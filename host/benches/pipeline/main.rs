@@ -23,6 +23,7 @@ mod formats;
 mod hot_swap;
 mod in_process;
 mod languages;
+mod sonic;
 mod state;
 mod windows;
 
@@ -83,6 +84,12 @@ struct Report {
 }
 
 impl Report {
+    fn new() -> Report {
+        Report {
+            text: String::new(),
+        }
+    }
+
     fn line(&mut self, s: impl AsRef<str>) {
         self.text.push_str(s.as_ref());
         self.text.push('\n');
@@ -92,79 +99,69 @@ impl Report {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    if let Some(i) = std::env::args().position(|a| a == "--latency-only") {
-        let rate = std::env::args()
-            .nth(i + 1)
+    if !run_alone(quick).await {
+        run_all(quick).await;
+    }
+}
+
+/// Runs what a flag asks for alone: a child process's count, a profile
+/// pass, or one section. False without such a flag.
+async fn run_alone(quick: bool) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    if let Some(i) = args.iter().position(|a| a == "--latency-only") {
+        let rate = args
+            .get(i + 1)
             .and_then(|r| r.parse().ok())
             .unwrap_or(50_000.0);
         end_to_end::latency_only(rate).await;
-        return;
+        return true;
     }
     // `--count WORKLOAD`: the child process `counts::per_record` runs
     // under callgrind.
-    let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--count") {
         let workload = args
             .get(i + 1)
             .and_then(|w| counts::Workload::parse(w))
             .expect("--count decode|windows|no-rules|native|wasm");
         tokio::task::block_in_place(|| counts::child(workload));
-        return;
+        return true;
     }
     // `--profile`: one WASM pipeline pass only, for callgrind.
-    if std::env::args().any(|a| a == "--profile") {
+    if has("--profile") {
         let input = records(20_000, 1000);
         let runtime = Runtime::new(Limits::default()).unwrap();
         let rules = wasm_rules(&runtime);
         println!("{:.3} s", run_pipeline(&rules, &input, 1000));
-        return;
+        return true;
     }
-    // `--windows-only` and `--in-process-only`: sections 3 and 1 alone.
-    if std::env::args().any(|a| a == "--windows-only") {
-        let mut report = Report {
-            text: String::new(),
-        };
+    let mut report = Report::new();
+    let report = &mut report;
+    // `--windows-only` and `--in-process-only`: sections 3 and 1 alone;
+    // `--formats-only`: the Avro against JSON section; `--languages-only`:
+    // the plugins-by-language section; `--rebuild-only`: the window
+    // rebuild section.
+    if has("--windows-only") {
         let keys = if quick { 20_000 } else { 100_000 };
-        tokio::task::block_in_place(|| windows::windows_memory(&mut report, keys, 300));
-        println!("{}", report.text);
-        return;
-    }
-    if std::env::args().any(|a| a == "--in-process-only") {
-        let mut report = Report {
-            text: String::new(),
-        };
+        tokio::task::block_in_place(|| windows::windows_memory(report, keys, 300));
+    } else if has("--in-process-only") {
         let (n, rounds) = if quick { (100_000, 10) } else { (300_000, 11) };
-        tokio::task::block_in_place(|| in_process::in_process(&mut report, n, rounds));
-        println!("{}", report.text);
-        return;
+        tokio::task::block_in_place(|| in_process::in_process(report, n, rounds));
+    } else if has("--formats-only") {
+        tokio::task::block_in_place(|| formats::formats(report, 100_000, 11));
+    } else if has("--languages-only") {
+        tokio::task::block_in_place(|| languages::languages(report, 20_000, 5));
+    } else if has("--rebuild-only") {
+        state::rebuild_time(report, quick).await;
+    } else {
+        return false;
     }
-    // `--formats-only`: the Avro against JSON section alone.
-    if std::env::args().any(|a| a == "--formats-only") {
-        let mut report = Report {
-            text: String::new(),
-        };
-        tokio::task::block_in_place(|| formats::formats(&mut report, 100_000, 11));
-        println!("{}", report.text);
-        return;
-    }
-    // `--languages-only`: the plugins-by-language section alone.
-    if std::env::args().any(|a| a == "--languages-only") {
-        let mut report = Report {
-            text: String::new(),
-        };
-        tokio::task::block_in_place(|| languages::languages(&mut report, 20_000, 5));
-        println!("{}", report.text);
-        return;
-    }
-    // `--rebuild-only`: the window rebuild section alone.
-    if std::env::args().any(|a| a == "--rebuild-only") {
-        let mut report = Report {
-            text: String::new(),
-        };
-        state::rebuild_time(&mut report, quick).await;
-        println!("{}", report.text);
-        return;
-    }
+    println!("{}", report.text);
+    true
+}
+
+/// Every section, into `target/bench/report.md`.
+async fn run_all(quick: bool) {
     let (n_inproc, n_e2e, keys) = if quick {
         (100_000, 200_000, 20_000)
     } else {
@@ -172,31 +169,10 @@ async fn main() {
     };
     // At least 10 interleaved rounds for every ratio.
     let rounds = if quick { 10 } else { 11 };
-    let mut report = Report {
-        text: String::new(),
-    };
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|k| k.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    report.line(format!(
-        "## streamhost benchmark{} — {}, {cores} cores, {:.0} GiB\n",
-        if quick { " (quick)" } else { "" },
-        chrono::Utc::now().format("%Y-%m-%d"),
-        mem as f64 / (1 << 20) as f64
-    ));
+    let mut report = Report::new();
+    report.line(machine(quick));
     // Windows first: the resident-memory figure is only clean in a fresh process.
-    let mut windows = Report {
-        text: String::new(),
-    };
+    let mut windows = Report::new();
     tokio::task::block_in_place(|| windows::windows_memory(&mut windows, keys, 300));
     eprintln!("bench: WASM against native, in process");
     tokio::task::block_in_place(|| in_process::in_process(&mut report, n_inproc, rounds));
@@ -224,4 +200,26 @@ async fn main() {
     std::fs::write(dir.join("report.md"), &report.text).unwrap();
     println!("{}", report.text);
     println!("written to {}", dir.join("report.md").display());
+}
+
+/// The report's title: the date, the machine's cores and memory.
+fn machine(quick: bool) -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    format!(
+        "## streamhost benchmark{} — {}, {cores} cores, {:.0} GiB\n",
+        if quick { " (quick)" } else { "" },
+        chrono::Utc::now().format("%Y-%m-%d"),
+        mem as f64 / (1 << 20) as f64
+    )
 }

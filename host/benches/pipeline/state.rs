@@ -4,7 +4,8 @@
 
 use super::*;
 
-use streamhost::kafka::replay::PartitionReader;
+use streamhost::kafka::span::PartitionReader;
+use streamhost::rebuild::Source as _;
 use streamhost::rebuild::{reach_ms, rebuild};
 
 /// `records(n, sensors)` re-stamped so that each sensor stays on one of
@@ -32,7 +33,7 @@ fn run_workers(rules: &RuleSet, input: &[InRecord], batch: usize, workers: usize
     for chunk in input.chunks(batch) {
         let mut split: Vec<Vec<InRecord>> = vec![Vec::new(); workers];
         for r in chunk {
-            split[streamhost::service::worker_of(r.partition, workers)].push(r.clone());
+            split[streamhost::cmd::run::worker_of(r.partition, workers)].push(r.clone());
         }
         for (w, s) in split.into_iter().enumerate() {
             if !s.is_empty() {
@@ -44,7 +45,7 @@ fn run_workers(rules: &RuleSet, input: &[InRecord], batch: usize, workers: usize
     std::thread::scope(|scope| {
         for batches in parts {
             scope.spawn(move || {
-                let mut p = Pipeline::new(streamhost::service::pipeline_config(&settings()));
+                let mut p = Pipeline::new(streamhost::cmd::wiring::pipeline_config(&settings()));
                 let mut outputs = 0;
                 for b in batches {
                     outputs += p.process(rules, b, 1_795_500_000_000).records.len();
@@ -159,7 +160,7 @@ async fn rebuild_case(b: &broker::Broker, keys: usize, every_ms: i64) -> (usize,
     let mut s = settings();
     s.brokers = b.bootstrap();
     s.input_topic = topic.clone();
-    let cfg = streamhost::service::pipeline_config(&s);
+    let cfg = streamhost::cmd::wiring::pipeline_config(&s);
     let reach = reach_ms(&cfg.window, s.rebuild_margin.as_millis() as i64);
     // A little more than the replay needs, so that it starts mid-topic.
     let span = reach + 2 * 60_000;
@@ -189,7 +190,7 @@ async fn rebuild_case(b: &broker::Broker, keys: usize, every_ms: i64) -> (usize,
         let started = Instant::now();
         let mut n = 0usize;
         reader
-            .read(0, done.from, done.to, 4096, |c| n += c.len())
+            .read(0, done.from, done.to, 4096, &mut |c| n += c.len())
             .unwrap();
         std::hint::black_box(n);
         started.elapsed().as_secs_f64()
@@ -220,7 +221,7 @@ pub async fn rebuild_time(report: &mut Report, quick: bool) {
     let b = broker::Broker::start(&nisshi, Some(&log)).unwrap();
     let s = settings();
     let reach = reach_ms(
-        &streamhost::service::pipeline_config(&s).window,
+        &streamhost::cmd::wiring::pipeline_config(&s).window,
         s.rebuild_margin.as_millis() as i64,
     );
     report.line(format!(

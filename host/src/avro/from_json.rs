@@ -26,9 +26,9 @@ const NULL: u32 = 0;
 
 /// The schema (as JSON) and the Avro value of a JSON object, as a record
 /// called `name` in the `streamhost` namespace.
-pub fn infer(name: &str, v: &Json) -> Result<(Json, Value), String> {
+pub fn infer(name: &str, v: &Json) -> Result<(Json, Value), super::Error> {
     let Json::Object(members) = v else {
-        return Err("an Avro output must be a JSON object".into());
+        return Err(super::Error::OutputNotObject);
     };
     let shape = Shape::of_object(members);
     let mut names = Vec::new();

@@ -38,6 +38,97 @@ use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSche
 
 use crate::record::Dest;
 
+/// Why a record could not be read as Avro, or an output written as Avro.
+/// The message goes into the dead letter's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The registry client could not be set up from its settings.
+    #[error("schema registry {url}: {reason}")]
+    Registry {
+        /// The registry, as logs show it (without credentials).
+        url: String,
+        /// The client's reason.
+        reason: String,
+    },
+    /// Shorter than the framing's header.
+    #[error("not in the Confluent Avro framing: {len} bytes, shorter than its 5-byte header")]
+    TooShort {
+        /// The record's length.
+        len: usize,
+    },
+    /// Not starting with the framing's magic byte.
+    #[error(
+        "not in the Confluent Avro framing: the first byte is {first:#04x}, not the magic byte 0{}",
+        json_hint(.first)
+    )]
+    NoMagicByte {
+        /// The record's first byte.
+        first: u8,
+    },
+    /// The registry does not know the record's schema id.
+    #[error("schema id {id} is not in the registry ({detail})")]
+    SchemaNotFound {
+        /// The schema id in the record's header.
+        id: u32,
+        /// The registry client's error.
+        detail: String,
+    },
+    /// The record does not decode with its schema, or the registry answered
+    /// the schema's request with an error.
+    #[error("cannot decode with schema id {id}: {detail}")]
+    Undecodable {
+        /// The schema id in the record's header.
+        id: u32,
+        /// The registry client's error.
+        detail: String,
+    },
+    /// The record's schema is not a record's (rules read JSON objects).
+    #[error("schema {id} is not a record: the record is {text:.64}")]
+    NotARecord {
+        /// The schema id in the record's header.
+        id: u32,
+        /// The value as JSON text (shown up to 64 characters).
+        text: String,
+    },
+    /// A value of an Avro type streamhost does not turn into JSON.
+    #[error("Avro {kind} values are not supported")]
+    Unsupported {
+        /// The type (`duration`, `decimal`).
+        kind: &'static str,
+    },
+    /// An output that is not JSON text.
+    #[error("output is not JSON: {0}")]
+    OutputNotJson(serde_json::Error),
+    /// An output that is JSON but not an object.
+    #[error("an Avro output must be a JSON object")]
+    OutputNotObject,
+    /// The schema inferred for an output did not parse.
+    #[error("{0}")]
+    InferredSchema(apache_avro::Error),
+    /// The registry refused to register an output's schema (incompatible).
+    #[error("the schema registry refused the {dest} schema for subject {subject}: {detail}")]
+    Refused {
+        /// Which output (`enriched`, `alerts`).
+        dest: &'static str,
+        /// The subject it was registered under.
+        subject: String,
+        /// The registry client's error.
+        detail: String,
+    },
+    /// An output's value does not match its inferred schema.
+    #[error("encoding an Avro output: {0}")]
+    Encoding(apache_avro::Error),
+}
+
+/// What a first byte of `{` suggests.
+fn json_hint(first: &u8) -> &'static str {
+    if *first == b'{' {
+        " (it looks like JSON: is --input-format right?)"
+    } else {
+        ""
+    }
+}
+
 /// The Confluent framing's magic byte.
 pub const MAGIC: u8 = 0;
 /// Magic byte and schema id.
@@ -46,6 +137,7 @@ pub const HEADER: usize = 5;
 /// How a registry is reached.
 #[derive(Clone)]
 pub struct RegistryConfig {
+    /// The registry's base URL.
     pub url: String,
     /// Per request.
     pub timeout: Duration,
@@ -86,15 +178,16 @@ fn shown(url: &str) -> String {
     }
 }
 
-fn settings(config: &RegistryConfig) -> Result<SrSettings, String> {
+fn settings(config: &RegistryConfig) -> Result<SrSettings, Error> {
     let mut builder = SrSettings::new_builder(config.url.clone());
     builder.set_timeout(config.timeout).no_proxy();
     if let Some((user, password)) = &config.basic_auth {
         builder.set_basic_authorization(user, Some(password));
     }
-    builder
-        .build()
-        .map_err(|e| format!("schema registry {}: {e}", shown(&config.url)))
+    builder.build().map_err(|e| Error::Registry {
+        url: shown(&config.url),
+        reason: e.to_string(),
+    })
 }
 
 /// Runs `call` until it succeeds or fails for good: errors the client marks
@@ -133,7 +226,8 @@ impl std::fmt::Debug for AvroInput {
 }
 
 impl AvroInput {
-    pub fn new(config: &RegistryConfig) -> Result<AvroInput, String> {
+    /// A reader that asks the registry of `config` for schemas.
+    pub fn new(config: &RegistryConfig) -> Result<AvroInput, Error> {
         Ok(AvroInput {
             decoder: AvroDecoder::new(settings(config)?),
             url: shown(&config.url),
@@ -142,7 +236,7 @@ impl AvroInput {
 
     /// The record as JSON text, or why it cannot be read. Pauses while the
     /// registry cannot be reached.
-    pub fn to_json(&self, bytes: &[u8]) -> Result<String, String> {
+    pub fn to_json(&self, bytes: &[u8]) -> Result<String, Error> {
         let id = schema_id(bytes)?;
         let decoded = patiently("fetching a schema", &self.url, || {
             self.decoder.decode(Some(bytes))
@@ -151,43 +245,31 @@ impl AvroInput {
         let mut text = String::with_capacity(bytes.len() * 2);
         to_json::push_value(&mut text, &decoded.value)?;
         if !text.starts_with('{') {
-            return Err(format!(
-                "schema {id} is not a record: the record is {text:.64}"
-            ));
+            return Err(Error::NotARecord { id, text });
         }
         Ok(text)
     }
 }
 
 /// The schema id of a record in the Confluent framing, checking the header.
-pub fn schema_id(bytes: &[u8]) -> Result<u32, String> {
+pub fn schema_id(bytes: &[u8]) -> Result<u32, Error> {
     if bytes.len() < HEADER {
-        return Err(format!(
-            "not in the Confluent Avro framing: {} bytes, shorter than its 5-byte header",
-            bytes.len()
-        ));
+        return Err(Error::TooShort { len: bytes.len() });
     }
     if bytes[0] != MAGIC {
-        let hint = if bytes[0] == b'{' {
-            " (it looks like JSON: is --input-format right?)"
-        } else {
-            ""
-        };
-        return Err(format!(
-            "not in the Confluent Avro framing: the first byte is {:#04x}, not the magic byte 0{hint}",
-            bytes[0]
-        ));
+        return Err(Error::NoMagicByte { first: bytes[0] });
     }
     Ok(u32::from_be_bytes(
         bytes[1..HEADER].try_into().expect("4 bytes"),
     ))
 }
 
-fn explain_decode(id: u32, e: &SRCError) -> String {
+fn explain_decode(id: u32, e: &SRCError) -> Error {
+    let detail = describe(e);
     if e.error.contains("404") {
-        format!("schema id {id} is not in the registry ({})", describe(e))
+        Error::SchemaNotFound { id, detail }
     } else {
-        format!("cannot decode with schema id {id}: {}", describe(e))
+        Error::Undecodable { id, detail }
     }
 }
 
@@ -232,6 +314,7 @@ struct Registered {
 /// Where an output goes, as the registry sees it.
 #[derive(Clone, Debug)]
 pub struct Target {
+    /// The output topic.
     pub topic: String,
     /// The subject set by hand, overriding the strategy.
     pub subject: Option<String>,
@@ -260,12 +343,14 @@ impl std::fmt::Debug for AvroOutput {
 }
 
 impl AvroOutput {
+    /// A writer that registers the schemas of the `enriched` and `alerts`
+    /// outputs in the registry of `config`, under subjects `strategy` names.
     pub fn new(
         config: &RegistryConfig,
         strategy: SubjectStrategy,
         enriched: Target,
         alerts: Target,
-    ) -> Result<AvroOutput, String> {
+    ) -> Result<AvroOutput, Error> {
         Ok(AvroOutput {
             settings: settings(config)?,
             url: shown(&config.url),
@@ -280,14 +365,14 @@ impl AvroOutput {
     /// registered first if new. Dead letters are not written here: they
     /// keep the input's bytes. Pauses while the registry cannot be reached;
     /// a schema it refuses is an error.
-    pub fn encode(&self, dest: Dest, json: &[u8]) -> Result<Vec<u8>, String> {
+    pub fn encode(&self, dest: Dest, json: &[u8]) -> Result<Vec<u8>, Error> {
         let (target, record) = match dest {
             Dest::Enriched => (&self.enriched, "EnrichedRecord"),
             Dest::Alerts => (&self.alerts, "Alert"),
             Dest::DeadLetter => return Ok(json.to_vec()),
         };
         let value: serde_json::Value =
-            serde_json::from_slice(json).map_err(|e| format!("output is not JSON: {e}"))?;
+            serde_json::from_slice(json).map_err(Error::OutputNotJson)?;
         let (schema_json, value) = from_json::infer(record, &value)?;
         let text = schema_json.to_string();
         let full_name = format!("streamhost.{record}");
@@ -303,7 +388,7 @@ impl AvroOutput {
         let registered = match cached {
             Some(r) => r,
             None => {
-                let schema = Schema::parse_str(&key.1).map_err(|e| e.to_string())?;
+                let schema = Schema::parse_str(&key.1).map_err(Error::InferredSchema)?;
                 let (subject, text) = &key;
                 let id = patiently("registering a schema", &self.url, || {
                     post_schema(
@@ -316,12 +401,10 @@ impl AvroOutput {
                         ),
                     )
                 })
-                .map_err(|e| {
-                    format!(
-                        "the schema registry refused the {} schema for subject {subject}: {}",
-                        dest.name(),
-                        describe(&e)
-                    )
+                .map_err(|e| Error::Refused {
+                    dest: dest.name(),
+                    subject: subject.clone(),
+                    detail: describe(&e),
                 })?
                 .id;
                 tracing::info!(subject = %subject, id, "Output schema registered.");
@@ -333,7 +416,7 @@ impl AvroOutput {
         let body = apache_avro::writer::datum::GenericDatumWriter::builder(&registered.schema)
             .build()
             .and_then(|w| w.write_value_to_vec(value))
-            .map_err(|e| format!("encoding an Avro output: {e}"))?;
+            .map_err(Error::Encoding)?;
         let mut out = Vec::with_capacity(HEADER + body.len());
         out.push(MAGIC);
         out.extend_from_slice(&registered.id.to_be_bytes());
@@ -365,11 +448,47 @@ mod tests {
         );
     }
 
+    /// The messages dead letters carry are those of the strings they were.
+    #[test]
+    fn messages_read_as_before() {
+        let text = format!("[{}]", "1,".repeat(40));
+        assert_eq!(
+            Error::NotARecord { id: 7, text }.to_string(),
+            format!(
+                "schema 7 is not a record: the record is [{}1",
+                "1,".repeat(31)
+            )
+        );
+        let detail = "HTTP 404".to_string();
+        assert_eq!(
+            Error::SchemaNotFound { id: 9, detail }.to_string(),
+            "schema id 9 is not in the registry (HTTP 404)"
+        );
+        let refused = Error::Refused {
+            dest: "alerts",
+            subject: "out-value".into(),
+            detail: "409".into(),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "the schema registry refused the alerts schema for subject out-value: 409"
+        );
+        assert_eq!(
+            schema_id(&[1, 0, 0, 0, 0]).unwrap_err().to_string(),
+            "not in the Confluent Avro framing: the first byte is 0x01, not the magic byte 0"
+        );
+    }
+
     #[test]
     fn the_header_is_checked_before_the_registry_is_asked() {
-        assert!(schema_id(&[0, 0, 0]).unwrap_err().contains("5-byte header"));
-        let json = schema_id(br#"{"a":1}"#).unwrap_err();
+        assert!(
+            schema_id(&[0, 0, 0])
+                .unwrap_err()
+                .to_string()
+                .contains("5-byte header")
+        );
+        let json = schema_id(br#"{"a":1}"#).unwrap_err().to_string();
         assert!(json.contains("0x7b") && json.contains("JSON"), "{json}");
-        assert_eq!(schema_id(&[0, 0, 0, 1, 2, 9]), Ok(258));
+        assert_eq!(schema_id(&[0, 0, 0, 1, 2, 9]).ok(), Some(258));
     }
 }

@@ -11,11 +11,12 @@
 
 use apache_avro::types::Value;
 
+use super::Error;
 use crate::text::json::{push_f64, push_int, push_joined, push_str};
 use crate::text::time::push_iso8601;
 
 /// Writes `value` as JSON into `out`.
-pub fn push_value(out: &mut String, value: &Value) -> Result<(), String> {
+pub fn push_value(out: &mut String, value: &Value) -> Result<(), Error> {
     match value {
         Value::Null => out.push_str("null"),
         Value::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -58,13 +59,11 @@ pub fn push_value(out: &mut String, value: &Value) -> Result<(), String> {
             push_time(out, ns.div_euclid(1_000_000))
         }
         Value::Duration(_) | Value::Decimal(_) | Value::BigDecimal(_) => {
-            return Err(format!(
-                "Avro {} values are not supported",
-                match value {
-                    Value::Duration(_) => "duration",
-                    _ => "decimal",
-                }
-            ));
+            let kind = match value {
+                Value::Duration(_) => "duration",
+                _ => "decimal",
+            };
+            return Err(Error::Unsupported { kind });
         }
     }
     Ok(())
@@ -73,7 +72,7 @@ pub fn push_value(out: &mut String, value: &Value) -> Result<(), String> {
 fn push_members<'a>(
     out: &mut String,
     members: impl Iterator<Item = (&'a String, &'a Value)>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     out.push('{');
     let mut first = true;
     for (k, v) in members {
@@ -157,7 +156,9 @@ mod tests {
     #[test]
     fn decimals_are_refused_with_a_reason() {
         let mut s = String::new();
-        let err = push_value(&mut s, &Value::BigDecimal(Default::default())).unwrap_err();
+        let err = push_value(&mut s, &Value::BigDecimal(Default::default()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("decimal"), "{err}");
     }
 }

@@ -287,7 +287,7 @@ impl Scan<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::schema;
+    use super::super::tests::{edited, schema};
     use super::super::{decode_text, decode_text_serde};
     use super::*;
     use proptest::prelude::*;
@@ -441,15 +441,9 @@ mod tests {
 
         #[test]
         fn the_fast_path_agrees_with_serde(edits in prop::collection::vec((0..VALID.len(), prop::sample::select(b" \t\n\"\\,:{}[]0123456789.-+eEnultrfasx\x01".to_vec()), 0..3u8), 1..5)) {
-            let mut bytes = VALID.as_bytes().to_vec();
-            for (at, b, op) in edits {
-                let at = at.min(bytes.len());
-                match op {
-                    0 if at < bytes.len() => bytes[at] = b,
-                    1 => bytes.insert(at, b),
-                    _ => { bytes.remove(at.min(bytes.len() - 1)); }
-                }
-            }
+            let bytes = edited(VALID, edits, |bytes, at| {
+                bytes.remove(at.min(bytes.len() - 1));
+            });
             if let Ok(text) = std::str::from_utf8(&bytes) {
                 agree(text)?;
             }

@@ -24,6 +24,7 @@ pub const MAX_FIELDS: usize = 64;
 /// How consumed records are written.
 #[derive(Clone, Debug, Default)]
 pub enum InputFormat {
+    /// JSON text.
     #[default]
     Json,
     /// Avro in the Confluent framing, read as JSON text first.
@@ -33,8 +34,11 @@ pub enum InputFormat {
 /// Which members to read.
 #[derive(Clone, Debug)]
 pub struct Schema {
+    /// The member that holds the key windows are kept by.
     pub key_field: String,
+    /// The member that holds the event time.
     pub time_field: String,
+    /// The numeric members windows keep (at most [`MAX_FIELDS`]).
     pub fields: Vec<String>,
     /// The unit of a numeric event time.
     pub epoch_unit: EpochUnit,
@@ -49,16 +53,23 @@ const SMALLEST_EPOCH_MILLIS: f64 = 1e11;
 /// dead-letter record's `streamhost.error` header.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
+    /// Not JSON text (the reader's message).
     #[error("not valid JSON: {0}")]
     Json(String),
+    /// JSON, but not an object.
     #[error("not a JSON object")]
     NotObject,
+    /// The key member is missing (its name).
     #[error("missing key field `{0}`")]
     MissingKey(String),
+    /// The event-time member is missing (its name).
     #[error("missing event-time field `{0}`")]
     MissingTime(String),
+    /// A member is there but refused: given twice, a blank key, a time
+    /// out of range, a field that is not a number...
     #[error("{0}")]
     Field(String),
+    /// A record without a value.
     #[error("the record has no value (a tombstone)")]
     Tombstone,
 }
@@ -67,8 +78,11 @@ pub enum DecodeError {
 /// record does not have the field (or has it as `null`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
+    /// The key.
     pub key: String,
+    /// The event time, in epoch milliseconds.
     pub time_ms: i64,
+    /// One value per schema field, in the schema's order.
     pub values: Vec<f64>,
 }
 
@@ -96,16 +110,9 @@ fn finish<'de, R: serde_json::de::Read<'de>>(
     schema: &Schema,
     de: &mut serde_json::Deserializer<R>,
 ) -> Result<Decoded, DecodeError> {
-    let found = RecordSeed { schema }.deserialize(&mut *de).map_err(|e| {
+    let found = members(schema, &mut *de).map_err(|e| {
         if e.is_data() {
-            let msg = e.to_string();
-            // Our own messages are complete sentences; strip serde's position.
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            if msg == "not a JSON object" {
-                DecodeError::NotObject
-            } else {
-                DecodeError::Field(msg)
-            }
+            DecodeError::from_visitor(&e.to_string())
         } else {
             DecodeError::Json(e.to_string())
         }
@@ -114,24 +121,27 @@ fn finish<'de, R: serde_json::de::Read<'de>>(
     found.into_decoded(schema)
 }
 
-/// `decode` with sonic-rs's serde deserializer in place of serde_json's,
-/// through the same visitor: kept for the benchmark's comparison of the two
-/// (section 1), which also checks that they agree on hostile input.
-pub fn decode_sonic(schema: &Schema, bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let mut de = sonic_rs::Deserializer::from_slice(bytes);
-    let found = RecordSeed { schema }.deserialize(&mut de).map_err(|e| {
-        let msg = e.to_string();
-        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-        if e.is_syntax() || e.is_eof() {
-            DecodeError::Json(msg)
-        } else if msg == "not a JSON object" {
+/// Reads the configured members of a record with any serde deserializer,
+/// through the visitor `decode` gives serde_json's: public so that the
+/// benchmark can drive it with another JSON reader (sonic-rs) and compare
+/// the two. The caller checks that the input ends there, then turns what
+/// was found into the record ([`Members::into_decoded`]).
+pub fn members<'de, D: Deserializer<'de>>(schema: &Schema, de: D) -> Result<Members, D::Error> {
+    RecordSeed { schema }.deserialize(de)
+}
+
+impl DecodeError {
+    /// The error for a refusal the record's visitor raised (an error
+    /// message a deserializer returned for it), without the position the
+    /// deserializer may have added: our own messages are complete sentences.
+    pub fn from_visitor(message: &str) -> DecodeError {
+        let msg = message.split(" at line ").next().unwrap_or(message);
+        if msg == "not a JSON object" {
             DecodeError::NotObject
         } else {
-            DecodeError::Field(msg)
+            DecodeError::Field(msg.to_string())
         }
-    })?;
-    de.end().map_err(|e| DecodeError::Json(e.to_string()))?;
-    found.into_decoded(schema)
+    }
 }
 
 /// Parses an event time: RFC 3339 (`YYYY-MM-DDTHH:MM:SS[.fraction]` then
@@ -164,7 +174,8 @@ fn epoch_time(v: f64, unit: EpochUnit) -> Result<i64, String> {
     Ok(ms.floor() as i64)
 }
 
-struct Found {
+/// What the visitor found of a record's configured members ([`members`]).
+pub struct Members {
     key: Option<String>,
     time: Option<i64>,
     values: Vec<f64>,
@@ -173,9 +184,9 @@ struct Found {
     seen: u64,
 }
 
-impl Found {
+impl Members {
     /// The record, once the key and the event time were found.
-    fn into_decoded(self, schema: &Schema) -> Result<Decoded, DecodeError> {
+    pub fn into_decoded(self, schema: &Schema) -> Result<Decoded, DecodeError> {
         let key = self
             .key
             .ok_or_else(|| DecodeError::MissingKey(schema.key_field.clone()))?;
@@ -195,22 +206,22 @@ struct RecordSeed<'s> {
 }
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
-    type Value = Found;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+    type Value = Members;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Members, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for RecordSeed<'_> {
-    type Value = Found;
+    type Value = Members;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
         let s = self.schema;
-        let mut found = Found {
+        let mut found = Members {
             key: None,
             time: None,
             values: vec![f64::NAN; s.fields.len()],
@@ -247,25 +258,25 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
         Ok(found)
     }
 
-    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Found, A::Error> {
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Members, A::Error> {
         Err(de::Error::custom("not a JSON object"))
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Found, E> {
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Members, E> {
         Err(E::custom("not a JSON object"))
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Found, E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Members, E> {
         Err(E::custom("not a JSON object"))
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Found, E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Members, E> {
         Err(E::custom("not a JSON object"))
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Found, E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Members, E> {
         Err(E::custom("not a JSON object"))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Found, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Members, E> {
         Err(E::custom("not a JSON object"))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Found, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Members, E> {
         Err(E::custom("not a JSON object"))
     }
 }
@@ -338,6 +349,26 @@ impl Visitor<'_> for TimeSeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `valid` with `edits` made in turn, each (position, byte, edit): 0
+    /// puts the byte in place of the one there, 1 inserts it, and any other
+    /// (or 0 past the end) `cut`s at the position.
+    pub(super) fn edited(
+        valid: &str,
+        edits: Vec<(usize, u8, u8)>,
+        cut: fn(&mut Vec<u8>, usize),
+    ) -> Vec<u8> {
+        let mut bytes = valid.as_bytes().to_vec();
+        for (at, b, op) in edits {
+            let at = at.min(bytes.len());
+            match op {
+                0 if at < bytes.len() => bytes[at] = b,
+                1 => bytes.insert(at, b),
+                _ => cut(&mut bytes, at),
+            }
+        }
+        bytes
+    }
 
     /// The schema the decoder's tests read with (the fast path's too).
     pub(super) fn schema() -> Schema {
@@ -543,15 +574,7 @@ mod tests {
 
             #[test]
             fn mutated_records(edits in prop::collection::vec((0..VALID.len(), any::<u8>(), 0..3u8), 1..6)) {
-                let mut bytes = VALID.as_bytes().to_vec();
-                for (at, b, op) in edits {
-                    let at = at.min(bytes.len());
-                    match op {
-                        0 if at < bytes.len() => bytes[at] = b,
-                        1 => bytes.insert(at, b),
-                        _ => bytes.truncate(at.max(1)),
-                    }
-                }
+                let bytes = edited(VALID, edits, |bytes, at| bytes.truncate(at.max(1)));
                 let _ = decode(&schema(), &bytes);
             }
 

@@ -38,6 +38,7 @@ pub struct Pending {
     pub deliveries: Vec<(DeliveryFuture, Origin)>,
     /// Offset to resume from, per partition, once this batch is durable.
     pub next_offsets: Vec<(i32, i64)>,
+    /// Input records in the batch.
     pub records: u64,
 }
 
@@ -175,7 +176,7 @@ fn commit_loop(
                 Ok(Err((e, _))) => e,
                 Err(_) => {
                     if ok {
-                        shared.fail("the producer was dropped before delivery".into());
+                        shared.fail(super::Error::ProducerDropped.to_string());
                     }
                     ok = false;
                     continue;

@@ -35,6 +35,8 @@ use super::apply_properties;
 /// Called on a revoke, before partitions are given up.
 pub type Drain = Box<dyn Fn() + Send + Sync>;
 
+/// The input consumer's context: the drain run on a revoke, the partitions
+/// held, and librdkafka's logs and errors into `tracing` and the diagnosis.
 pub struct ConsumerContext {
     drain: OnceLock<Drain>,
     /// Set while partitions are assigned (read by `/readyz`).
@@ -68,7 +70,9 @@ pub struct Assignment {
 /// A snapshot of an `Assignment`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Held {
+    /// The `Assignment`'s version when this was taken.
     pub version: u64,
+    /// Each partition held, with the generation it was assigned in.
     pub generations: BTreeMap<i32, u64>,
 }
 
@@ -87,6 +91,7 @@ impl Assignment {
         self.version.store(g.version, Ordering::Release);
     }
 
+    /// The partitions held now, with their generations.
     pub fn held(&self) -> Held {
         self.inner.lock().unwrap().clone()
     }
@@ -156,6 +161,7 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
+/// Kafka in: the input consumer, a member of the group.
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<ConsumerContext>>,
     topic: String,
@@ -206,6 +212,7 @@ impl KafkaSource {
         })
     }
 
+    /// The input topic.
     pub fn topic(&self) -> &str {
         &self.topic
     }
@@ -278,7 +285,7 @@ impl KafkaSource {
             let Some(received) = received else {
                 // A mismatch diagnosis is withdrawn once a broker answers.
                 match super::fatal() {
-                    Some((code, _)) => return Err(KafkaError::MessageConsumptionFatal(code)),
+                    Some(fatal) => return Err(KafkaError::MessageConsumptionFatal(fatal.code())),
                     None => continue,
                 }
             };
@@ -327,6 +334,7 @@ impl KafkaSource {
         }
     }
 
+    /// The consumer itself (the committer stores offsets through it).
     pub fn consumer(&self) -> Arc<StreamConsumer<ConsumerContext>> {
         self.consumer.clone()
     }

@@ -9,7 +9,7 @@
 //! group at once would each do the same work.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -20,20 +20,26 @@ use crate::config::Settings;
 
 /// Broker requests (metadata, watermarks, committed offsets).
 const REQUEST: Duration = Duration::from_secs(10);
-/// How long the broker may leave a read without a record before it fails.
-const STALL: Duration = Duration::from_secs(30);
 
 /// One dead letter as read.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
+    /// Its partition of the dead-letter topic.
     pub partition: i32,
+    /// Its offset there.
     pub offset: i64,
+    /// Its Kafka timestamp (epoch milliseconds).
     pub timestamp: Option<i64>,
+    /// Its key (the input record's).
     pub key: Option<Vec<u8>>,
+    /// Its value: the input record's bytes, or a reference to them.
     pub payload: Vec<u8>,
+    /// Its headers (reason, source position, attempt...), as text.
     pub headers: BTreeMap<String, String>,
 }
 
+/// Reads a dead-letter topic from where the replay's group got to, up to
+/// each partition's end when it was opened.
 pub struct DeadLetterReader {
     consumer: BaseConsumer<super::LogContext>,
     topic: String,
@@ -103,48 +109,31 @@ impl DeadLetterReader {
     /// once every partition reached its end.
     pub fn next_chunk(&mut self, max: usize) -> KafkaResult<Vec<DeadLetter>> {
         let mut out = Vec::new();
-        let mut heard = Instant::now();
-        let mut errors = super::ErrorStreak::default();
+        let mut poller = super::SpanPoller::new("the dead-letter reader");
         while out.len() < max && self.remaining() > 0 {
-            match self.consumer.poll(Duration::from_millis(200)) {
-                None if heard.elapsed() > STALL => {
-                    return Err(KafkaError::MessageConsumption(
-                        rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
-                    ));
-                }
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(KafkaError::MessageConsumption(code))) => {
-                    errors.error(code, "the dead-letter reader")?;
-                    heard = Instant::now();
-                }
-                Some(Err(e)) => return Err(e),
-                Some(Ok(m)) => {
-                    heard = Instant::now();
-                    errors.progress();
-                    let Some(span) = self.spans.get_mut(&m.partition()) else {
-                        continue;
-                    };
-                    if m.offset() < span.0 || m.offset() >= span.1 {
-                        continue;
-                    }
-                    span.0 = m.offset() + 1;
-                    let headers = super::header_strings(&m);
-                    out.push(DeadLetter {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        timestamp: m.timestamp().to_millis(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        payload: m.payload().unwrap_or_default().to_vec(),
-                        headers,
-                    });
-                    if span.0 >= span.1 {
-                        // Done with this partition: stop fetching it.
-                        let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition(&self.topic, m.partition());
-                        let _ = self.consumer.incremental_unassign(&tpl);
-                    }
-                }
+            let super::Polled::Record(m) = poller.poll(&self.consumer)? else {
+                continue;
+            };
+            let Some(span) = self.spans.get_mut(&m.partition()) else {
+                continue;
+            };
+            if m.offset() < span.0 || m.offset() >= span.1 {
+                continue;
+            }
+            span.0 = m.offset() + 1;
+            out.push(DeadLetter {
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers: super::header_strings(&m),
+            });
+            if span.0 >= span.1 {
+                // Done with this partition: stop fetching it.
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&self.topic, m.partition());
+                let _ = self.consumer.incremental_unassign(&tpl);
             }
         }
         Ok(out)

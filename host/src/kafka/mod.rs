@@ -1,289 +1,35 @@
 //! Kafka: the consumer that feeds the pipeline (`consumer`), the producer
-//! that takes its outputs (`producer`), and the committer that stores input
-//! offsets once their outputs are durable (`committer`).
+//! that takes its outputs (`producer`), the committer that stores input
+//! offsets once their outputs are durable (`committer`), the readers that
+//! read a topic again outside the group (`span`, `dead_letters`), and what
+//! goes wrong on the way (`error`).
 
 pub mod committer;
 pub mod consumer;
 pub mod dead_letters;
+pub mod error;
 pub mod producer;
-pub mod replay;
+pub mod span;
+
+pub use error::{Error, ErrorStreak, Fatal, explain, fatal, note_error, reached};
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Settings;
 use crate::record::InRecord;
 
-// ------------------------------------------------------------ diagnosis --
-//
-// What librdkafka reported that no retry fixes, over every client of the
-// process (consumer, producer, replay reader): refused credentials, a failed
-// TLS handshake, or a broker that closes every connection at the first
-// request before any was ever answered (what a plaintext client sees from a
-// TLS listener). librdkafka retries all of these forever; streamhost stops
-// with a message that says what to check.
-
-/// Connections a broker closed at the first request (`APIVERSION_QUERY`).
-static FIRST_REQUEST_CLOSED: AtomicU32 = AtomicU32::new(0);
-/// Whether a broker ever answered (metadata, or an assignment).
-static REACHED: AtomicBool = AtomicBool::new(false);
-/// A refused authentication, a failed TLS handshake, or a consumer error the
-/// input consumer cannot get past ([`ErrorStreak`]), with the reason.
-static REFUSED: Mutex<Option<(RDKafkaErrorCode, String)>> = Mutex::new(None);
-
-/// After this many connections closed at the first request, with no broker
-/// ever answering, the cause is taken to be a security.protocol mismatch.
-const FIRST_REQUEST_CLOSED_FATAL: u32 = 3;
-
-/// Notes that a broker answered.
-pub fn reached() {
-    REACHED.store(true, Ordering::Relaxed);
-}
-
-/// The error no retry fixes, if librdkafka reported one: its code and what
-/// to check.
-pub fn fatal() -> Option<(RDKafkaErrorCode, String)> {
-    if let Some((code, reason)) = REFUSED.lock().unwrap().clone() {
-        let hint = match code {
-            RDKafkaErrorCode::Authentication => {
-                "authentication failed: the broker refused this client's SASL credentials \
-                 (check sasl.mechanism, sasl.username and sasl.password)"
-            }
-            RDKafkaErrorCode::SSL => {
-                "the TLS handshake with the broker failed (check ssl.ca.location, and that \
-                 the broker's certificate names the host in --brokers)"
-            }
-            _ => return Some((code, reason)),
-        };
-        return Some((code, format!("{hint}; librdkafka: {reason}")));
-    }
-    if !REACHED.load(Ordering::Relaxed)
-        && FIRST_REQUEST_CLOSED.load(Ordering::Relaxed) >= FIRST_REQUEST_CLOSED_FATAL
-    {
-        return Some((
-            RDKafkaErrorCode::BrokerTransportFailure,
-            "the broker closes every connection at the first request, as a TLS listener does \
-             to a plaintext client: a TLS listener needs -X security.protocol=ssl (or sasl_ssl)"
-                .into(),
-        ));
-    }
-    None
-}
-
-/// Notes an error librdkafka reported, keeping those no retry fixes.
-pub fn note_error(error: &KafkaError, reason: &str) {
-    if let Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)) =
-        error.rdkafka_error_code()
-    {
-        REFUSED
-            .lock()
-            .unwrap()
-            .get_or_insert_with(|| (code, reason.to_string()));
-    }
-}
-
-/// Consumer errors no retry fixes, with what they mean. librdkafka reports
-/// them for every fetch of the partition concerned, for ever: a record
-/// compressed with a codec this build lacks is `NotImplemented`.
-fn unreadable(code: RDKafkaErrorCode) -> Option<&'static str> {
-    Some(match code {
-        RDKafkaErrorCode::NotImplemented => {
-            "librdkafka cannot read what the broker sent: this build of streamhost lacks a \
-             feature the records need (a compression codec, for example)"
-        }
-        RDKafkaErrorCode::BadCompression => {
-            "a record batch could not be decompressed (corrupt, or compressed with a codec \
-             this build cannot read)"
-        }
-        RDKafkaErrorCode::UnsupportedCompressionType => {
-            "the broker does not support the compression type asked for"
-        }
-        _ => return None,
-    })
-}
-
-/// Whether a consumer error is about reaching the brokers: those repeat for
-/// as long as a broker is down or a leader moves, and end by themselves.
-fn transient(code: RDKafkaErrorCode) -> bool {
-    use RDKafkaErrorCode as C;
-    matches!(
-        code,
-        C::BrokerTransportFailure
-            | C::AllBrokersDown
-            | C::RequestTimedOut
-            | C::OperationTimedOut
-            | C::NetworkException
-            | C::Resolve
-            | C::NotLeaderForPartition
-            | C::LeaderNotAvailable
-            | C::NotCoordinator
-            | C::CoordinatorNotAvailable
-            | C::CoordinatorLoadInProgress
-            | C::FencedLeaderEpoch
-            | C::UnknownLeaderEpoch
-            | C::OffsetNotAvailable
-            | C::NotEnoughReplicas
-            | C::UnknownTopicOrPartition
-            | C::PartitionEOF
-    )
-}
-
-/// The consumer errors a reader saw since it last read a record. An error
-/// no retry fixes ends the reader at once; any other error that is not
-/// about reaching the brokers ends it once it has repeated
-/// [`ErrorStreak::LIMIT`] times over [`ErrorStreak::SPAN`] with no record
-/// read in between, instead of logging a warning for ever. The input
-/// consumer's streak ([`ErrorStreak::stopping`]) notes the cause for
-/// [`fatal`], so that the process stops with it named; the other readers'
-/// callers decide what their end means (a rebuild goes on with empty
-/// windows), so theirs only logs it.
-#[derive(Default)]
-pub struct ErrorStreak {
-    /// The repeating code, how often, and since when.
-    current: Option<(RDKafkaErrorCode, u32, std::time::Instant)>,
-    /// Whether an end stops the process (noted for [`fatal`]).
-    stops_process: bool,
-}
-
-impl ErrorStreak {
-    pub const LIMIT: u32 = 20;
-    pub const SPAN: std::time::Duration = std::time::Duration::from_secs(30);
-
-    /// The input consumer's: its end stops the process, with the cause.
-    pub fn stopping() -> ErrorStreak {
-        ErrorStreak {
-            stops_process: true,
-            ..ErrorStreak::default()
-        }
-    }
-
-    /// A record was read: the streak is over.
-    pub fn progress(&mut self) {
-        self.current = None;
-    }
-
-    /// Counts an error; `Err` with the error that ends the reader, after
-    /// noting its cause for [`fatal`].
-    pub fn error(&mut self, code: RDKafkaErrorCode, reader: &str) -> Result<(), KafkaError> {
-        self.error_at(code, reader, std::time::Instant::now())
-    }
-
-    fn error_at(
-        &mut self,
-        code: RDKafkaErrorCode,
-        reader: &str,
-        now: std::time::Instant,
-    ) -> Result<(), KafkaError> {
-        if let Some(why) = unreadable(code) {
-            return Err(self.end(code, format!("{why} ({reader}: {code})")));
-        }
-        let (count, since) = match self.current {
-            Some((c, n, since)) if c == code => (n + 1, since),
-            _ => (1, now),
-        };
-        self.current = Some((code, count, since));
-        tracing::warn!(error = %code, reader, "Consumer error; continuing.");
-        if !transient(code) && count >= Self::LIMIT && now - since >= Self::SPAN {
-            return Err(self.end(
-                code,
-                format!(
-                    "the consumer error `{code}` repeated {count} times over {} s with no \
-                     record read in between ({reader})",
-                    (now - since).as_secs()
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn end(&self, code: RDKafkaErrorCode, reason: String) -> KafkaError {
-        tracing::error!(error = %code, %reason, "Consumer error no retry fixes.");
-        if self.stops_process {
-            REFUSED.lock().unwrap().get_or_insert((code, reason));
-        }
-        KafkaError::MessageConsumptionFatal(code)
-    }
-}
-
-#[cfg(test)]
-mod error_streak_tests {
-    use super::*;
-    use std::time::{Duration, Instant};
-
-    fn ends(result: Result<(), KafkaError>) -> bool {
-        matches!(result, Err(KafkaError::MessageConsumptionFatal(_)))
-    }
-
-    #[test]
-    fn a_codec_this_build_lacks_ends_the_reader_at_once() {
-        let mut streak = ErrorStreak::default();
-        assert!(ends(streak.error_at(
-            RDKafkaErrorCode::NotImplemented,
-            "test",
-            Instant::now()
-        )));
-    }
-
-    #[test]
-    fn a_repeating_error_ends_the_reader_only_after_its_count_and_span() {
-        let t0 = Instant::now();
-        let code = RDKafkaErrorCode::InvalidMessage;
-        let mut streak = ErrorStreak::default();
-        // Many repeats in a moment: not yet.
-        for _ in 0..ErrorStreak::LIMIT * 3 {
-            assert!(!ends(streak.error_at(code, "test", t0)));
-        }
-        // A record read in between starts the count and the span again:
-        // without that, the next error, past the span, would end it.
-        streak.progress();
-        let late = t0 + ErrorStreak::SPAN + Duration::from_secs(1);
-        for _ in 0..ErrorStreak::LIMIT - 1 {
-            assert!(!ends(streak.error_at(code, "test", late)));
-        }
-        // The count reached, but the span not yet: still going.
-        assert!(!ends(streak.error_at(code, "test", late)));
-        // Both reached.
-        let later = late + ErrorStreak::SPAN;
-        assert!(ends(streak.error_at(code, "test", later)));
-    }
-
-    #[test]
-    fn a_broker_that_is_down_never_ends_the_reader() {
-        let t0 = Instant::now();
-        let mut streak = ErrorStreak::default();
-        for i in 0..1000u64 {
-            let at = t0 + Duration::from_secs(i);
-            assert!(!ends(streak.error_at(
-                RDKafkaErrorCode::BrokerTransportFailure,
-                "test",
-                at
-            )));
-        }
-    }
-}
-
-/// An error that ends streamhost, with what to check when librdkafka said.
-pub fn explain(error: KafkaError) -> anyhow::Error {
-    match fatal() {
-        Some((_, hint)) => anyhow::anyhow!("{hint} ({error})"),
-        None => anyhow::Error::new(error),
-    }
-}
-
 /// librdkafka's log lines, into `tracing` under the target `librdkafka`,
 /// noting connections closed at the first request.
 pub fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
-    if message.contains("incorrect security.protocol")
-        || (message.contains("closed by peer") && message.contains("state APIVERSION_QUERY"))
-    {
-        FIRST_REQUEST_CLOSED.fetch_add(1, Ordering::Relaxed);
-    }
+    error::note_log(message);
     match level {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
@@ -299,7 +45,7 @@ pub fn forward_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
     }
 }
 
-/// The context of the producer and the replay consumer: librdkafka's logs
+/// The context of the producer and the span readers: librdkafka's logs
 /// and errors into `tracing`, and into the diagnosis.
 #[derive(Clone, Copy, Default)]
 pub struct LogContext;
@@ -356,6 +102,67 @@ pub fn apply_properties(config: &mut ClientConfig, settings: &Settings, side: &s
             Some(("consumer" | "producer", _)) => {}
             _ => {
                 config.set(k, v);
+            }
+        }
+    }
+}
+
+/// What one poll of an assign-only reader gave.
+pub enum Polled<'c> {
+    /// A record.
+    Record(BorrowedMessage<'c>),
+    /// The end of a partition (with `enable.partition.eof`).
+    PartitionEnd,
+    /// Nothing yet, or a consumer error that does not end the reader.
+    Nothing,
+}
+
+/// The polls of an assign-only reader (the window rebuild reader, the
+/// dead-letter reader), which fail once the broker left the reader
+/// [`SpanPoller::STALL`] without a record, or once a consumer error ends its
+/// [`ErrorStreak`].
+pub struct SpanPoller {
+    /// The reader, as warnings and errors name it.
+    reader: &'static str,
+    /// When the broker was last heard from (a record, or an error).
+    heard: Instant,
+    errors: ErrorStreak,
+}
+
+impl SpanPoller {
+    /// How long the broker may leave a read without a record before it fails.
+    pub const STALL: Duration = Duration::from_secs(30);
+
+    /// The polls of `reader`, from now.
+    pub fn new(reader: &'static str) -> SpanPoller {
+        SpanPoller {
+            reader,
+            heard: Instant::now(),
+            errors: ErrorStreak::default(),
+        }
+    }
+
+    /// Polls `consumer` once, for up to 200 ms.
+    pub fn poll<'c, C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &'c BaseConsumer<C>,
+    ) -> KafkaResult<Polled<'c>> {
+        match consumer.poll(Duration::from_millis(200)) {
+            None if self.heard.elapsed() > Self::STALL => Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::RequestTimedOut,
+            )),
+            None => Ok(Polled::Nothing),
+            Some(Err(KafkaError::PartitionEOF(_))) => Ok(Polled::PartitionEnd),
+            Some(Err(KafkaError::MessageConsumption(code))) => {
+                self.errors.error(code, self.reader)?;
+                self.heard = Instant::now();
+                Ok(Polled::Nothing)
+            }
+            Some(Err(e)) => Err(e),
+            Some(Ok(m)) => {
+                self.heard = Instant::now();
+                self.errors.progress();
+                Ok(Polled::Record(m))
             }
         }
     }

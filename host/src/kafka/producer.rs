@@ -15,11 +15,12 @@ use crate::config::Settings;
 use crate::output;
 use crate::record::{Dest, Failure, OutRecord, Reason, SourcePos};
 
-use super::{LogContext, apply_properties};
+use super::{Error, LogContext, apply_properties};
 
 /// The producer, its logs into `tracing`.
 pub type OutputProducer = FutureProducer<LogContext>;
 
+/// Kafka out: the producer, and the output topics it writes to.
 pub struct KafkaSink {
     producer: OutputProducer,
     /// The input topic, named in dead letters.
@@ -34,6 +35,7 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
+    /// The producer, with the settings' brokers and `-X` properties.
     pub fn new(settings: &Settings) -> KafkaResult<KafkaSink> {
         let mut config = ClientConfig::new();
         config
@@ -60,10 +62,12 @@ impl KafkaSink {
         })
     }
 
+    /// The producer itself (to flush it).
     pub fn producer(&self) -> &OutputProducer {
         &self.producer
     }
 
+    /// The topic outputs for `dest` go to.
     pub fn topic(&self, dest: Dest) -> &str {
         match dest {
             Dest::Enriched => &self.enriched,
@@ -74,7 +78,7 @@ impl KafkaSink {
 
     /// Checks that the output topics exist, so that a missing or misspelt
     /// one stops streamhost before it consumes (and would repeat) anything.
-    pub fn check_topics(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub fn check_topics(&self, timeout: Duration) -> Result<(), Error> {
         let started = std::time::Instant::now();
         for topic in [&self.enriched, &self.alerts, &self.dead_letter] {
             // Asked in short rounds, so that an error no retry fixes (refused
@@ -88,13 +92,18 @@ impl KafkaSink {
                     Ok(md) => break md,
                     Err(e) if super::fatal().is_some() || started.elapsed() >= timeout => {
                         let mut error = super::explain(e);
-                        if super::fatal().is_none() {
-                            if let Some(hint) = self.unreachable_hint() {
-                                error = error.context(hint);
-                            }
+                        if matches!(error, Error::Kafka(_))
+                            && let Some(address) = self.accepting()
+                        {
+                            error = Error::NotAnswered {
+                                address,
+                                source: Box::new(error),
+                            };
                         }
-                        return Err(error
-                            .context(format!("asking the brokers about output topic {topic:?}")));
+                        return Err(Error::TopicUnasked {
+                            topic: topic.clone(),
+                            source: Box::new(error),
+                        });
                     }
                     Err(_) => {}
                 }
@@ -102,15 +111,20 @@ impl KafkaSink {
             super::reached();
             match md.topics().iter().find(|t| t.name() == topic.as_str()) {
                 Some(t) if t.error().is_none() && !t.partitions().is_empty() => {}
-                Some(t) => anyhow::bail!(
-                    "output topic {topic:?} is not usable: {}; create it (or fix its name) before starting",
-                    t.error()
-                        .map(|e| format!("{:?}", RDKafkaErrorCode::from(e)))
-                        .unwrap_or_else(|| "it has no partitions".into())
-                ),
-                None => anyhow::bail!(
-                    "output topic {topic:?} does not exist; create it (or fix its name) before starting"
-                ),
+                Some(t) => {
+                    return Err(Error::UnusableTopic {
+                        topic: topic.clone(),
+                        why: t
+                            .error()
+                            .map(|e| format!("{:?}", RDKafkaErrorCode::from(e)))
+                            .unwrap_or_else(|| "it has no partitions".into()),
+                    });
+                }
+                None => {
+                    return Err(Error::MissingTopic {
+                        topic: topic.clone(),
+                    });
+                }
             }
         }
         Ok(())
@@ -119,8 +133,8 @@ impl KafkaSink {
     /// Why brokers that could not be asked anything may be unreachable: a
     /// plaintext client whose bootstrap address accepts TCP connections is
     /// most likely talking to a TLS listener, which closes them at the first
-    /// request.
-    fn unreachable_hint(&self) -> Option<String> {
+    /// request. The first such address, if the client speaks plaintext.
+    fn accepting(&self) -> Option<String> {
         use std::net::{TcpStream, ToSocketAddrs};
         if !self.plaintext {
             return None;
@@ -132,10 +146,7 @@ impl KafkaSink {
                 .and_then(|mut a| a.next())
                 .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
         })?;
-        Some(format!(
-            "{} accepts connections but no Kafka request was answered: if it is a TLS listener, set -X security.protocol=ssl (or sasl_ssl)",
-            open.trim()
-        ))
+        Some(open.trim().to_string())
     }
 
     /// Hands every record to the producer, in order, and returns their
@@ -220,12 +231,12 @@ impl KafkaSink {
     }
 
     /// Sends one record and waits for its acknowledgement.
-    pub(super) fn send_blocking(&self, r: &OutRecord) -> Result<(), String> {
-        let delivery = self.enqueue(r).map_err(|e| e.to_string())?;
+    pub(super) fn send_blocking(&self, r: &OutRecord) -> Result<(), Error> {
+        let delivery = self.enqueue(r)?;
         match block_on(delivery) {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => Err(e.to_string()),
-            Err(_) => Err("the producer was dropped before delivery".into()),
+            Ok(Err((e, _))) => Err(e.into()),
+            Err(_) => Err(Error::ProducerDropped),
         }
     }
 }
@@ -233,8 +244,11 @@ impl KafkaSink {
 /// Where an output came from, to dead-letter it if the broker refuses it.
 #[derive(Clone, Copy, Debug)]
 pub struct Origin {
+    /// The input record's partition.
     pub partition: i32,
+    /// The input record's offset.
     pub offset: i64,
+    /// Which output it is.
     pub dest: Dest,
 }
 

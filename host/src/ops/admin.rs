@@ -1,6 +1,6 @@
 //! The admin HTTP listener (loopback by default): plugin management,
-//! Prometheus metrics and health checks, on axum (served by hyper), and the
-//! client `streamhost plugins ...` uses, on ureq.
+//! Prometheus metrics and health checks, on axum (served by hyper). The
+//! client, `streamhost plugins ...`, is `crate::cmd::plugins`.
 //!
 //! - `GET /plugins`: every plugin with kind, name, version, sha256, load
 //!   time, calls, failures and the last failure;
@@ -43,13 +43,17 @@ const MAX_BODY: usize = 256 << 20;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a whole request may take (compiling a Python component takes
 /// tens of seconds).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The admin listener's state: what its routes read and change.
 pub struct Admin {
     /// What the console says about this process (topics, group).
     pub about: serde_json::Value,
+    /// The plugins, read and changed through `/plugins`.
     pub registry: Arc<Registry>,
+    /// The counters behind `/metrics`, `/readyz` and the console.
     pub metrics: Arc<Metrics>,
+    /// The bearer token changes need; `None` refuses every change.
     pub token: Option<String>,
 }
 
@@ -325,57 +329,4 @@ async fn remove_plugin(
         Ok(()) => axum::Json(serde_json::json!({ "removed": name })).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, e),
     }
-}
-
-/// A blocking HTTP request to the admin API at `addr` (for `streamhost
-/// plugins ...` and tests): the status and the body as text.
-pub fn request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &[u8],
-) -> anyhow::Result<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(REQUEST_TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = format!("http://{addr}{path}");
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let response = match method {
-        "GET" | "DELETE" => {
-            let mut r = if method == "GET" {
-                agent.get(&url)
-            } else {
-                agent.delete(&url)
-            };
-            if let Some(a) = &auth {
-                r = r.header("Authorization", a);
-            }
-            r.call()
-        }
-        "POST" => {
-            let mut r = agent.post(&url);
-            if let Some(a) = &auth {
-                r = r.header("Authorization", a);
-            }
-            r.send(body)
-        }
-        "PUT" => {
-            let mut r = agent.put(&url);
-            if let Some(a) = &auth {
-                r = r.header("Authorization", a);
-            }
-            r.send(body)
-        }
-        other => anyhow::bail!("unsupported method {other}"),
-    };
-    let mut response = response.map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| anyhow::anyhow!("reading the answer to {method} {url}: {e}"))?;
-    Ok((status, text))
 }

@@ -41,6 +41,8 @@ struct Sample {
     lag: BTreeMap<i32, i64>,
 }
 
+/// What the console shows, kept since the process started: totals, the
+/// last five minutes of samples and the most recent alerts.
 pub struct Console {
     started: Instant,
     totals: Mutex<Totals>,

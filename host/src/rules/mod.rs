@@ -2,6 +2,7 @@
 //! the WebAssembly runtime that runs them (`runtime`) and the registry that
 //! swaps them while streamhost runs (`registry`).
 
+pub mod call;
 pub mod registry;
 pub mod runtime;
 pub mod trial;
@@ -14,19 +15,26 @@ use runtime::{CallError, Kind, Plugin, PluginInfo};
 /// A rule the pipeline can call: a WebAssembly plugin, or (in benchmarks) the
 /// same logic compiled natively.
 pub trait Rule: Send + Sync {
+    /// What the rule said about itself, plus what the host knows.
     fn info(&self) -> &PluginInfo;
+    /// One result per record of `batch`. Only transform rules implement it:
+    /// the default is a contract error.
     fn transform(&self, _batch: &Batch) -> Result<TransformResults, CallError> {
         Err(CallError::Contract(format!(
             "{} is not a transform rule",
             self.info().name
         )))
     }
+    /// One trend or none per record of `batch`, given each record's window.
+    /// Only trend rules implement it: the default is a contract error.
     fn trend(&self, _batch: &Batch, _windows: &WindowView) -> Result<TrendResults, CallError> {
         Err(CallError::Contract(format!(
             "{} is not a trend rule",
             self.info().name
         )))
     }
+    /// The alerts each record of `batch` raises, given its window. Only
+    /// anomaly rules implement it: the default is a contract error.
     fn detect(&self, _batch: &Batch, _windows: &WindowView) -> Result<AnomalyResults, CallError> {
         Err(CallError::Contract(format!(
             "{} is not an anomaly rule",
@@ -54,8 +62,11 @@ impl Rule for Plugin {
 /// candidates on trial beside some of them.
 #[derive(Clone, Default)]
 pub struct RuleSet {
+    /// Transform rules.
     pub transform: Vec<Arc<dyn Rule>>,
+    /// Trend rules.
     pub trend: Vec<Arc<dyn Rule>>,
+    /// Anomaly rules.
     pub anomaly: Vec<Arc<dyn Rule>>,
     /// By the serving rule's name.
     pub trials: Vec<(String, Arc<trial::Trial>)>,
@@ -79,6 +90,7 @@ impl RuleSet {
             .map(|(_, t)| t.as_ref())
     }
 
+    /// Every serving rule: transforms, then trends, then anomaly rules.
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Rule>> {
         self.transform
             .iter()
@@ -87,6 +99,7 @@ impl RuleSet {
     }
 }
 
+/// Every optional input any of `rules` asks for.
 pub fn union_needs<'a>(rules: impl Iterator<Item = &'a Arc<dyn Rule>>) -> Needs {
     rules.fold(Needs::empty(), |n, r| n | r.info().needs)
 }

@@ -24,7 +24,7 @@
 //! (`Trial::stopped`); the registry's watcher then takes it out and records
 //! the rollback.
 //!
-//! A window rebuild (a partition assigned, a replay) runs the serving
+//! A window rebuild (a partition assigned, `streamhost replay`) runs the serving
 //! transforms only.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -42,9 +42,12 @@ use crate::contract::{Alert, Change, Direction, TrendResult};
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum Mode {
+    /// Runs on the same batches as the serving version; its results are
+    /// compared, never routed.
     Shadow,
     /// Serves the keys whose hash falls under `percent` of 100.
     Canary {
+        /// The share of keys it serves, in percent.
         percent: f64,
     },
 }
@@ -155,6 +158,7 @@ impl Side {
         l[i] as f64 / 1e3
     }
 
+    /// The counters as they are now.
     pub fn status(&self) -> SideStatus {
         SideStatus {
             records: self.records.load(Ordering::Relaxed),
@@ -167,26 +171,38 @@ impl Side {
     }
 }
 
+/// One side's counters at one moment, as `GET /plugins` shows them.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SideStatus {
+    /// Records it was called on.
     pub records: u64,
+    /// Records in calls that failed.
     pub failed_records: u64,
+    /// Records whose own result was an error the rule returned.
     pub errors: u64,
+    /// Calls that trapped.
     pub traps: u64,
+    /// Failed records per record (`Side::failure_rate`).
     pub failure_rate: f64,
+    /// The 99th percentile of the last calls' latencies, in milliseconds.
     pub p99_call_ms: f64,
 }
 
 /// A candidate on trial beside a serving version.
 pub struct Trial {
+    /// The candidate version.
     pub candidate: std::sync::Arc<dyn Rule>,
+    /// How it takes part.
     pub mode: Mode,
+    /// When it is rolled back on its own.
     pub policy: Policy,
+    /// The serving version's counters during the trial.
     pub serving: Side,
+    /// The candidate's counters.
     pub trying: Side,
-    /// Shadow: records both sides returned a result for, and those whose
-    /// results differ.
+    /// Shadow: records both sides returned a result for.
     pub compared: AtomicU64,
+    /// Shadow: those of them whose results differ.
     pub differing: AtomicU64,
     /// Shadow: what the candidate returned that the serving version did
     /// not (`added`), and the reverse, by alert kind (anomaly), direction
@@ -197,6 +213,7 @@ pub struct Trial {
 }
 
 impl Trial {
+    /// A trial of `candidate`, with nothing counted yet.
     pub fn new(candidate: std::sync::Arc<dyn Rule>, mode: Mode, policy: Policy) -> Trial {
         Trial {
             candidate,
@@ -229,7 +246,7 @@ impl Trial {
     }
 
     /// Applies the rollback policy to the counts so far.
-    fn judge(&self) {
+    pub(super) fn judge(&self) {
         let p = &self.policy;
         if self.stopped() || self.trying.records.load(Ordering::Relaxed) < p.min_records {
             return;
@@ -331,105 +348,6 @@ impl Outcome for Result<Change, String> {
     }
 }
 
-/// Calls a rule once on a subset of a batch's positions (`None`: all).
-pub type Call<'a, T> = dyn Fn(&dyn Rule, Option<&[usize]>) -> Result<Vec<T>, CallError> + 'a;
-/// Calls the serving version, with failure isolation, on a subset.
-pub type Serve<'a, T> = dyn FnMut(Option<&[usize]>) -> Vec<Result<T, CallError>> + 'a;
-
-/// Calls a rule that may be on trial, on the batch's records `0..n`
-/// (`keys[i]` is record `i`'s key). `serve` runs the serving version with
-/// failure isolation over a subset of positions (`None`: all of them);
-/// `call` calls a rule once on a subset (`None`: all). Returns each
-/// record's result, and whether the candidate served it.
-pub fn call<'k, T: Outcome>(
-    trial: Option<&Trial>,
-    n: usize,
-    keys: &dyn Fn(usize) -> &'k str,
-    serve: &mut Serve<'_, T>,
-    call: &Call<'_, T>,
-) -> (Vec<Result<T, CallError>>, Vec<bool>) {
-    let Some(trial) = trial.filter(|t| !t.stopped()) else {
-        return (serve(None), Vec::new());
-    };
-    match trial.mode {
-        Mode::Shadow => {
-            let started = std::time::Instant::now();
-            let served = serve(None);
-            let (failed, trapped) = failures(&served);
-            trial.serving.called(n, started.elapsed(), failed, trapped);
-            count_errors(
-                &trial.serving,
-                served.iter().filter_map(|r| r.as_ref().ok()),
-            );
-
-            let started = std::time::Instant::now();
-            let tried = call(trial.candidate.as_ref(), None).and_then(|t| whole(t, n));
-            let (failed, trapped) = failed_call(&tried, n);
-            trial.trying.called(n, started.elapsed(), failed, trapped);
-            if let Ok(tried) = &tried {
-                count_errors(&trial.trying, tried.iter());
-                compare(trial, &served, tried);
-            }
-            trial.judge();
-            (served, Vec::new())
-        }
-        Mode::Canary { percent } => {
-            let (mine, theirs): (Vec<usize>, Vec<usize>) =
-                (0..n).partition(|&i| selects(percent, keys(i)));
-            if mine.is_empty() {
-                return (serve(None), Vec::new());
-            }
-            let mut results: Vec<Option<Result<T, CallError>>> = (0..n).map(|_| None).collect();
-            let mut by_candidate = vec![false; n];
-            if !theirs.is_empty() {
-                let started = std::time::Instant::now();
-                let served = serve(Some(&theirs));
-                let (failed, trapped) = failures(&served);
-                trial
-                    .serving
-                    .called(theirs.len(), started.elapsed(), failed, trapped);
-                count_errors(
-                    &trial.serving,
-                    served.iter().filter_map(|r| r.as_ref().ok()),
-                );
-                for (&i, r) in theirs.iter().zip(served) {
-                    results[i] = Some(r);
-                }
-            }
-            let started = std::time::Instant::now();
-            let tried =
-                call(trial.candidate.as_ref(), Some(&mine)).and_then(|t| whole(t, mine.len()));
-            let (failed, trapped) = failed_call(&tried, mine.len());
-            trial
-                .trying
-                .called(mine.len(), started.elapsed(), failed, trapped);
-            match tried {
-                Ok(tried) => {
-                    count_errors(&trial.trying, tried.iter());
-                    for (&i, r) in mine.iter().zip(tried) {
-                        results[i] = Some(Ok(r));
-                        by_candidate[i] = true;
-                    }
-                }
-                // The serving version covers for a failed candidate.
-                _ => {
-                    for (&i, r) in mine.iter().zip(serve(Some(&mine))) {
-                        results[i] = Some(r);
-                    }
-                }
-            }
-            trial.judge();
-            (
-                results
-                    .into_iter()
-                    .map(|r| r.expect("every position is served"))
-                    .collect(),
-                by_candidate,
-            )
-        }
-    }
-}
-
 /// Records with a call error among a serving version's results, and
 /// whether one of them trapped.
 fn failures<T>(served: &[Result<T, CallError>]) -> (usize, bool) {
@@ -446,50 +364,65 @@ fn failed_call<T>(tried: &Result<T, CallError>, n: usize) -> (usize, bool) {
     }
 }
 
-/// A candidate's results, refused unless there is one per record.
-fn whole<T>(tried: Vec<T>, n: usize) -> Result<Vec<T>, CallError> {
-    if tried.len() == n {
-        Ok(tried)
-    } else {
-        Err(CallError::Contract(format!(
-            "returned {} results for a batch of {n}",
-            tried.len()
-        )))
-    }
-}
-
 fn count_errors<'a, T: Outcome + 'a>(side: &Side, results: impl Iterator<Item = &'a T>) {
     let errors = results.filter(|r| r.is_error()).count() as u64;
     side.errors.fetch_add(errors, Ordering::Relaxed);
 }
 
-/// Shadow: counts the records whose results differ, and what differs.
-fn compare<T: Outcome>(trial: &Trial, served: &[Result<T, CallError>], tried: &[T]) {
-    if served.len() != tried.len() {
-        return;
+impl Trial {
+    /// Counts a call of the serving version.
+    pub(super) fn count_serving<T: Outcome>(
+        &self,
+        took: Duration,
+        served: &[Result<T, CallError>],
+    ) {
+        let (failed, trapped) = failures(served);
+        self.serving.called(served.len(), took, failed, trapped);
+        count_errors(&self.serving, served.iter().filter_map(|r| r.as_ref().ok()));
     }
-    let (mut compared, mut differing) = (0, 0);
-    let mut diff = trial.diff.lock().unwrap();
-    for (s, t) in served.iter().zip(tried) {
-        let Ok(s) = s else { continue };
-        compared += 1;
-        let (mut theirs, mut mine) = (s.kinds(), t.kinds());
-        theirs.sort_unstable();
-        mine.sort_unstable();
-        if theirs == mine {
-            continue;
-        }
-        differing += 1;
-        let (added, removed) = multiset_difference(&mine, &theirs);
-        for k in added {
-            *diff.0.entry(k).or_default() += 1;
-        }
-        for k in removed {
-            *diff.1.entry(k).or_default() += 1;
+
+    /// Counts the candidate's one call over `n` records.
+    pub(super) fn count_trying<T: Outcome>(
+        &self,
+        n: usize,
+        took: Duration,
+        tried: &Result<Vec<T>, CallError>,
+    ) {
+        let (failed, trapped) = failed_call(tried, n);
+        self.trying.called(n, took, failed, trapped);
+        if let Ok(tried) = tried {
+            count_errors(&self.trying, tried.iter());
         }
     }
-    trial.compared.fetch_add(compared, Ordering::Relaxed);
-    trial.differing.fetch_add(differing, Ordering::Relaxed);
+
+    /// Shadow: counts the records whose results differ, and what differs.
+    pub(super) fn compare<T: Outcome>(&self, served: &[Result<T, CallError>], tried: &[T]) {
+        if served.len() != tried.len() {
+            return;
+        }
+        let (mut compared, mut differing) = (0, 0);
+        let mut diff = self.diff.lock().unwrap();
+        for (s, t) in served.iter().zip(tried) {
+            let Ok(s) = s else { continue };
+            compared += 1;
+            let (mut theirs, mut mine) = (s.kinds(), t.kinds());
+            theirs.sort_unstable();
+            mine.sort_unstable();
+            if theirs == mine {
+                continue;
+            }
+            differing += 1;
+            let (added, removed) = multiset_difference(&mine, &theirs);
+            for k in added {
+                *diff.0.entry(k).or_default() += 1;
+            }
+            for k in removed {
+                *diff.1.entry(k).or_default() += 1;
+            }
+        }
+        self.compared.fetch_add(compared, Ordering::Relaxed);
+        self.differing.fetch_add(differing, Ordering::Relaxed);
+    }
 }
 
 /// Elements of sorted `a` not matched in sorted `b`, and of `b` not in `a`.

@@ -8,8 +8,10 @@ use std::fmt::Write as _;
 /// The unit of an event time written as a number.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EpochUnit {
+    /// Milliseconds since the Unix epoch (`--epoch-unit ms`).
     #[default]
     Millis,
+    /// Seconds since the Unix epoch, fractions allowed (`--epoch-unit s`).
     Seconds,
 }
 

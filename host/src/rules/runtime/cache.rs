@@ -17,6 +17,21 @@
 //!
 //! Size: after each write, the least recently used files beyond `max_bytes`
 //! are removed (a hit refreshes a file's modification time).
+//!
+//! Why not wasmtime's own cache (`Config::cache`, the `cache` feature,
+//! which is therefore not enabled): as of wasmtime 48 it is transparent
+//! inside `Component::new`, and so
+//! - cannot tell a load that hit it from one that compiled (it only counts
+//!   hits and misses over all loads), while each plugin's load says where
+//!   its code came from (`CompiledFrom::DiskCache`), and tests check it;
+//! - creates its folder with `create_dir_all`, with the umask's mode, and
+//!   never checks who may write there, though what it reads runs unchecked;
+//! - stores the code zstd-compressed and reads a hit whole into memory to
+//!   decompress it, where a file here is mapped as it is;
+//! - trims by size and age too, but from a background thread per cache, at
+//!   most once per `cleanup-interval` (an hour by default) and with `.stats`
+//!   files beside each entry, where here the trim is done after each write,
+//!   in the thread that wrote.
 
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
@@ -73,6 +88,7 @@ impl DiskCache {
         })
     }
 
+    /// The cache folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

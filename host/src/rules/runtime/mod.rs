@@ -22,23 +22,23 @@
 pub mod cache;
 mod determinism;
 mod limits;
+mod plugin;
 mod stdio;
 mod store;
 
+use plugin::Indices;
+pub use plugin::{Plugin, Stats};
+
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use crate::contract::{
-    AnomalyResults, Batch, Needs, TransformResults, TrendResults, WIT_PACKAGE, WIT_VERSION,
-    WindowView, anomaly_rule, check_trend_fields, transform_rule, trend_rule, types,
-};
+use crate::contract::{Needs, WIT_PACKAGE, WIT_VERSION, types};
 use store::StoreState;
 
 /// Limits applied to plugin calls: the defaults of a runtime, which a
@@ -68,14 +68,19 @@ impl Default for Limits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// Rewrites, enriches or drops records (`transform-rule`).
     Transform,
+    /// Labels the direction of a record's window (`trend-rule`).
     Trend,
+    /// Raises alerts (`anomaly-rule`).
     Anomaly,
 }
 
 impl Kind {
+    /// Every kind, in the order the pipeline calls them.
     pub const ALL: [Kind; 3] = [Kind::Transform, Kind::Trend, Kind::Anomaly];
 
+    /// The kind's name: `transform`, `trend` or `anomaly`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Transform => "transform",
@@ -113,37 +118,64 @@ impl From<types::Kind> for Kind {
 /// Why a file could not be loaded as a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file does not start with the WebAssembly magic number.
     #[error("not a WebAssembly file (expected a component starting with \\0asm)")]
     NotWasm,
+    /// A core WebAssembly module, not a component.
     #[error(
         "this is a core WebAssembly module, not a component; expected a component exporting \
          {WIT_PACKAGE}/transform-rule, trend-rule or anomaly-rule @{WIT_VERSION} (build it with \
          wit-bindgen and turn it into a component with wit-component or `wasm-tools component new`)"
     )]
     CoreModule,
+    /// The component did not compile (wasmtime's error).
     #[error("invalid component: {0}")]
     Invalid(String),
+    /// The component exports none of the three rule interfaces.
     #[error(
         "the component exports none of the rule interfaces; expected one of \
          {WIT_PACKAGE}/transform-rule, trend-rule or anomaly-rule @{WIT_VERSION}, found exports: {}",
         if exports.is_empty() { "(none)".to_string() } else { exports.join(", ") }
     )]
-    NoRule { exports: Vec<String> },
+    NoRule {
+        /// What it exports instead, each as `name (what)`.
+        exports: Vec<String>,
+    },
+    /// The component exports more than one rule interface (their names).
     #[error("the component exports more than one rule interface ({}); a plugin must be exactly one kind", .0.join(", "))]
     Ambiguous(Vec<String>),
+    /// The rule interface is of another WIT series than this host's.
     #[error(
         "the component exports {found}, but this host implements {WIT_PACKAGE}@{WIT_VERSION}; \
          rebuild the plugin against this host's WIT (`streamhost new` writes it into a new project)"
     )]
-    Version { found: String },
+    Version {
+        /// The exported interface's name, with its version.
+        found: String,
+    },
+    /// The component imports something the host does not provide.
     #[error("the component's imports cannot be satisfied: {0}")]
     Link(String),
+    /// The rule interface's functions differ from the contract's.
     #[error("the component's {interface} does not match the WIT contract: {reason}")]
-    Signature { interface: String, reason: String },
+    Signature {
+        /// The interface, e.g. `trend-rule`.
+        interface: String,
+        /// How it differs (wasmtime's error).
+        reason: String,
+    },
+    /// The `describe()` call failed.
     #[error("describe() failed: {0}")]
     Describe(CallError),
+    /// `describe()` names another kind than the interface exported.
     #[error("describe() says kind {said}, but the component exports the {exported} interface")]
-    KindMismatch { said: Kind, exported: Kind },
+    KindMismatch {
+        /// The kind `describe()` returned.
+        said: Kind,
+        /// The kind of the exported interface.
+        exported: Kind,
+    },
+    /// `describe()` returned a blank name.
     #[error("describe() returned an empty name")]
     EmptyName,
 }
@@ -171,7 +203,9 @@ pub enum CallError {
         "{cause} (not isolated: the search for the faulty records of the batch stopped after {budget:?})"
     )]
     Unisolated {
+        /// The sub-batch's failure.
         cause: Box<CallError>,
+        /// The time the search was given.
         budget: Duration,
     },
 }
@@ -204,12 +238,16 @@ impl CallError {
 /// What a plugin said about itself in `describe()`, plus what the host knows.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PluginInfo {
+    /// The rule's name, from `describe()`.
     pub name: String,
+    /// The rule's own version, e.g. `1.0.0`.
     pub version: String,
+    /// The rule interface it exports.
     pub kind: Kind,
     /// The WIT package the component was built against, with its version,
     /// e.g. `streamhost:plugin@0.2.0`.
     pub wit: String,
+    /// The optional inputs it asks for.
     #[serde(skip)]
     pub needs: Needs,
     /// Hex SHA-256 of the component file.
@@ -226,8 +264,11 @@ pub struct PluginInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CompiledFrom {
+    /// Compiled from the component's bytes.
     Compiled,
+    /// Found among the recently compiled components in memory.
     MemoryCache,
+    /// Read from the compile cache on disk.
     DiskCache,
 }
 
@@ -245,6 +286,9 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// A runtime: the engine (epoch interruption on, its ticker started) and
+    /// a linker with the host's imports and an empty WASI. `limits` are the
+    /// plugins' defaults.
     pub fn new(limits: Limits) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
@@ -278,6 +322,7 @@ impl Runtime {
         self
     }
 
+    /// The engine every plugin is compiled for.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -497,251 +542,6 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Export indices of the one interface a plugin provides.
-enum Indices {
-    Transform(transform_rule::GuestIndices),
-    Trend(trend_rule::GuestIndices),
-    Anomaly(anomaly_rule::GuestIndices),
-}
-
-impl Indices {
-    fn new(kind: Kind, pre: &InstancePre<StoreState>) -> Result<Self, String> {
-        let e = |e: wasmtime::Error| format!("{e:#}");
-        Ok(match kind {
-            Kind::Transform => {
-                Indices::Transform(transform_rule::GuestIndices::new(pre).map_err(e)?)
-            }
-            Kind::Trend => Indices::Trend(trend_rule::GuestIndices::new(pre).map_err(e)?),
-            Kind::Anomaly => Indices::Anomaly(anomaly_rule::GuestIndices::new(pre).map_err(e)?),
-        })
-    }
-}
-
-/// Typed handles to a live instance's exports.
-enum Guest {
-    Transform(transform_rule::Guest),
-    Trend(trend_rule::Guest),
-    Anomaly(anomaly_rule::Guest),
-}
-
-impl Guest {
-    fn describe(&self, store: &mut Store<StoreState>) -> wasmtime::Result<types::PluginInfo> {
-        match self {
-            Guest::Transform(g) => g.call_describe(store),
-            Guest::Trend(g) => g.call_describe(store),
-            Guest::Anomaly(g) => g.call_describe(store),
-        }
-    }
-}
-
-/// A live instance and its store.
-struct Warm {
-    store: Store<StoreState>,
-    guest: Guest,
-}
-
-/// Counters kept per loaded plugin.
-#[derive(Default, Debug)]
-pub struct Stats {
-    pub calls: AtomicU64,
-    pub failures: AtomicU64,
-    pub nanos: AtomicU64,
-    /// Records in the batches of successful calls.
-    pub records: AtomicU64,
-    /// The largest linear memory any instance reached, in bytes.
-    pub peak_memory: AtomicU64,
-    /// The longest call, in nanoseconds.
-    pub slowest_nanos: AtomicU64,
-    pub last_failure: Mutex<Option<String>>,
-}
-
-/// A loaded, checked plugin, ready to be called.
-pub struct Plugin {
-    info: PluginInfo,
-    pre: InstancePre<StoreState>,
-    indices: Indices,
-    deadline: Duration,
-    memory_bytes: usize,
-    /// Warm instances not in a call right now.
-    warm: Mutex<Vec<Warm>>,
-    stats: Arc<Stats>,
-}
-
-impl Plugin {
-    pub fn info(&self) -> &PluginInfo {
-        &self.info
-    }
-
-    pub fn name(&self) -> &str {
-        &self.info.name
-    }
-
-    pub fn kind(&self) -> Kind {
-        self.info.kind
-    }
-
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-
-    /// Counts into `stats` from now on (shared with other versions of the
-    /// same plugin, so that counts live as long as the process).
-    pub fn share_stats(&mut self, stats: Arc<Stats>) {
-        self.stats = stats;
-    }
-
-    /// The deadline and memory cap of this plugin's calls.
-    pub fn limits(&self) -> (Duration, usize) {
-        (self.deadline, self.memory_bytes)
-    }
-
-    /// Sets the deadline and memory cap of this plugin's calls (before it
-    /// serves: `load` leaves no instance, so every one is made with them).
-    pub fn set_limits(&mut self, deadline: Duration, memory_bytes: usize) {
-        self.deadline = deadline;
-        self.memory_bytes = memory_bytes;
-    }
-
-    fn instantiate(&self) -> Result<Warm, CallError> {
-        let engine = self.pre.engine();
-        let mut store = new_store(engine, &self.info.name, self.memory_bytes);
-        store.set_epoch_deadline(limits::ticks(self.deadline));
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.classify(e, &store))?;
-        let guest = match &self.indices {
-            Indices::Transform(i) => i.load(&mut store, &instance).map(Guest::Transform),
-            Indices::Trend(i) => i.load(&mut store, &instance).map(Guest::Trend),
-            Indices::Anomaly(i) => i.load(&mut store, &instance).map(Guest::Anomaly),
-        }
-        .map_err(|e| CallError::Contract(format!("{e:#}")))?;
-        Ok(Warm { store, guest })
-    }
-
-    /// Runs `f` on a warm instance (or a fresh one) under the limits.
-    fn call<R>(
-        &self,
-        f: impl FnOnce(&mut Store<StoreState>, &Guest) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
-        let started = std::time::Instant::now();
-        let pooled = self.warm.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let result = (|| {
-            let mut warm = match pooled {
-                Some(w) => w,
-                None => self.instantiate()?,
-            };
-            warm.store.data_mut().limits.hit = false;
-            warm.store.set_epoch_deadline(limits::ticks(self.deadline));
-            let result = f(&mut warm.store, &warm.guest);
-            self.stats
-                .peak_memory
-                .fetch_max(warm.store.data().limits.peak as u64, Ordering::Relaxed);
-            match result {
-                Ok(r) => {
-                    self.warm
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(warm);
-                    Ok(r)
-                }
-                // The instance is dropped: a trap may have left it broken.
-                Err(e) => Err(self.classify(e, &warm.store)),
-            }
-        })();
-        let nanos = started.elapsed().as_nanos() as u64;
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.stats.slowest_nanos.fetch_max(nanos, Ordering::Relaxed);
-        if let Err(e) = &result {
-            self.stats.failures.fetch_add(1, Ordering::Relaxed);
-            *self
-                .stats
-                .last_failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-            tracing::warn!(plugin = %self.info.name, version = %self.info.version, error = %e, "Plugin call failed.");
-        }
-        result
-    }
-
-    fn classify(&self, e: wasmtime::Error, store: &Store<StoreState>) -> CallError {
-        match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => CallError::Timeout(self.deadline),
-            Some(_) if store.data().limits.hit => CallError::OutOfMemory(self.memory_bytes),
-            Some(trap) => CallError::Trap(trap.to_string()),
-            None if store.data().limits.hit => CallError::OutOfMemory(self.memory_bytes),
-            None => CallError::Contract(format!("{e:#}")),
-        }
-    }
-
-    /// `call` for a batch function: a result count other than the batch's
-    /// length breaks the contract, and is handled like any failed call.
-    fn call_batch<T>(
-        &self,
-        len: u32,
-        processing_time: i64,
-        f: impl FnOnce(&mut Store<StoreState>, &Guest) -> wasmtime::Result<Vec<T>>,
-    ) -> Result<Vec<T>, CallError> {
-        self.call(|store, guest| {
-            store.data().time.begin(processing_time);
-            let out = f(store, guest)?;
-            if out.len() != len as usize {
-                wasmtime::bail!(
-                    "returned {} results for a batch of {len} records",
-                    out.len()
-                );
-            }
-            self.stats.records.fetch_add(len as u64, Ordering::Relaxed);
-            Ok(out)
-        })
-    }
-
-    /// Calls a transform plugin.
-    pub fn transform(&self, batch: &Batch) -> Result<TransformResults, CallError> {
-        self.call_batch(
-            batch.len,
-            batch.processing_time,
-            |store, guest| match guest {
-                Guest::Transform(g) => Ok(g.call_transform(store, batch)?.resolve()),
-                _ => unreachable!("kind checked at load"),
-            },
-        )
-    }
-
-    /// Calls a trend plugin.
-    pub fn trend(&self, batch: &Batch, windows: &WindowView) -> Result<TrendResults, CallError> {
-        let results = self.call_batch(
-            batch.len,
-            batch.processing_time,
-            |store, guest| match guest {
-                Guest::Trend(g) => g.call_trend(store, batch, windows),
-                _ => unreachable!("kind checked at load"),
-            },
-        )?;
-        Ok(check_trend_fields(results, batch.fields.len()))
-    }
-
-    /// Calls an anomaly plugin.
-    pub fn detect(&self, batch: &Batch, windows: &WindowView) -> Result<AnomalyResults, CallError> {
-        self.call_batch(
-            batch.len,
-            batch.processing_time,
-            |store, guest| match guest {
-                Guest::Anomaly(g) => g.call_detect(store, batch, windows),
-                _ => unreachable!("kind checked at load"),
-            },
-        )
-    }
-}
-
-#[allow(dead_code)]
-fn assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<Plugin>();
-    is::<Runtime>();
 }
 
 #[cfg(test)]

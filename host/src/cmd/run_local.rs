@@ -143,11 +143,11 @@ pub fn run(settings: &Settings, local: &LocalRun) -> anyhow::Result<Tally> {
         );
     }
     let started = std::time::Instant::now();
-    let runtime = Arc::new(crate::service::runtime(settings)?);
+    let runtime = Arc::new(super::wiring::runtime(settings)?);
     let registry = Registry::start(runtime, &settings.plugins, None)?;
     let loaded = started.elapsed();
     let rules = registry.current();
-    let mut pipeline = Pipeline::new(crate::service::pipeline_config(settings));
+    let mut pipeline = Pipeline::new(super::wiring::pipeline_config(settings));
     let reader: Box<dyn BufRead> = match &local.input {
         None => Box::new(std::io::stdin().lock()),
         Some(p) => Box::new(std::io::BufReader::new(
@@ -255,4 +255,54 @@ fn summarize(
             p.memory_mib,
         );
     }
+}
+
+/// `streamhost run-local`: the input, where outputs go, and the settings.
+#[derive(clap::Args)]
+pub struct Args {
+    /// A file of JSON lines, one record each; `-` is stdin.
+    #[arg(long, default_value = "-", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Write DIR/enriched.jsonl, DIR/alerts.jsonl and
+    /// DIR/dead-letters.jsonl instead of printing.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Processing time of the run (RFC 3339), so that a run repeats
+    /// exactly. [default: the clock]
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// The settings, as the main job takes them.
+    #[command(flatten)]
+    pub run: crate::config::RunArgs,
+}
+
+/// Runs `streamhost run-local`.
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let settings = Settings::resolve(args.run)?;
+    let now_ms = match args.now {
+        None => None,
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .with_context(|| format!("--now {t:?} is not RFC 3339"))?
+                .timestamp_millis(),
+        ),
+    };
+    let local = LocalRun {
+        input: (args.input.as_os_str() != "-").then_some(args.input),
+        out: args.out,
+        now_ms,
+    };
+    let to_stdout = local.out.is_none();
+    run(&settings, &local).map(|_| ()).map_err(|e| {
+        // Its outputs go to stdout: a reader gone is no failure.
+        let pipe = std::io::ErrorKind::BrokenPipe;
+        let closed = to_stdout
+            && e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == pipe);
+        if closed {
+            super::StdoutError(pipe.into()).into()
+        } else {
+            e
+        }
+    })
 }

@@ -18,131 +18,52 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::avro::{AvroInput, AvroOutput, Target};
-use crate::config::{Format, Settings};
-use crate::decode::{InputFormat, Schema};
+use crate::config::{RunArgs, Settings};
+
+use super::wiring::{pipeline_config, runtime, with_formats};
 use crate::kafka::{
     self,
     committer::{Committer, Pending},
     consumer::{Held, KafkaSource},
     producer::{KafkaSink, flush},
-    replay::PartitionReader,
+    span::PartitionReader,
 };
 use crate::ops::admin::{self, Admin};
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{OutputLimits, Pipeline, PipelineConfig, Tally};
+use crate::pipeline::{Pipeline, PipelineConfig, Tally};
 use crate::rebuild::{Rebuilt, rebuild};
 use crate::record::{Dest, InRecord};
 use crate::rules::RuleSet;
 use crate::rules::registry::Registry;
-use crate::rules::runtime::{Limits, Runtime, cache};
-use crate::window::WindowConfig;
 
 /// Batches whose outputs may await acknowledgement at once.
 const IN_FLIGHT_BATCHES: usize = 8;
 /// Longest a drain (shutdown or revoke) waits for acknowledgements.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn pipeline_config(settings: &Settings) -> PipelineConfig {
-    PipelineConfig {
-        // JSON in and out; `with_formats` sets Avro up.
-        input: InputFormat::Json,
-        avro_output: None,
-        shape: settings.enriched_shape,
-        schema: Schema {
-            key_field: settings.key_field.clone(),
-            time_field: settings.time_field.clone(),
-            fields: settings.fields.clone(),
-            epoch_unit: settings.epoch_unit,
-        },
-        window: WindowConfig {
-            length_ms: settings.window.as_millis() as i64,
-            lateness_ms: settings.allowed_lateness.as_millis() as i64,
-            k: settings.window_values as usize,
-            fields: settings.fields.len(),
-            idle_ms: settings.key_idle.as_millis() as i64,
-        },
-        source_topic: settings.input_topic.clone(),
-        max_future_ms: settings.max_future.as_millis() as i64,
-        // Long enough to isolate a few poisoned records in a batch that
-        // times out on each of them, short enough not to stall the stream.
-        isolation_budget: (settings.plugin_deadline * 50).max(Duration::from_secs(1)),
-        limits: OutputLimits {
-            max_message_bytes: settings.max_message_bytes(),
-            ..OutputLimits::default()
-        },
+/// Runs `streamhost` (the main job) until SIGINT or SIGTERM, or
+/// `--max-records`; with `--max-records`, prints what it did as one JSON
+/// object.
+pub fn main(args: RunArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(args)?;
+    let max_records = settings.max_records;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let tally = runtime.block_on(run(settings, shutdown_signal()))?.tally;
+    if max_records.is_some() {
+        let summary = serde_json::json!({
+            "in": tally.input,
+            "enriched": tally.enriched,
+            "dropped": tally.dropped,
+            "alert_records": tally.alert_records,
+            "alerts_by_kind": tally.alerts_by_kind,
+            "dead_letters_by_reason": tally.dead_by_reason,
+        });
+        out!("{summary}");
     }
-}
-
-/// `config` with the record formats the settings ask for: Avro's reader and
-/// writer share one registry client each across the workers (and their
-/// schema caches).
-pub fn with_formats(
-    mut config: PipelineConfig,
-    settings: &Settings,
-) -> anyhow::Result<PipelineConfig> {
-    let registry = || {
-        settings
-            .registry
-            .as_ref()
-            .context("the Avro format needs --schema-registry")
-    };
-    if settings.input_format == Format::Avro {
-        config.input = InputFormat::Avro(Arc::new(
-            AvroInput::new(registry()?).map_err(anyhow::Error::msg)?,
-        ));
-    }
-    if settings.output_format == Format::Avro {
-        config.avro_output = Some(Arc::new(
-            AvroOutput::new(
-                registry()?,
-                settings.subject_strategy,
-                Target {
-                    topic: settings.enriched_topic.clone(),
-                    subject: settings.enriched_subject.clone(),
-                },
-                Target {
-                    topic: settings.alerts_topic.clone(),
-                    subject: settings.alerts_subject.clone(),
-                },
-            )
-            .map_err(anyhow::Error::msg)?,
-        ));
-    }
-    Ok(config)
-}
-
-/// Largest size of the compile cache on disk.
-const COMPILE_CACHE_BYTES: u64 = 2 << 30;
-
-/// The plugin runtime the settings ask for: default limits, and compiled
-/// components kept on disk unless `--compile-cache off`.
-pub fn runtime(settings: &Settings) -> anyhow::Result<Runtime> {
-    let runtime = Runtime::new(Limits {
-        deadline: settings.plugin_deadline,
-        memory_bytes: settings.plugin_memory_bytes,
-        ..Limits::default()
-    })?;
-    Ok(with_compile_cache(
-        runtime,
-        settings.compile_cache.as_deref(),
-    ))
-}
-
-/// `runtime` with the compile cache in `dir`; without one when `dir` is
-/// `None` or cannot be used (a read-only home, a folder others can write),
-/// which is logged: the cache only saves time.
-pub fn with_compile_cache(runtime: Runtime, dir: Option<&std::path::Path>) -> Runtime {
-    let Some(dir) = dir else {
-        return runtime;
-    };
-    match cache::DiskCache::open(dir, runtime.engine(), COMPILE_CACHE_BYTES) {
-        Ok(disk) => runtime.with_disk(disk),
-        Err(error) => {
-            tracing::warn!(dir = %dir.display(), %error, "Compile cache unusable; components are compiled at every load.");
-            runtime
-        }
-    }
+    Ok(())
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -157,7 +78,8 @@ pub async fn shutdown_signal() {
 
 /// What a run did.
 #[derive(Debug, Default)]
-pub struct Summary {
+pub struct RunSummary {
+    /// What the batches gave, summed.
     pub tally: Tally,
     /// When the first batch arrived (for throughput that excludes start-up).
     pub first_batch: Option<Instant>,
@@ -199,10 +121,10 @@ struct Work {
 pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<Summary> {
+) -> anyhow::Result<RunSummary> {
     let job = start(settings).await?;
     let lag_task = tokio::spawn(watch_lag(job.source.clone(), job.metrics.clone()));
-    let mut summary = Summary::default();
+    let mut summary = RunSummary::default();
     let result = consume(&job, &mut summary, shutdown).await;
     lag_task.abort();
     let drained = tokio::task::block_in_place(|| drain(job, &mut summary));
@@ -215,7 +137,44 @@ pub async fn run(
 /// the workers.
 async fn start(settings: Settings) -> anyhow::Result<Job> {
     let metrics = Arc::new(Metrics::default());
-    let runtime = Arc::new(runtime(&settings)?);
+    let registry = start_plugins(&settings, &metrics)?;
+    serve_admin(&settings, &registry, &metrics).await?;
+    tokio::spawn(reload_on_sighup(registry.clone()));
+
+    let source = Arc::new(
+        KafkaSource::new(&settings, metrics.assigned.clone())
+            .context("creating the Kafka consumer")?,
+    );
+    let sink = Arc::new(KafkaSink::new(&settings).context("creating the Kafka producer")?);
+    {
+        let sink = sink.clone();
+        tokio::task::spawn_blocking(move || sink.check_topics(Duration::from_secs(10))).await??;
+    }
+    let committer = Committer::start(&source, sink.clone(), IN_FLIGHT_BATCHES, settings.workers);
+    let settled = committer.waiter();
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        registry,
+        sink,
+        committer,
+        dispatched: Counter::default(),
+        failure: Mutex::new(None),
+    });
+    drain_on_revoke(&source, &shared, settled);
+    let workers = start_workers(&settings, &shared)?;
+    Ok(Job {
+        settings,
+        metrics,
+        source,
+        shared,
+        workers,
+    })
+}
+
+/// Loads the plugins and watches their files.
+fn start_plugins(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<Registry>> {
+    let runtime = Arc::new(runtime(settings)?);
     let registry = Arc::new(Registry::start(
         runtime,
         &settings.plugins,
@@ -228,6 +187,15 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
     }
     registry.set_policy(settings.rollback);
     registry.watch();
+    Ok(registry)
+}
+
+/// Serves the admin API, and writes where to `--admin-address-file`.
+async fn serve_admin(
+    settings: &Settings,
+    registry: &Arc<Registry>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<()> {
     let admin = Arc::new(Admin {
         about: serde_json::json!({
             "input_topic": settings.input_topic,
@@ -254,56 +222,45 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         std::fs::write(file, bound.to_string())
             .with_context(|| format!("writing the admin address to {}", file.display()))?;
     }
-    tokio::spawn(reload_on_sighup(registry.clone()));
+    Ok(())
+}
 
-    let source = Arc::new(
-        KafkaSource::new(&settings, metrics.assigned.clone())
-            .context("creating the Kafka consumer")?,
-    );
-    let sink = Arc::new(KafkaSink::new(&settings).context("creating the Kafka producer")?);
-    {
-        let sink = sink.clone();
-        tokio::task::spawn_blocking(move || sink.check_topics(Duration::from_secs(10))).await??;
-    }
-    let committer = Committer::start(&source, sink.clone(), IN_FLIGHT_BATCHES, settings.workers);
-    let settled = committer.waiter();
-    let shared = Arc::new(Shared {
-        settings: settings.clone(),
-        metrics: metrics.clone(),
-        registry,
-        sink,
-        committer,
-        dispatched: Counter::default(),
-        failure: Mutex::new(None),
-    });
-    {
-        // Before partitions are given up: every batch already handed to a
-        // worker is processed, its outputs acknowledged, and its offsets
-        // stored (the consumer then commits them).
-        // Weak: the consumer outlives the job's hold on `shared`.
-        let shared = Arc::downgrade(&shared);
-        source.on_revoke(Box::new(move || {
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            if !shared.dispatched.wait_zero(DRAIN_TIMEOUT) {
-                tracing::warn!(
-                    "Workers still busy at revoke; their records will be consumed again."
-                );
-            }
-            flush(shared.sink.producer(), DRAIN_TIMEOUT);
-            if !settled(DRAIN_TIMEOUT) {
-                tracing::warn!(
-                    "Outputs still unacknowledged at revoke; their records will be consumed again."
-                );
-            }
-        }));
-    }
-    let config = with_formats(pipeline_config(&settings), &settings)?;
+/// Before partitions are given up: every batch already handed to a worker
+/// is processed, its outputs acknowledged, and its offsets stored (the
+/// consumer then commits them).
+fn drain_on_revoke(
+    source: &KafkaSource,
+    shared: &Arc<Shared>,
+    settled: impl Fn(Duration) -> bool + Send + Sync + 'static,
+) {
+    // Weak: the consumer outlives the job's hold on `shared`.
+    let shared = Arc::downgrade(shared);
+    source.on_revoke(Box::new(move || {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if !shared.dispatched.wait_zero(DRAIN_TIMEOUT) {
+            tracing::warn!("Workers still busy at revoke; their records will be consumed again.");
+        }
+        flush(shared.sink.producer(), DRAIN_TIMEOUT);
+        if !settled(DRAIN_TIMEOUT) {
+            tracing::warn!(
+                "Outputs still unacknowledged at revoke; their records will be consumed again."
+            );
+        }
+    }));
+}
+
+/// One thread per worker, each fed its share of every batch.
+fn start_workers(
+    settings: &Settings,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<Vec<(SyncSender<Work>, std::thread::JoinHandle<Worker>)>> {
+    let config = with_formats(pipeline_config(settings), settings)?;
     let mut workers = Vec::with_capacity(settings.workers);
     for id in 0..settings.workers {
-        let mut worker = Worker::new(id, &settings, config.clone())
-            .context("creating a worker's replay consumer")?;
+        let mut worker = Worker::new(id, settings, config.clone())
+            .context("creating a worker's rebuild reader")?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Work>(2);
         let shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -319,19 +276,13 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         workers.push((tx, thread));
     }
     tracing::info!(workers = settings.workers, "Workers started.");
-    Ok(Job {
-        settings,
-        metrics,
-        source,
-        shared,
-        workers,
-    })
+    Ok(workers)
 }
 
 /// The batch loop: consume, split by partition, hand each worker its part.
 async fn consume(
     job: &Job,
-    summary: &mut Summary,
+    summary: &mut RunSummary,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let settings = &job.settings;
@@ -391,7 +342,7 @@ pub fn worker_of(partition: i32, workers: usize) -> usize {
 
 /// Stops the workers, waits for every output to be acknowledged and commits
 /// what they cover.
-fn drain(job: Job, summary: &mut Summary) -> anyhow::Result<()> {
+fn drain(job: Job, summary: &mut RunSummary) -> anyhow::Result<()> {
     tracing::info!("Draining: finishing batches and waiting for outputs to be acknowledged.");
     let mut lost_worker = false;
     for (tx, thread) in job.workers {
@@ -623,7 +574,7 @@ impl Worker {
                 Err(error) => {
                     metrics.record_rebuild("failed", 0.0, 0);
                     self.pipeline.drop_partition(p);
-                    tracing::warn!(worker = self.id, partition = p, %error, "Could not replay the input to rebuild the partition's windows; going on with empty windows.");
+                    tracing::warn!(worker = self.id, partition = p, %error, "Could not read the input again to rebuild the partition's windows; going on with empty windows.");
                 }
             }
             self.fed.insert(p, (generation, first.offset));

@@ -40,8 +40,9 @@ use anyhow::Context;
 use crate::config::{Format, Settings};
 use crate::kafka::dead_letters::{DeadLetter, DeadLetterReader};
 use crate::kafka::producer::KafkaSink;
-use crate::kafka::replay::PartitionReader;
+use crate::kafka::span::PartitionReader;
 use crate::pipeline::Pipeline;
+use crate::rebuild::Source as _;
 use crate::rebuild::rebuild;
 use crate::record::{Dest, InRecord, OutRecord, Reason, headers};
 use crate::rules::RuleSet;
@@ -79,6 +80,8 @@ pub struct ReplayArgs {
 }
 
 impl ReplayArgs {
+    /// The consumer group keeping the progress: `--replay-group`, else
+    /// one named after the topic and the reasons.
     pub fn group(&self) -> String {
         self.group.clone().unwrap_or_else(|| {
             let mut reasons = self.reasons.clone();
@@ -94,8 +97,10 @@ impl ReplayArgs {
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Summary {
+pub struct ReplaySummary {
+    /// The dead-letter topic read.
     pub topic: String,
+    /// The consumer group keeping the progress.
     pub group: String,
     /// Dead letters read.
     pub read: u64,
@@ -103,7 +108,9 @@ pub struct Summary {
     pub resolved: u64,
     /// Records that failed again, by their new reason.
     pub failed_again: BTreeMap<String, u64>,
+    /// Enriched records produced.
     pub enriched: u64,
+    /// Alert records produced.
     pub alerts: u64,
     /// Dead letters not replayed: another reason, before `--since`,
     /// attempts used up, or another input topic.
@@ -123,14 +130,14 @@ struct Chosen {
 }
 
 /// Runs a replay to the end of the dead-letter topic as it was at start.
-pub fn run(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<Summary> {
+pub fn run(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<ReplaySummary> {
     if settings.output_format == Format::Avro {
         tracing::info!("Avro outputs carry the replayed-from header only, not a member.");
     }
-    let runtime = Arc::new(crate::service::runtime(settings)?);
+    let runtime = Arc::new(super::wiring::runtime(settings)?);
     let registry = Registry::start(runtime, &settings.plugins, settings.plugin_dir.as_deref())?;
     let rules = registry.current();
-    let config = crate::service::with_formats(crate::service::pipeline_config(settings), settings)?;
+    let config = super::wiring::with_formats(super::wiring::pipeline_config(settings), settings)?;
     let mut pipeline = Pipeline::new(config);
     let input = PartitionReader::new(settings).context("opening the input topic")?;
     let sink = KafkaSink::new(settings).context("creating the producer")?;
@@ -139,10 +146,10 @@ pub fn run(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<Summary> {
         .map_err(crate::kafka::explain)
         .with_context(|| format!("opening the dead-letter topic {}", args.from))?;
 
-    let mut summary = Summary {
+    let mut summary = ReplaySummary {
         topic: args.from.clone(),
         group: group.clone(),
-        ..Summary::default()
+        ..ReplaySummary::default()
     };
     let total = reader.remaining();
     let bar = if args.progress {
@@ -192,12 +199,12 @@ fn choose(
     letters: Vec<DeadLetter>,
     args: &ReplayArgs,
     settings: &Settings,
-    summary: &mut Summary,
+    summary: &mut ReplaySummary,
 ) -> Vec<Chosen> {
     let mut out = Vec::new();
     for letter in letters {
         let h = |name: &str| letter.headers.get(name).map(String::as_str);
-        let skip = |summary: &mut Summary, why: &str| {
+        let skip = |summary: &mut ReplaySummary, why: &str| {
             *summary.skipped.entry(why.to_string()).or_default() += 1;
         };
         let reason = h(headers::REASON).unwrap_or("").to_string();
@@ -253,7 +260,7 @@ fn replay_chunk(
     settings: &Settings,
     dlq: &str,
     chosen: Vec<Chosen>,
-    summary: &mut Summary,
+    summary: &mut ReplaySummary,
 ) -> anyhow::Result<Vec<OutRecord>> {
     let margin = settings.rebuild_margin.as_millis() as i64;
     let mut outputs = Vec::new();
@@ -317,14 +324,18 @@ fn replay_chunk(
             let partial = !rebuilt.complete;
             let mut between: Vec<InRecord> = Vec::new();
             input
-                .read(p, first, last + 1, 4096, |chunk| {
+                .read(p, first, last + 1, 4096, &mut |chunk| {
                     for record in chunk {
                         let Some(cs) = letters.get(&record.offset) else {
                             between.push(record);
                             continue;
                         };
                         if !between.is_empty() {
-                            pipeline.replay(&rules.transform, std::mem::take(&mut between), now_ms);
+                            pipeline.rebuild(
+                                &rules.transform,
+                                std::mem::take(&mut between),
+                                now_ms,
+                            );
                         }
                         let replay = Replayed {
                             dlq,
@@ -360,7 +371,7 @@ impl Replayed<'_> {
         rules: &RuleSet,
         record: InRecord,
         outputs: &mut Vec<OutRecord>,
-        summary: &mut Summary,
+        summary: &mut ReplaySummary,
     ) {
         let out = pipeline.process(rules, vec![record], chrono::Utc::now().timestamp_millis());
         if out.tally.dead_letters() > 0 {
@@ -397,7 +408,7 @@ impl Replayed<'_> {
         low: i64,
         high: i64,
         outputs: &mut Vec<OutRecord>,
-        summary: &mut Summary,
+        summary: &mut ReplaySummary,
     ) {
         let c = &self.chosen[0];
         let (p, o) = (c.source_partition, c.source_offset);
@@ -446,7 +457,7 @@ fn read_one(
 ) -> anyhow::Result<Option<InRecord>> {
     let mut found = None;
     input
-        .read(partition, offset, offset + 1, 1, |mut chunk| {
+        .read(partition, offset, offset + 1, 1, &mut |mut chunk| {
             found = chunk.pop();
         })
         .map_err(crate::kafka::explain)
@@ -509,5 +520,111 @@ fn deliver(sink: &KafkaSink, outputs: &[OutRecord]) -> anyhow::Result<()> {
         }
     }
     crate::kafka::producer::flush(sink.producer(), Duration::from_secs(30));
+    Ok(())
+}
+
+/// `streamhost replay`: which dead letters, and the settings.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The dead-letter topic to read. [default: the --dlq-topic]
+    #[arg(long, value_name = "TOPIC")]
+    pub from: Option<String>,
+    /// Only dead letters with these reasons (comma-separated, e.g.
+    /// plugin-error,plugin-trap). [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "REASONS")]
+    pub reason: Vec<String>,
+    /// Only dead letters written since this time: RFC 3339, or a
+    /// duration ago (e.g. 2h).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// The consumer group keeping the replay's progress.
+    /// [default: streamhost-replay.TOPIC, plus the reasons]
+    #[arg(long = "replay-group", value_name = "GROUP")]
+    pub replay_group: Option<String>,
+    /// Skip dead letters already tried this many times.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_attempts: u32,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// The settings, as the main job takes them.
+    #[command(flatten)]
+    pub run: crate::config::RunArgs,
+}
+
+/// Runs `streamhost replay`.
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let settings = Settings::resolve(args.run)?;
+    for r in &args.reason {
+        anyhow::ensure!(
+            Reason::parse(r).is_some(),
+            "--reason {r:?} is not a dead-letter reason ({})",
+            Reason::ALL
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let since_ms = args.since.as_deref().map(parse_since).transpose()?;
+    let replay = ReplayArgs {
+        from: args.from.unwrap_or_else(|| settings.dlq_topic.clone()),
+        reasons: args.reason,
+        since_ms,
+        group: args.replay_group,
+        max_attempts: args.max_attempts,
+        progress: true,
+    };
+    let summary = run(&settings, &replay)?;
+    if args.json {
+        out!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary)?;
+    }
+    Ok(())
+}
+
+/// `--since`: RFC 3339, or a duration before now.
+fn parse_since(text: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    let ago = humantime::parse_duration(text)
+        .with_context(|| format!("--since {text:?} is neither RFC 3339 nor a duration"))?;
+    Ok(chrono::Utc::now().timestamp_millis() - ago.as_millis() as i64)
+}
+
+fn print_summary(s: &ReplaySummary) -> anyhow::Result<()> {
+    let failed: u64 = s.failed_again.values().sum();
+    let skipped: u64 = s.skipped.values().sum();
+    out!(
+        "replayed {} dead letters of {} (progress group {})",
+        s.read - skipped,
+        s.topic,
+        s.group
+    );
+    for (reason, n) in &s.by_reason {
+        out!("  {reason:<28}{n:>8}");
+    }
+    out!(
+        "resolved:       {:>8}   ({} enriched, {} alert records)",
+        s.resolved,
+        s.enriched,
+        s.alerts
+    );
+    out!("failed again:   {failed:>8}");
+    for (reason, n) in &s.failed_again {
+        out!("  {reason:<28}{n:>8}");
+    }
+    out!("skipped:        {skipped:>8}");
+    for (why, n) in &s.skipped {
+        out!("  {why:<28}{n:>8}");
+    }
+    if s.partial_windows > 0 {
+        out!(
+            "partial windows:{:>8}   (the input no longer held the whole span)",
+            s.partial_windows
+        );
+    }
     Ok(())
 }

@@ -1,8 +1,6 @@
 //! `streamhost new`: a ready-to-build plugin project, from the templates
 //! under `host/templates/` (compiled into the binary): the rule, its build
 //! script, the WIT contract, and a sample input for `streamhost run-local`.
-//! Also `streamhost componentize`, the component step of the Rust and C
-//! builds.
 
 use std::path::Path;
 
@@ -13,9 +11,13 @@ use crate::rules::runtime::Kind;
 /// A language a plugin can be written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
+    /// Rust, built with wit-bindgen and `streamhost componentize`.
     Rust,
+    /// Python, built with componentize-py.
     Python,
+    /// JavaScript, built with componentize-js.
     Js,
+    /// C, built with wit-bindgen's C bindings and `streamhost componentize`.
     C,
 }
 
@@ -34,18 +36,18 @@ impl Lang {
 fn files(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str, bool)> {
     macro_rules! t {
         ($path:literal) => {
-            include_str!(concat!("../templates/", $path))
+            include_str!(concat!("../../templates/", $path))
         };
     }
     let mut files = vec![
         (
             "wit/streamhost.wit",
-            include_str!("../../wit/streamhost.wit"),
+            include_str!("../../../wit/streamhost.wit"),
             false,
         ),
         (
             "sample.jsonl",
-            include_str!("../../examples/sample/readings.jsonl"),
+            include_str!("../../../examples/sample/readings.jsonl"),
             false,
         ),
         ("README.md", t!("common/README.md"), false),
@@ -147,42 +149,41 @@ pub fn new_project(name: &str, kind: Kind, lang: Lang, dir: &Path) -> anyhow::Re
     Ok(written)
 }
 
-/// Turns a core module built with wit-bindgen (which embeds the WIT world
-/// in a custom section) into a component, the last step of building a
-/// plugin in Rust or C. A module that imports WASI 0.1
-/// (`wasi_snapshot_preview1`, as wasi-libc's stdio does) gets the reactor
-/// adapter of the wasmtime this streamhost embeds, which maps those imports
-/// onto WASI 0.2.
-pub fn componentize(module: &[u8]) -> anyhow::Result<Vec<u8>> {
-    use anyhow::Context;
-    if module.len() < 8 || &module[..4] != b"\0asm" {
-        anyhow::bail!("not a WebAssembly file");
-    }
-    if module[4..8] != [1, 0, 0, 0] {
-        anyhow::bail!("already a component; load it as it is");
-    }
-    let imports_wasi = wasmparser::Parser::new(0)
-        .parse_all(module)
-        .filter_map(Result::ok)
-        .any(|payload| match payload {
-            wasmparser::Payload::ImportSection(reader) => reader
-                .into_imports()
-                .filter_map(Result::ok)
-                .any(|i| i.module == "wasi_snapshot_preview1"),
-            _ => false,
-        });
-    let mut encoder = wit_component::ComponentEncoder::default();
-    encoder
-        .module(module)
-        .context("reading the module's component-type section (was it built with wit-bindgen?)")?
-        .validate(true);
-    if imports_wasi {
-        encoder
-            .adapter(
-                "wasi_snapshot_preview1",
-                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
-            )
-            .context("linking the WASI 0.1 reactor adapter")?;
-    }
-    encoder.encode().context("encoding the component")
+/// `streamhost new NAME --lang LANG`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The plugin's name (lowercase letters, digits and `-`).
+    pub name: String,
+    /// What the rule does.
+    #[arg(long, value_enum, default_value = "anomaly")]
+    pub kind: Kind,
+    /// The language to write it in.
+    #[arg(long, value_enum)]
+    pub lang: Lang,
+    /// Where to write it. [default: ./NAME]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// Runs `streamhost new`.
+pub fn main(args: Args) -> anyhow::Result<()> {
+    let Args {
+        name,
+        kind,
+        lang,
+        dir,
+    } = args;
+    let dir = dir.unwrap_or_else(|| std::path::PathBuf::from(&name));
+    let files = new_project(&name, kind, lang, &dir)?;
+    out!(
+        "wrote {} files into {}: {}",
+        files.len(),
+        dir.display(),
+        files.join(", ")
+    );
+    out!(
+        "next:\n  cd {}\n  ./build.sh\n  streamhost run-local --plugin {name}.wasm --input sample.jsonl",
+        dir.display()
+    );
+    Ok(())
 }
