@@ -1,7 +1,8 @@
 //! The shape of `host/src`, checked from the code: the floors `lib.rs`
 //! lists hold (a module imports only from its own floor or below, except
 //! `cmd`, which nothing imports), every module is on a floor, and no
-//! production file outgrows what one reader can hold (`window.rs` apart).
+//! production file or function outgrows what one reader can hold: 700
+//! lines a file (`window.rs` apart), 100 a function.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,169 @@ fn no_production_file_is_over_700_lines() {
         let lines = code.lines().count();
         if lines > 700 && !file.ends_with("window.rs") {
             long.push(format!("{}: {lines} lines", file.display()));
+        }
+    }
+    assert!(long.is_empty(), "{}", long.join("\n"));
+}
+
+/// `code` with string and character literals and comments blanked out
+/// (newlines kept), so that braces count as code only.
+fn code_only(code: &str) -> String {
+    let chars: Vec<char> = code.chars().collect();
+    let mut out = String::with_capacity(code.len());
+    let mut i = 0;
+    let blank = |out: &mut String, c: char| out.push(if c == '\n' { '\n' } else { ' ' });
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                blank(&mut out, chars[i]);
+                i += 1;
+            }
+            i += 2;
+        } else if c == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && !is_ident(chars.get(i.wrapping_sub(1)))
+        {
+            // A raw string: r"..." or r#"..."#.
+            let hashes = chars[i + 1..].iter().take_while(|&&h| h == '#').count();
+            if chars.get(i + 1 + hashes) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            i += 2 + hashes;
+            loop {
+                if i >= chars.len() {
+                    break;
+                }
+                if chars[i] == '"'
+                    && chars[i + 1..]
+                        .iter()
+                        .take(hashes)
+                        .filter(|&&h| h == '#')
+                        .count()
+                        == hashes
+                {
+                    i += 1 + hashes;
+                    break;
+                }
+                blank(&mut out, chars[i]);
+                i += 1;
+            }
+        } else if c == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    i += 1;
+                }
+                blank(&mut out, chars[i.min(chars.len() - 1)]);
+                i += 1;
+            }
+            i += 1;
+        } else if c == '\'' {
+            // A character literal ('x', '\n', '\u{7b}'), not a lifetime ('a).
+            let end = if next == Some('\\') {
+                chars[i + 2..]
+                    .iter()
+                    .position(|&q| q == '\'')
+                    .map(|p| i + 2 + p)
+            } else if chars.get(i + 2) == Some(&'\'') {
+                Some(i + 2)
+            } else {
+                None
+            };
+            match end {
+                Some(end) => i = end + 1,
+                None => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn is_ident(c: Option<&char>) -> bool {
+    c.is_some_and(|c| c.is_alphanumeric() || *c == '_')
+}
+
+/// Each function of `code` (as `code_only` leaves it) longer than `limit`
+/// lines: (line where it starts, name, lines).
+fn long_functions(code: &str, limit: usize) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let Some(at) = line.find("fn ") else {
+            continue;
+        };
+        if at > 0 && is_ident(line[..at].chars().last().as_ref()) {
+            continue;
+        }
+        let name: String = line[at + 3..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if name.is_empty() {
+            continue;
+        }
+        let (mut depth, mut opened) = (0i64, false);
+        for (end, body) in lines.iter().enumerate().skip(start) {
+            for c in body.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => depth -= 1,
+                    ';' if !opened && depth == 0 => break,
+                    _ => {}
+                }
+            }
+            if !opened && body.trim_end().ends_with(';') {
+                break;
+            }
+            if opened && depth <= 0 {
+                let length = end - start + 1;
+                if length > limit {
+                    out.push((start + 1, name.clone(), length));
+                }
+                break;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_function_check_counts_code_braces_only() {
+    let code = code_only(
+        "fn a() {\n    let s = \"{{\";\n    let c = '{';\n    // {\n    let r = r#\"}\"#;\n    x::<'a>();\n}\n",
+    );
+    assert_eq!(long_functions(&code, 6), vec![(1, "a".to_string(), 7)]);
+    assert!(long_functions(&code, 7).is_empty());
+}
+
+#[test]
+fn no_production_function_is_over_100_lines() {
+    let mut long = Vec::new();
+    for file in files(&src()) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("\n#[cfg(test)]").next().unwrap();
+        for (line, name, length) in long_functions(&code_only(code), 100) {
+            long.push(format!(
+                "{}:{line}: {name} is {length} lines",
+                file.display()
+            ));
         }
     }
     assert!(long.is_empty(), "{}", long.join("\n"));

@@ -160,3 +160,37 @@ fn one_poisoned_record_in_a_thousand_is_found_alone() {
         assert_eq!(out.tally.enriched, 999, "{poison}");
     }
 }
+
+/// A record that one rule failed is not handed to the rules after it, and
+/// the records around it still go through all of them: here the hostile
+/// anomaly rule fails two records, then the trend and anomaly rules of the
+/// examples see the rest.
+#[test]
+fn a_record_one_rule_failed_is_skipped_by_the_rules_after_it() {
+    let rt = support::runtime_with_deadline(std::time::Duration::from_secs(1));
+    let mut rules = RuleSet::default();
+    rules.push(support::load(&rt, "trend"));
+    rules.push(support::load(&rt, "hostile") as Arc<dyn streamhost::rules::Rule>);
+    rules.push(support::load(&rt, "anomaly"));
+    let mut pipeline = Pipeline::new(config());
+    let keys = ["a", "reject", "b", "panic", "c"];
+    let input: Vec<InRecord> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| record(i as i64, k))
+        .collect();
+    let out = pipeline.process(&rules, input, T0);
+    let by_dest = |dest: Dest| -> Vec<String> {
+        out.records
+            .iter()
+            .filter(|r| r.dest == dest)
+            .map(|r| String::from_utf8(r.key.clone().unwrap()).unwrap())
+            .collect()
+    };
+    assert_eq!(by_dest(Dest::Enriched), ["a", "b", "c"]);
+    assert_eq!(by_dest(Dest::DeadLetter), ["reject", "panic"]);
+    // The hostile rule echoes each key it handled; 20.5 °C raises nothing
+    // in the example anomaly rule.
+    assert_eq!(by_dest(Dest::Alerts), ["a", "b", "c"]);
+    assert_eq!(out.tally.dead_letters(), 2);
+}

@@ -1,8 +1,8 @@
 //! streamhost: runs WebAssembly rules over Kafka streams.
 //!
-//! The modules, one floor each, from the bottom up; a module imports only
-//! from floors below its own (`cmd` alone may import anything, and nothing
-//! imports it):
+//! The modules, in floors from the bottom up; a module imports only from
+//! its own floor or those below (`cmd` alone may import anything, and
+//! nothing imports it). `tests/house.rs` checks this map against the code:
 //!
 //! 1. `contract`: the WIT contract's types; `record`: the records that move
 //!    between stages (in, out, dead-letter reasons); `text`: hand-written
@@ -25,9 +25,10 @@
 //! 8. `config`: flags, environment and file, resolved into `Settings`.
 //! 9. `kafka`: the Kafka edge: `consumer` (Kafka in, batches of records),
 //!    `span` (a span of one partition read again, outside the group, for a
-//!    rebuild), `producer` and `committer` (Kafka out, and input offsets
-//!    stored once their outputs are durable), `dead_letters` (read back
-//!    for `streamhost replay`).
+//!    rebuild or a dead letter's original), `producer` and `committer`
+//!    (Kafka out, and input offsets stored once their outputs are durable),
+//!    `dead_letters` (read back for `streamhost replay`), `error` (what goes
+//!    wrong there, and what no retry fixes).
 //! 10. `ops`: the admin API, metrics, health and the console, beside the
 //!     data path.
 //! 11. `cmd`: the subcommands, one file each (`run` is the long-running

@@ -98,7 +98,10 @@ impl Source for PartitionReader {
             let mut records = 0u64;
             let mut buf = Vec::with_capacity(chunk);
             let mut poller = super::SpanPoller::new("the window rebuild reader");
-            while from < to {
+            if from >= to {
+                return Ok(0);
+            }
+            loop {
                 let m = match poller.poll(&self.consumer)? {
                     super::Polled::Record(m) => m,
                     super::Polled::PartitionEnd => break,

@@ -92,7 +92,7 @@ pub struct Metrics {
     worker_partitions: Family<WorkerLabel, Gauge>,
     rebuild_seconds: Histogram,
     rebuilds: Family<ResultLabel, Counter>,
-    records_replayed: Counter,
+    records_rebuilt: Counter,
 }
 
 impl Default for Metrics {
@@ -118,7 +118,7 @@ impl Default for Metrics {
                 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
             ]),
             rebuilds: Family::default(),
-            records_replayed: Counter::default(),
+            records_rebuilt: Counter::default(),
         };
         m.register();
         m
@@ -196,8 +196,8 @@ impl Metrics {
             );
         r.register(
             "streamhost_records_replayed",
-            "Input records replayed to rebuild windows",
-            self.records_replayed.clone(),
+            "Input records read again to rebuild windows",
+            self.records_rebuilt.clone(),
         );
     }
 
@@ -295,7 +295,7 @@ impl Metrics {
     pub fn record_rebuild(&self, result: &'static str, seconds: f64, records: u64) {
         self.rebuild_seconds.observe(seconds);
         self.rebuilds.get_or_create(&ResultLabel { result }).inc();
-        self.records_replayed.inc_by(records);
+        self.records_rebuilt.inc_by(records);
     }
 
     /// Sets the lag of the assigned partitions: partitions no longer

@@ -136,7 +136,7 @@ type WindowRuleCall<T> = for<'a> fn(
     &'a dyn Rule,
     Option<&'a Trial>,
     (&Batch, &WindowView),
-    &[&str],
+    call::Keys<'_>,
     std::time::Duration,
 ) -> Called<'a, Result<T, String>>;
 
@@ -207,17 +207,21 @@ impl Pipeline {
         let needs = union_needs(rules.trend.iter().chain(&rules.anomaly))
             | union_needs(rules.trials.iter().map(|(_, t)| &t.candidate));
         let (entered, view) = self.enter_windows(&mut recs, needs);
-        if !entered.is_empty() && !(rules.trend.is_empty() && rules.anomaly.is_empty()) {
+        if !entered.is_empty() && (!rules.trend.is_empty() || !rules.anomaly.is_empty()) {
             let batch = build_batch(&self.cfg.schema, &recs, &entered, needs, now_ms);
-            let seen = (&batch, &view);
-            let mut first_bit = rules.transform.len();
-            self.window_rules(
+            let keys = keys(!rules.trials.is_empty(), &recs, &entered);
+            let stage = WindowRules {
                 rules,
+                entered: &entered,
+                seen: (&batch, &view),
+                keys: &keys,
+                budget: self.cfg.isolation_budget,
+            };
+            let first_bit = rules.transform.len();
+            stage.run(
                 &rules.trend,
                 first_bit,
                 &mut recs,
-                &entered,
-                seen,
                 call::trend,
                 |rec, p, candidate, trend| {
                     if let Some(t) = trend {
@@ -226,15 +230,12 @@ impl Pipeline {
                     Ok(())
                 },
             );
-            first_bit += rules.trend.len();
             let limits = &self.cfg.limits;
-            self.window_rules(
-                rules,
+            let first_bit = first_bit + rules.trend.len();
+            stage.run(
                 &rules.anomaly,
                 first_bit,
                 &mut recs,
-                &entered,
-                seen,
                 call::detect,
                 |rec, p, candidate, alerts| {
                     check_alerts(&alerts, limits)?;
@@ -321,7 +322,7 @@ impl Pipeline {
             rule,
             trial,
             &batch,
-            &keys(recs, &live),
+            &keys(trial.is_some(), recs, &live),
             self.cfg.isolation_budget,
         );
         // Names whose change means the record must be decoded again.
@@ -330,7 +331,7 @@ impl Pipeline {
             .chain(schema.fields.iter().map(String::as_str))
             .collect();
         let mut merge: Option<Merge> = None;
-        let bit = if bit < 64 { 1 << bit } else { 0 };
+        let bit = rec::bit(bit);
         for (j, result) in std::mem::take(&mut called.results).into_iter().enumerate() {
             let rec = &mut recs[live[j]];
             if called.by_candidate(j) {
@@ -460,35 +461,41 @@ impl Pipeline {
         }
         (entered, view.view)
     }
+}
 
-    /// Calls each rule of one kind that sees windows (`kind`, whose first
-    /// bit in `Rec::by_candidate` is `first_bit`) on the records that
-    /// entered them, and hands each record's value to `accept` with the
-    /// rule's position and whether a candidate served it. A value `accept`
-    /// refuses, or an error, fails the record, blamed on the rule.
-    #[allow(clippy::too_many_arguments)]
-    fn window_rules<T>(
+/// The stage of the rules that see windows (trend, then anomaly): what
+/// each of their calls on a batch shares.
+struct WindowRules<'b> {
+    rules: &'b RuleSet,
+    /// The records that entered a window, in order.
+    entered: &'b [usize],
+    /// Their batch, and their windows.
+    seen: (&'b Batch, &'b WindowView),
+    keys: call::Keys<'b>,
+    budget: std::time::Duration,
+}
+
+impl WindowRules<'_> {
+    /// Calls each rule of one kind (`kind`, whose first bit in
+    /// `Rec::by_candidate` is `first_bit`) on the records that entered
+    /// windows, and hands each record's value to `accept` with the rule's
+    /// position and whether a candidate served it. A value `accept`
+    /// refuses, or an error, fails the record, blamed on the rule; a record
+    /// an earlier rule failed is not judged again.
+    fn run<T>(
         &self,
-        rules: &RuleSet,
         kind: &[Arc<dyn Rule>],
         first_bit: usize,
         recs: &mut [Rec],
-        entered: &[usize],
-        seen: (&Batch, &WindowView),
         call: WindowRuleCall<T>,
         mut accept: impl FnMut(&mut Rec, usize, bool, T) -> Result<(), String>,
     ) {
         for (p, rule) in kind.iter().enumerate() {
-            let trial = rules.trial(&rule.info().name);
-            let keys = keys(recs, entered);
-            let mut called = call(rule.as_ref(), trial, seen, &keys, self.cfg.isolation_budget);
-            let bit = if first_bit + p < 64 {
-                1 << (first_bit + p)
-            } else {
-                0
-            };
+            let trial = self.rules.trial(&rule.info().name);
+            let mut called = call(rule.as_ref(), trial, self.seen, self.keys, self.budget);
+            let bit = rec::bit(first_bit + p);
             for (j, result) in std::mem::take(&mut called.results).into_iter().enumerate() {
-                let rec = &mut recs[entered[j]];
+                let rec = &mut recs[self.entered[j]];
                 if !rec.is_live() {
                     continue;
                 }

@@ -182,10 +182,17 @@ pub(super) fn build_batch(
     }
 }
 
-/// The keys of the records at `idx`, for a rule call (a canary selects by
-/// key).
-pub(super) fn keys<'r>(recs: &'r [Rec], idx: &[usize]) -> Vec<&'r str> {
-    idx.iter()
-        .map(|&i| recs[i].decoded().key.as_str())
-        .collect()
+/// The keys of the live records at `idx`, for rule calls while a trial is
+/// on (a canary selects by key); none otherwise (see `call::Keys`).
+pub(super) fn keys(on_trial: bool, recs: &[Rec], idx: &[usize]) -> Vec<String> {
+    if !on_trial {
+        return Vec::new();
+    }
+    idx.iter().map(|&i| recs[i].decoded().key.clone()).collect()
+}
+
+/// A rule's bit in `Rec::by_candidate`, from its position in
+/// `RuleSet::all` (rules past the 64th are not tracked).
+pub(super) fn bit(position: usize) -> u64 {
+    if position < 64 { 1 << position } else { 0 }
 }

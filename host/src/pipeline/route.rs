@@ -244,7 +244,7 @@ fn served_versions(rules: &RuleSet, by_candidate: u64) -> Vec<(&str, &str)> {
         .enumerate()
         .map(|(bit, r)| {
             let info = match rules.trial(&r.info().name) {
-                Some(t) if bit < 64 && by_candidate & (1 << bit) != 0 => t.candidate.info(),
+                Some(t) if by_candidate & super::rec::bit(bit) != 0 => t.candidate.info(),
                 _ => r.info(),
             };
             (info.name.as_str(), info.version.as_str())

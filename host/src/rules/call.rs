@@ -22,6 +22,11 @@ use super::runtime::{CallError, PluginInfo};
 use super::trial::{self, Mode, Outcome, Trial};
 use crate::contract::{Alert, Batch, Change, FieldWindow, TrendResult, WindowView};
 
+/// The keys of a batch's records, in order, for a canary to select by: the
+/// caller gives them whenever a trial may be on (`RuleSet::trials`), and may
+/// give none otherwise.
+pub type Keys<'k> = &'k [String];
+
 /// One rule's call on a batch: each record's result, and which version
 /// served it.
 pub struct Called<'a, T> {
@@ -48,18 +53,26 @@ impl<'a, T> Called<'a, T> {
     }
 }
 
-/// What a transform rule returned for each record of `batch`.
+/// What a transform rule returned for each record of `batch` (`keys`: see
+/// `Keys`).
 pub fn transform<'a>(
     rule: &'a dyn Rule,
     trial: Option<&'a Trial>,
     batch: &Batch,
-    keys: &[&str],
+    keys: Keys<'_>,
     budget: Duration,
 ) -> Called<'a, Result<Change, String>> {
-    call(rule, trial, keys, budget, &|r, pos| match pos {
-        None => r.transform(batch),
-        Some(pos) => r.transform(&select_batch(batch, pos)),
-    })
+    call(
+        rule,
+        trial,
+        batch.len as usize,
+        keys,
+        budget,
+        &|r, pos| match pos {
+            None => r.transform(batch),
+            Some(pos) => r.transform(&select_batch(batch, pos)),
+        },
+    )
 }
 
 /// What a trend rule returned for each record of `batch`, seeing `view`.
@@ -67,13 +80,20 @@ pub fn trend<'a>(
     rule: &'a dyn Rule,
     trial: Option<&'a Trial>,
     (batch, view): (&Batch, &WindowView),
-    keys: &[&str],
+    keys: Keys<'_>,
     budget: Duration,
 ) -> Called<'a, Result<Option<TrendResult>, String>> {
-    call(rule, trial, keys, budget, &|r, pos| match pos {
-        None => r.trend(batch, view),
-        Some(pos) => r.trend(&select_batch(batch, pos), &select_view(view, pos)),
-    })
+    call(
+        rule,
+        trial,
+        batch.len as usize,
+        keys,
+        budget,
+        &|r, pos| match pos {
+            None => r.trend(batch, view),
+            Some(pos) => r.trend(&select_batch(batch, pos), &select_view(view, pos)),
+        },
+    )
 }
 
 /// What an anomaly rule returned for each record of `batch`, seeing `view`.
@@ -81,39 +101,45 @@ pub fn detect<'a>(
     rule: &'a dyn Rule,
     trial: Option<&'a Trial>,
     (batch, view): (&Batch, &WindowView),
-    keys: &[&str],
+    keys: Keys<'_>,
     budget: Duration,
 ) -> Called<'a, Result<Vec<Alert>, String>> {
-    call(rule, trial, keys, budget, &|r, pos| match pos {
-        None => r.detect(batch, view),
-        Some(pos) => r.detect(&select_batch(batch, pos), &select_view(view, pos)),
-    })
+    call(
+        rule,
+        trial,
+        batch.len as usize,
+        keys,
+        budget,
+        &|r, pos| match pos {
+            None => r.detect(batch, view),
+            Some(pos) => r.detect(&select_batch(batch, pos), &select_view(view, pos)),
+        },
+    )
 }
 
 /// Calls a rule once on a subset of a batch's positions (`None`: all).
 type Once<'a, T> = dyn Fn(&dyn Rule, Option<&[usize]>) -> Result<Vec<T>, CallError> + 'a;
+/// Calls the serving version, with failure isolation, on a subset of a
+/// batch's positions (`None`: all).
+type Serve<'a, T> = dyn Fn(Option<&[usize]>) -> Vec<Result<T, CallError>> + 'a;
 
 /// Calls `rule`, and its candidate if one is on trial, on a batch of `n`
-/// records (`keys[i]` is record `i`'s key; only a canary reads them).
+/// records.
 fn call<'a, T: Outcome>(
     rule: &'a dyn Rule,
     trial: Option<&'a Trial>,
-    keys: &[&str],
+    n: usize,
+    keys: Keys<'_>,
     budget: Duration,
     once: &Once<'_, T>,
 ) -> Called<'a, T> {
-    let n = keys.len();
     let serve = |sub: Option<&[usize]>| serve(rule, n, sub, budget, once);
     let (results, by_candidate) = match trial.filter(|t| !t.stopped()) {
         None => (serve(None), Vec::new()),
-        Some(trial) => {
-            let called = match trial.mode {
-                Mode::Shadow => (shadow(trial, n, &serve, once), Vec::new()),
-                Mode::Canary { percent } => canary(trial, percent, keys, &serve, once),
-            };
-            trial.judge();
-            called
-        }
+        Some(trial) => match trial.mode {
+            Mode::Shadow => (shadow(trial, n, &serve, once), Vec::new()),
+            Mode::Canary { percent } => canary(trial, percent, n, keys, &serve, once),
+        },
     };
     Called {
         results,
@@ -149,7 +175,7 @@ fn serve<T>(
 fn shadow<T: Outcome>(
     trial: &Trial,
     n: usize,
-    serve: &dyn Fn(Option<&[usize]>) -> Vec<Result<T, CallError>>,
+    serve: &Serve<'_, T>,
     once: &Once<'_, T>,
 ) -> Vec<Result<T, CallError>> {
     let started = Instant::now();
@@ -161,6 +187,7 @@ fn shadow<T: Outcome>(
     if let Ok(tried) = &tried {
         trial.compare(&served, tried);
     }
+    trial.judge();
     served
 }
 
@@ -169,13 +196,14 @@ fn shadow<T: Outcome>(
 fn canary<T: Outcome>(
     trial: &Trial,
     percent: f64,
-    keys: &[&str],
-    serve: &dyn Fn(Option<&[usize]>) -> Vec<Result<T, CallError>>,
+    n: usize,
+    keys: Keys<'_>,
+    serve: &Serve<'_, T>,
     once: &Once<'_, T>,
 ) -> (Vec<Result<T, CallError>>, Vec<bool>) {
-    let n = keys.len();
+    assert_eq!(keys.len(), n, "a canary selects by the batch's keys");
     let (mine, theirs): (Vec<usize>, Vec<usize>) =
-        (0..n).partition(|&i| trial::selects(percent, keys[i]));
+        (0..n).partition(|&i| trial::selects(percent, &keys[i]));
     if mine.is_empty() {
         return (serve(None), Vec::new());
     }
@@ -205,6 +233,7 @@ fn canary<T: Outcome>(
         // The serving version covers for a failed candidate.
         Err(_) => place(&mine, serve(Some(&mine))),
     }
+    trial.judge();
     let results = results
         .into_iter()
         .map(|r| r.expect("every position is served"))

@@ -350,7 +350,8 @@ mod tests {
         let (given, folder) = given_and_folder("remove");
         let kept = place("trend", folder.join("trend.wasm"));
         std::fs::write(limits_file(&kept), "memory-mib = 32\n").unwrap();
-        let registry = Registry::start(runtime(), &[given.clone()], Some(&folder)).unwrap();
+        let registry =
+            Registry::start(runtime(), std::slice::from_ref(&given), Some(&folder)).unwrap();
         alerts(&registry, 20.0);
 
         registry.remove("trend").unwrap();

@@ -387,7 +387,8 @@ mod tests {
         // Hidden files (a `put` in progress) are not plugins.
         std::fs::write(folder.join(".c.wasm.1.tmp"), b"half").unwrap();
         std::fs::write(folder.join(".d.wasm"), b"half").unwrap();
-        let registry = Registry::start(runtime(), &[given.clone()], Some(&folder)).unwrap();
+        let registry =
+            Registry::start(runtime(), std::slice::from_ref(&given), Some(&folder)).unwrap();
         let names: Vec<String> = registry.list().into_iter().map(|p| p.info.name).collect();
         assert_eq!(names, ["anomaly", "enrich", "trend"]);
         let set = registry.current();
