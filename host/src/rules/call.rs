@@ -79,42 +79,39 @@ pub fn transform<'a>(
 pub fn trend<'a>(
     rule: &'a dyn Rule,
     trial: Option<&'a Trial>,
-    (batch, view): (&Batch, &WindowView),
+    seen: (&Batch, &WindowView),
     keys: Keys<'_>,
     budget: Duration,
 ) -> Called<'a, Result<Option<TrendResult>, String>> {
-    call(
-        rule,
-        trial,
-        batch.len as usize,
-        keys,
-        budget,
-        &|r, pos| match pos {
-            None => r.trend(batch, view),
-            Some(pos) => r.trend(&select_batch(batch, pos), &select_view(view, pos)),
-        },
-    )
+    windowed(rule, trial, seen, keys, budget, |r, b, v| r.trend(b, v))
 }
 
 /// What an anomaly rule returned for each record of `batch`, seeing `view`.
 pub fn detect<'a>(
     rule: &'a dyn Rule,
     trial: Option<&'a Trial>,
-    (batch, view): (&Batch, &WindowView),
+    seen: (&Batch, &WindowView),
     keys: Keys<'_>,
     budget: Duration,
 ) -> Called<'a, Result<Vec<Alert>, String>> {
-    call(
-        rule,
-        trial,
-        batch.len as usize,
-        keys,
-        budget,
-        &|r, pos| match pos {
-            None => r.detect(batch, view),
-            Some(pos) => r.detect(&select_batch(batch, pos), &select_view(view, pos)),
-        },
-    )
+    windowed(rule, trial, seen, keys, budget, |r, b, v| r.detect(b, v))
+}
+
+/// Calls a rule that sees windows with `f`: on the whole batch, or on the
+/// records at some of its positions, with their windows.
+fn windowed<'a, T: Outcome>(
+    rule: &'a dyn Rule,
+    trial: Option<&'a Trial>,
+    (batch, view): (&Batch, &WindowView),
+    keys: Keys<'_>,
+    budget: Duration,
+    f: impl Fn(&dyn Rule, &Batch, &WindowView) -> Result<Vec<T>, CallError>,
+) -> Called<'a, T> {
+    let n = batch.len as usize;
+    call(rule, trial, n, keys, budget, &|r, pos| match pos {
+        None => f(r, batch, view),
+        Some(pos) => f(r, &select_batch(batch, pos), &select_view(view, pos)),
+    })
 }
 
 /// Calls a rule once on a subset of a batch's positions (`None`: all).
