@@ -169,6 +169,9 @@ fn merge(under: &mut toml::Table, over: toml::Table) {
     for (key, value) in over {
         match (under.get_mut(&key), value) {
             (Some(toml::Value::Table(under)), toml::Value::Table(over)) => under.extend(over),
+            // The file's value where a table belongs: kept, so that it is
+            // reported rather than hidden by the flags' table.
+            (Some(_), toml::Value::Table(_)) => {}
             (_, value) => {
                 under.insert(key, value);
             }
@@ -343,6 +346,27 @@ mod tests {
             err.starts_with("key-idle: \"often\" is not a duration"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_file_librdkafka_that_is_no_table_is_reported_under_x_flags_too() {
+        let dir = std::env::temp_dir().join(format!("streamhost-rdk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("streamhost.toml");
+        std::fs::write(&path, "librdkafka = \"acks=all\"\n").unwrap();
+        let config = path.to_str().unwrap();
+        for args in [
+            vec!["--config", config],
+            vec!["--config", config, "-X", "acks=1"],
+        ] {
+            let err = Settings::resolve(flags(&args)).unwrap_err().to_string();
+            assert!(
+                err.starts_with("librdkafka: invalid type"),
+                "{args:?}: {err}"
+            );
+        }
+        let s = Settings::resolve(flags(&["-X", "acks=1"])).unwrap();
+        assert_eq!(s.librdkafka.get("acks").map(String::as_str), Some("1"));
     }
 
     #[test]
