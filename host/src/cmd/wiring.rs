@@ -61,26 +61,21 @@ pub fn with_formats(
             .context("the Avro format needs --schema-registry")
     };
     if settings.input_format == Format::Avro {
-        config.input = InputFormat::Avro(Arc::new(
-            AvroInput::new(registry()?).map_err(anyhow::Error::msg)?,
-        ));
+        config.input = InputFormat::Avro(Arc::new(AvroInput::new(registry()?)?));
     }
     if settings.output_format == Format::Avro {
-        config.avro_output = Some(Arc::new(
-            AvroOutput::new(
-                registry()?,
-                settings.subject_strategy,
-                Target {
-                    topic: settings.enriched_topic.clone(),
-                    subject: settings.enriched_subject.clone(),
-                },
-                Target {
-                    topic: settings.alerts_topic.clone(),
-                    subject: settings.alerts_subject.clone(),
-                },
-            )
-            .map_err(anyhow::Error::msg)?,
-        ));
+        config.avro_output = Some(Arc::new(AvroOutput::new(
+            registry()?,
+            settings.subject_strategy,
+            Target {
+                topic: settings.enriched_topic.clone(),
+                subject: settings.enriched_subject.clone(),
+            },
+            Target {
+                topic: settings.alerts_topic.clone(),
+                subject: settings.alerts_subject.clone(),
+            },
+        )?));
     }
     Ok(config)
 }
