@@ -868,6 +868,7 @@ fn wasi_time_and_randomness_are_the_batchs() {
         event_times: vec![T0],
         values: vec![vec![20.0]],
         json: vec![],
+        tables: vec![],
     };
     let field = FieldWindow {
         mean: vec![20.0],
@@ -884,6 +885,7 @@ fn wasi_time_and_randomness_are_the_batchs() {
         counts: vec![1],
         k: 0,
         fields: vec![field],
+        declared: vec![],
     };
     let seen = |now: i64| -> serde_json::Value {
         let out = p.detect(&batch(now), &view).unwrap();

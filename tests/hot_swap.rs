@@ -1,6 +1,8 @@
-//! Hot swap under load, against the real broker: anomaly v1 and v2 (other
-//! thresholds, so other outputs) swapped back and forth by replacing the
-//! file; broken files that must not be served; the admin API and its token.
+//! Hot swap under load, against the real broker: the anomaly rule with and
+//! without a configuration (other thresholds, so other outputs) swapped
+//! back and forth by replacing its `anomaly.toml`; broken files that must
+//! not be served; the admin API and its token; a configuration changed by
+//! `streamhost plugins config`.
 
 use streamhost_testkit as support;
 
@@ -22,8 +24,9 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// Readings whose temperature cycles through 20..=45 °C: v1 alerts above 40,
-/// v2 above 30, so the version that handled a record shows in its outputs.
+/// Readings whose temperature cycles through 20..=45 °C: the rule alerts
+/// above 40 without configuration and above 30 with `STRICT`, so the
+/// version that handled a record shows in its outputs.
 fn reading(i: usize) -> (Option<String>, Vec<u8>) {
     let sensor = format!("sensor_{:03}", i % 20);
     let v = serde_json::json!({
@@ -36,21 +39,36 @@ fn reading(i: usize) -> (Option<String>, Vec<u8>) {
     (Some(sensor), v.to_string().into_bytes())
 }
 
+/// The stricter thresholds, as the `[config]` table of `anomaly.toml`.
+const STRICT: &str = "[config]\ntemperature_min = \"5\"\ntemperature_max = \"30\"\n";
+
+/// The version outputs name when the rule runs with `STRICT`: its own
+/// version with the configuration's digest, as semver build metadata.
+fn strict_version() -> (String, String) {
+    let mut config = streamhost::rules::runtime::PluginConfig::new();
+    config.set("temperature_min", "5").unwrap();
+    config.set("temperature_max", "30").unwrap();
+    let digest = config.digest().unwrap();
+    (format!("1.0.0+cfg.{digest}"), digest)
+}
+
 /// Does anomaly `version` alert on this temperature (humidity and battery
-/// are always normal here)?
+/// are always normal here)? `1.0.0` has the article's thresholds; a
+/// configured version (`1.0.0+cfg.`) in these tests is `STRICT`.
 fn alerts(version: &str, temperature: f64) -> bool {
     match version {
         "1.0.0" => !(0.0..=40.0).contains(&temperature),
-        "2.0.0" => !(5.0..=30.0).contains(&temperature),
+        v if v == strict_version().0 => !(5.0..=30.0).contains(&temperature),
         other => panic!("unknown version {other}"),
     }
 }
 
 /// Replaces `path` the way deployments do: write aside, then rename.
 fn replace_atomically(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("wasm.tmp");
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".tmp");
+    std::fs::write(&aside, bytes).unwrap();
+    std::fs::rename(&aside, path).unwrap();
 }
 
 fn plugin_list(admin: &str) -> serde_json::Value {
@@ -89,8 +107,9 @@ fn wait_for(admin: &str, what: &str, ok: impl Fn(&serde_json::Value) -> bool) ->
 async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
     let cluster = Cluster::start("swap", 2);
     let v1 = std::fs::read(support::plugin_path("anomaly")).unwrap();
-    let v2 = std::fs::read(support::plugin_path("anomaly-v2")).unwrap();
-    let rule = cluster.log_dir.join("rule.wasm");
+    let (strict, digest) = strict_version();
+    let rule = cluster.log_dir.join("anomaly.wasm");
+    let settings = rule.with_extension("toml");
     std::fs::write(&rule, &v1).unwrap();
     let plugins = [
         support::plugin_path("enrich"),
@@ -128,26 +147,58 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
         r.len() >= 500
     });
 
-    // 20 swaps by atomic rename, alternating v2 and v1.
-    let mut landings = Vec::new();
+    // 20 swaps by atomic rename of the settings file beside the component,
+    // alternating the strict configuration and none (an empty file).
+    let mut landings: Vec<(i64, &str)> = Vec::new();
     for i in 0..20 {
-        let (bytes, version) = if i % 2 == 0 {
-            (&v2, "2.0.0")
+        let (text, version) = if i % 2 == 0 {
+            (STRICT, strict.as_str())
         } else {
-            (&v1, "1.0.0")
+            ("", "1.0.0")
         };
         let landed = now_ms();
-        replace_atomically(&rule, bytes);
+        replace_atomically(&settings, text.as_bytes());
         landings.push((landed, version));
-        wait_for(&admin, version, |e| e["version"] == version);
+        let e = wait_for(&admin, version, |e| e["version"] == version);
+        if i == 0 {
+            assert_eq!(e["config_digest"], digest.as_str(), "{e}");
+        }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     assert_eq!(anomaly_entry(&admin)["version"], "1.0.0");
 
-    // Broken files leave the old version serving, and say why.
+    // A half-written settings file (written in place, not renamed) leaves
+    // the old version serving; completed, it serves.
+    {
+        use std::io::Write;
+        let (head, tail) = STRICT.split_at(STRICT.len() - 3);
+        let mut f = std::fs::File::create(&settings).unwrap();
+        f.write_all(head.as_bytes()).unwrap();
+        f.flush().unwrap();
+        let e = wait_for(&admin, "a truncated-file failure", |e| {
+            e["load_failures"] == 1
+        });
+        assert!(
+            e["last_load_error"]
+                .as_str()
+                .unwrap()
+                .contains("anomaly.toml"),
+            "{e}"
+        );
+        assert_eq!(e["version"], "1.0.0");
+        let landed = now_ms();
+        f.write_all(tail.as_bytes()).unwrap();
+        f.flush().unwrap();
+        landings.push((landed, strict.as_str()));
+        wait_for(&admin, "the completed file", |e| e["version"] == strict);
+        // Let records flow through the fixed version before the next change.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Broken components leave the old version serving, and say why.
     replace_atomically(&rule, b"\0asm garbage that is not a component");
     let e = wait_for(&admin, "a corrupt-file failure", |e| {
-        e["load_failures"] == 1
+        e["load_failures"] == 2
     });
     assert!(
         e["last_load_error"]
@@ -156,13 +207,13 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
             .contains("invalid component"),
         "{e}"
     );
-    assert_eq!(e["version"], "1.0.0");
+    assert_eq!(e["version"], strict);
 
     replace_atomically(
         &rule,
         &std::fs::read(support::plugin_path("trend")).unwrap(),
     );
-    let e = wait_for(&admin, "a wrong-world failure", |e| e["load_failures"] == 2);
+    let e = wait_for(&admin, "a wrong-world failure", |e| e["load_failures"] == 3);
     assert!(
         e["last_load_error"]
             .as_str()
@@ -170,26 +221,7 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
             .contains("kind changed from anomaly to trend"),
         "{e}"
     );
-    assert_eq!(e["version"], "1.0.0");
-
-    // A half-written file (written in place, not renamed), completed later.
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&rule).unwrap();
-        f.write_all(&v2[..v2.len() / 2]).unwrap();
-        f.flush().unwrap();
-        let e = wait_for(&admin, "a truncated-file failure", |e| {
-            e["load_failures"] == 3
-        });
-        assert_eq!(e["version"], "1.0.0");
-        let landed = now_ms();
-        f.write_all(&v2[v2.len() / 2..]).unwrap();
-        f.flush().unwrap();
-        landings.push((landed, "2.0.0"));
-        wait_for(&admin, "the completed file", |e| e["version"] == "2.0.0");
-        // Let records flow through the fixed version before the next change.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    assert_eq!(e["version"], strict);
     let served_before = anomaly_entry(&admin)["sha256"].clone();
 
     // Admin calls without the token, or with a wrong one, change nothing.
@@ -202,14 +234,20 @@ async fn swaps_under_load_lose_nothing_and_every_output_names_its_version() {
     assert_eq!(anomaly_entry(&admin)["sha256"], served_before);
     assert_eq!(plugin_list(&admin).as_array().unwrap().len(), 3);
 
-    // With the token, the API replaces it (and names must match).
+    // With the token, the API replaces it (and names must match), written
+    // over the broken file; the configuration beside it stays.
     let (status, body) =
         request(&admin, "PUT", "/plugins/other-name", Some("s3cret"), &v1).unwrap();
     assert_eq!(status, 422, "{body}");
-    let landed = now_ms();
     let (status, body) = request(&admin, "PUT", "/plugins/anomaly", Some("s3cret"), &v1).unwrap();
     assert_eq!(status, 200, "{body}");
+    assert_eq!(std::fs::read(&rule).unwrap(), v1);
+    assert_eq!(anomaly_entry(&admin)["version"], strict);
+    // The file slot serves on: a settings change after the put swaps.
+    let landed = now_ms();
+    replace_atomically(&settings, b"");
     landings.push((landed, "1.0.0"));
+    wait_for(&admin, "the last swap", |e| e["version"] == "1.0.0");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     stop.store(true, Ordering::Relaxed);
@@ -321,12 +359,30 @@ fn plugins_cli(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `streamhost plugins ...`, which must fail; returns what it printed.
+fn plugins_cli_fails(args: &[&str]) -> String {
+    let out = std::process::Command::new(support::bin("streamhost"))
+        .arg("plugins")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "streamhost plugins {args:?} succeeded"
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn puts_are_kept_on_disk_and_counts_outlive_swaps() {
+async fn puts_and_configuration_are_kept_on_disk_and_counts_outlive_swaps() {
     let cluster = Cluster::start("keep", 1);
-    let v1 = std::fs::read(support::plugin_path("anomaly")).unwrap();
-    let v2_path = support::plugin_path("anomaly-v2");
-    let v2 = std::fs::read(&v2_path).unwrap();
+    let v1_path = support::plugin_path("anomaly");
+    let v1 = std::fs::read(&v1_path).unwrap();
+    let (strict, _) = strict_version();
     let rule = cluster.log_dir.join("anomaly.wasm");
     std::fs::write(&rule, &v1).unwrap();
     let dir = cluster.log_dir.join("plugins.d");
@@ -348,11 +404,11 @@ async fn puts_are_kept_on_disk_and_counts_outlive_swaps() {
         r.len() >= 200
     });
 
-    // Swap to v2 with its own limits, options after the subcommand.
+    // Put it again with limits of its own, options after the subcommand.
     let put = plugins_cli(&[
         "put",
         "anomaly",
-        v2_path.to_str().unwrap(),
+        v1_path.to_str().unwrap(),
         "--admin",
         &admin,
         "--token",
@@ -363,13 +419,56 @@ async fn puts_are_kept_on_disk_and_counts_outlive_swaps() {
         "96",
     ]);
     let put: serde_json::Value = serde_json::from_str(&put).unwrap();
-    assert_eq!(put["version"], "2.0.0");
+    assert_eq!(put["version"], "1.0.0");
     assert_eq!(put["stored"], rule.display().to_string());
     // Written over the file it was loaded from, limits beside it.
-    assert_eq!(std::fs::read(&rule).unwrap(), v2);
+    assert_eq!(std::fs::read(&rule).unwrap(), v1);
     let limits = std::fs::read_to_string(rule.with_extension("toml")).unwrap();
     assert!(limits.contains("deadline = \"250ms\""), "{limits}");
     assert!(limits.contains("memory-mib = 96"), "{limits}");
+
+    // A configuration the rule refuses changes nothing, and says why.
+    let refused = plugins_cli_fails(&[
+        "config",
+        "anomaly",
+        "temperature_max=abc",
+        "--admin",
+        &admin,
+        "--token",
+        "s3cret",
+    ]);
+    assert!(
+        refused.contains(r#"temperature_max \"abc\" is not a number"#)
+            || refused.contains(r#"temperature_max "abc" is not a number"#),
+        "{refused}"
+    );
+    assert_eq!(anomaly_entry(&admin)["version"], "1.0.0");
+
+    // The stricter thresholds, by configuration: a new version.
+    let configured = plugins_cli(&[
+        "config",
+        "anomaly",
+        "temperature_max=30",
+        "temperature_min=5",
+        "--admin",
+        &admin,
+        "--token",
+        "s3cret",
+    ]);
+    let configured: serde_json::Value = serde_json::from_str(&configured).unwrap();
+    assert_eq!(configured["configured"]["version"], strict, "{configured}");
+    // Kept in the same file as the limits.
+    let settings = std::fs::read_to_string(rule.with_extension("toml")).unwrap();
+    for line in [
+        "deadline = \"250ms\"",
+        "memory-mib = 96",
+        "[config]",
+        "temperature_max = \"30\"",
+        "temperature_min = \"5\"",
+    ] {
+        assert!(settings.contains(line), "{line} missing:\n{settings}");
+    }
+
     // A new plugin goes into the plugin folder.
     let js = support::plugin_path("jump-js");
     plugins_cli(&[
@@ -388,39 +487,64 @@ async fn puts_are_kept_on_disk_and_counts_outlive_swaps() {
 
     let chunk: Vec<_> = (200..400).map(reading).collect();
     cluster.produce(&chunk).await;
-    cluster.read(&cluster.enriched, Duration::from_secs(30), |r| {
+    let enriched = cluster.read(&cluster.enriched, Duration::from_secs(30), |r| {
         r.len() >= 400
     });
+    // The second 200 went through the configured version, which alerts
+    // on what it should.
+    let alert_records = cluster.read(&cluster.alerts, Duration::from_secs(3), |_| false);
+    let mut by_version: HashMap<String, usize> = HashMap::new();
+    for r in &enriched {
+        let v = r.json();
+        let version = v["streamhost"]["plugins"]["anomaly"].as_str().unwrap();
+        *by_version.entry(version.to_string()).or_default() += 1;
+    }
+    assert_eq!(by_version.get(&strict), Some(&200), "{by_version:?}");
+    let strict_alerts = alert_records
+        .iter()
+        .filter(|a| a.json()["rule_version"] == strict.as_str())
+        .count();
+    let expected = (200..400)
+        .filter(|&i| alerts(&strict, 20.0 + (i % 26) as f64))
+        .count();
+    assert_eq!(strict_alerts, expected);
 
-    // Both versions keep their counts; the plugin's are their sum.
+    // Every version keeps its counts; the plugin's are their sum.
     let e = anomaly_entry(&admin);
-    assert_eq!(e["version"], "2.0.0");
+    assert_eq!(e["version"], strict.as_str());
     assert_eq!(e["deadline_ms"], 250.0);
     assert_eq!(e["memory_mib"], 96);
     let versions = e["versions"].as_array().unwrap();
-    assert_eq!(versions.len(), 2, "{e}");
-    let (old, new) = (&versions[0], &versions[1]);
-    assert_eq!(
-        (old["version"].as_str(), old["serving"].as_bool()),
-        (Some("1.0.0"), Some(false))
-    );
-    assert_eq!(
-        (new["version"].as_str(), new["serving"].as_bool()),
-        (Some("2.0.0"), Some(true))
+    let serving: Vec<_> = versions.iter().filter(|v| v["serving"] == true).collect();
+    assert_eq!(serving.len(), 1, "{e}");
+    assert_eq!(serving[0]["version"], strict.as_str(), "{e}");
+    assert!(
+        versions
+            .iter()
+            .all(|v| v["serving"] == true || v["version"] == "1.0.0"),
+        "{e}"
     );
     let records = |v: &serde_json::Value| v["records"].as_u64().unwrap();
-    assert!(records(old) >= 200 && records(new) >= 1, "{e}");
+    let plain: u64 = versions
+        .iter()
+        .filter(|v| v["version"] == "1.0.0")
+        .map(records)
+        .sum();
+    assert!(plain >= 200 && records(serving[0]) >= 1, "{e}");
     assert_eq!(
-        records(old) + records(new),
+        plain + records(serving[0]),
         400,
         "each record went through one version: {e}"
     );
     assert_eq!(
         e["calls"].as_u64().unwrap(),
-        old["calls"].as_u64().unwrap() + new["calls"].as_u64().unwrap()
+        versions
+            .iter()
+            .map(|v| v["calls"].as_u64().unwrap())
+            .sum::<u64>()
     );
     let (_, metrics) = request(&admin, "GET", "/metrics", None, b"").unwrap();
-    for version in ["1.0.0", "2.0.0"] {
+    for version in ["1.0.0", strict.as_str()] {
         let series = format!(
             "streamhost_plugin_calls_total{{plugin=\"anomaly\",version=\"{version}\",kind=\"anomaly\"}}"
         );
@@ -428,14 +552,14 @@ async fn puts_are_kept_on_disk_and_counts_outlive_swaps() {
     }
     assert!(terminate(&mut child).success());
 
-    // A restart serves what was served before it.
+    // A restart serves what was served before it, configuration included.
     let mut child = cluster.streamhost_with("second", std::slice::from_ref(&rule), &args);
     let admin = cluster.admin_addr("second");
     cluster.wait_log("second", "Partitions assigned", Duration::from_secs(30));
     let e = anomaly_entry(&admin);
     assert_eq!(
         (e["version"].as_str(), e["deadline_ms"].as_f64()),
-        (Some("2.0.0"), Some(250.0))
+        (Some(strict.as_str()), Some(250.0))
     );
     let list = plugin_list(&admin);
     let jump = list

@@ -20,7 +20,8 @@ const TOKEN: &str = "op-token";
 
 /// Reading `i`: key `i % keys`, one second after the key's previous one;
 /// temperature, humidity and battery vary so that each of the article's
-/// three alert kinds, under v1's and v2's thresholds, is raised sometimes.
+/// three alert kinds, under the article's thresholds and the `STRICT` ones,
+/// is raised sometimes.
 fn reading(i: usize, keys: usize) -> (String, i64, serde_json::Value) {
     let sensor = format!("sensor_{:03}", i % keys);
     let t = T0 + (i / keys) as i64 * 1000;
@@ -34,12 +35,30 @@ fn reading(i: usize, keys: usize) -> (String, i64, serde_json::Value) {
     (sensor, t, v)
 }
 
+/// Stricter thresholds than the article's, which candidates on trial are
+/// given as configuration.
+const STRICT: [(&str, &str); 4] = [
+    ("temperature_min", "5"),
+    ("temperature_max", "30"),
+    ("battery_min", "0.3"),
+    ("humidity_max", "75"),
+];
+
+/// The version the example rule configured with `STRICT` names itself by.
+fn strict() -> String {
+    let mut config = streamhost::rules::runtime::PluginConfig::new();
+    for (k, v) in STRICT {
+        config.set(k, v).unwrap();
+    }
+    format!("1.0.0+cfg.{}", config.digest().unwrap())
+}
+
 /// The anomaly kinds the example rule raises for `v` under `version`'s
 /// thresholds (strict comparisons, as the article's rules).
 fn kinds(version: &str, v: &serde_json::Value) -> Vec<String> {
     let (t_min, t_max, battery_min, humidity_max) = match version {
         "1.0.0" | "1.1.0-traps" | "1.1.0-rejects" => (0.0, 40.0, 0.2, 90.0),
-        "2.0.0" => (5.0, 30.0, 0.3, 75.0),
+        v if v == strict() => (5.0, 30.0, 0.3, 75.0),
         other => panic!("unknown version {other}"),
     };
     let f = |name: &str| v[name].as_f64().unwrap();
@@ -112,6 +131,24 @@ fn put_candidate(admin: &str, name: &str, file: &str, query: &str) -> serde_json
     serde_json::from_str(&body).unwrap()
 }
 
+/// Tries the anomaly rule configured with `STRICT` beside its serving
+/// version, as `query` says (`shadow=true`, `canary=30`).
+fn try_strict(admin: &str, query: &str) -> serde_json::Value {
+    let set: serde_json::Map<String, serde_json::Value> =
+        STRICT.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+    let change = serde_json::json!({ "set": set });
+    let (status, body) = request(
+        admin,
+        "PUT",
+        &format!("/plugins/anomaly/config?{query}"),
+        Some(TOKEN),
+        change.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
 /// Polls `check` on the plugin list until it holds.
 fn wait_for(
     admin: &str,
@@ -164,19 +201,19 @@ async fn shadow_alert_differences_equal_an_independent_model_and_nothing_of_it_i
         &["--admin-token", TOKEN, "--batch-size", "100"],
     );
     let admin = c.admin_addr("streamhost");
-    let put = put_candidate(&admin, "anomaly", "anomaly-v2", "shadow=true");
-    assert_eq!(put["candidate"]["version"], "2.0.0", "{put:#}");
+    let put = try_strict(&admin, "shadow=true");
+    assert_eq!(put["candidate"]["version"], strict(), "{put:#}");
 
     let (n, keys) = (1500, 30);
     produce(&c, n, keys, 2).await;
 
     // What the comparison must find, computed here: per reading, the
-    // kinds v2 adds to and removes from v1's.
+    // kinds the strict thresholds add to and remove from the article's.
     let (mut differing, mut added, mut removed) = (0u64, BTreeMap::new(), BTreeMap::new());
     let mut v1_alert_records = 0;
     for i in 0..n {
         let v = reading(i, keys).2;
-        let (a, b) = (kinds("1.0.0", &v), kinds("2.0.0", &v));
+        let (a, b) = (kinds("1.0.0", &v), kinds(&strict(), &v));
         v1_alert_records += usize::from(!a.is_empty());
         let plus: Vec<_> = b.iter().filter(|k| !a.contains(k)).collect();
         let minus: Vec<_> = a.iter().filter(|k| !b.contains(k)).collect();
@@ -198,7 +235,7 @@ async fn shadow_alert_differences_equal_an_independent_model_and_nothing_of_it_i
     });
     let trial = &plugin(&list, "anomaly")["trial"];
     assert_eq!(trial["mode"], "shadow");
-    assert_eq!(trial["version"], "2.0.0");
+    assert_eq!(trial["version"], strict());
     assert_eq!(trial["differing"], differing, "{trial:#}");
     assert_eq!(trial["added"], serde_json::json!(added), "{trial:#}");
     assert_eq!(trial["removed"], serde_json::json!(removed), "{trial:#}");
@@ -222,14 +259,16 @@ async fn shadow_alert_differences_equal_an_independent_model_and_nothing_of_it_i
     let metrics = request(&admin, "GET", "/metrics", None, b"").unwrap().1;
     assert!(
         metrics.contains(&format!(
-            "streamhost_trial_differing_records_total{{plugin=\"anomaly\",candidate=\"2.0.0\",mode=\"shadow\"}} {differing}"
+            "streamhost_trial_differing_records_total{{plugin=\"anomaly\",candidate=\"{}\",mode=\"shadow\"}} {differing}",
+            strict()
         )),
         "{metrics}"
     );
     assert!(
-        metrics.contains(
-            "streamhost_trial_p99_call_seconds{plugin=\"anomaly\",candidate=\"2.0.0\",mode=\"shadow\",side=\"candidate\"}"
-        ),
+        metrics.contains(&format!(
+            "streamhost_trial_p99_call_seconds{{plugin=\"anomaly\",candidate=\"{}\",mode=\"shadow\",side=\"candidate\"}}",
+            strict()
+        )),
         "{metrics}"
     );
 
@@ -239,7 +278,7 @@ async fn shadow_alert_differences_equal_an_independent_model_and_nothing_of_it_i
     assert_eq!(status, 200, "{body}");
     let list = plugins(&admin);
     let anomaly = plugin(&list, "anomaly");
-    assert_eq!(anomaly["version"], "2.0.0");
+    assert_eq!(anomaly["version"], strict());
     assert!(anomaly["trial"].is_null());
     let actions: Vec<&str> = anomaly["history"]
         .as_array()
@@ -248,10 +287,13 @@ async fn shadow_alert_differences_equal_an_independent_model_and_nothing_of_it_i
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, ["loaded", "shadow", "promoted"]);
-    // Promotion wrote the candidate over the plugin's file.
+    // Promotion wrote the configuration beside the plugin's file, which
+    // is unchanged.
+    let toml = std::fs::read_to_string(plugin_files[0].with_extension("toml")).unwrap();
+    assert!(toml.contains("temperature_max = \"30\""), "{toml}");
     assert!(
         std::fs::read(&plugin_files[0]).unwrap()
-            == std::fs::read(support::plugin_path("anomaly-v2")).unwrap()
+            == std::fs::read(support::plugin_path("anomaly")).unwrap()
     );
     terminate(&mut sh);
 }
@@ -265,7 +307,7 @@ async fn a_canary_serves_exactly_the_keys_its_hash_selects() {
         &["--admin-token", TOKEN, "--batch-size", "100"],
     );
     let admin = c.admin_addr("streamhost");
-    put_candidate(&admin, "anomaly", "anomaly-v2", "canary=30");
+    try_strict(&admin, "canary=30");
 
     let (n, keys) = (1200, 40);
     let positions = produce(&c, n, keys, 2).await;
@@ -284,11 +326,12 @@ async fn a_canary_serves_exactly_the_keys_its_hash_selects() {
     for (i, pos) in positions.iter().enumerate() {
         let (key, _, v) = reading(i, keys);
         let version = if selected.contains(&key) {
-            "2.0.0"
+            strict()
         } else {
-            "1.0.0"
+            "1.0.0".to_string()
         };
-        want.insert((pos.0 as i64, pos.1), (key, version, kinds(version, &v)));
+        let kinds = kinds(&version, &v);
+        want.insert((pos.0 as i64, pos.1), (key, version, kinds));
     }
     let enriched = c.read(&c.enriched, Duration::from_secs(60), |r| r.len() >= n);
     assert_eq!(enriched.len(), n);
@@ -318,7 +361,7 @@ async fn a_canary_serves_exactly_the_keys_its_hash_selects() {
     }
     let list = plugins(&admin);
     let trial = &plugin(&list, "anomaly")["trial"];
-    let served_by_candidate = want.values().filter(|w| w.1 == "2.0.0").count();
+    let served_by_candidate = want.values().filter(|w| w.1 == strict()).count();
     assert_eq!(
         trial["candidate"]["records"], served_by_candidate,
         "{trial:#}"
@@ -650,7 +693,7 @@ async fn the_console_shows_plugins_versions_counts_partitions_and_alerts_in_a_re
         &["--admin-token", TOKEN, "--batch-size", "100"],
     );
     let admin = c.admin_addr("streamhost");
-    put_candidate(&admin, "anomaly", "anomaly-v2", "shadow=true");
+    try_strict(&admin, "shadow=true");
     let (n, keys) = (2000, 20);
     produce(&c, n, keys, 2).await;
     wait_for(&admin, "every reading through the rules", |l| {
@@ -683,7 +726,10 @@ async fn the_console_shows_plugins_versions_counts_partitions_and_alerts_in_a_re
         assert!(calls.parse::<u64>().unwrap() >= (n / 100) as u64, "{row}");
     }
     let anomaly = plugin_row(&dom, "anomaly");
-    assert!(anomaly.contains("shadow 2.0.0"), "{anomaly}");
+    assert!(
+        anomaly.contains(&format!("shadow {}", strict())),
+        "{anomaly}"
+    );
     assert!(anomaly.contains("2,000 compared"), "{anomaly}");
     for p in 0..2 {
         assert!(

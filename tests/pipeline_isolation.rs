@@ -48,11 +48,13 @@ fn config() -> PipelineConfig {
             k: 3,
             fields: 1,
             idle_ms: 0,
+            declared: Vec::new(),
         },
         source_topic: "in".into(),
         max_future_ms: 3_600_000,
         isolation_budget: std::time::Duration::from_secs(30),
         limits: OutputLimits::default(),
+        tables: Vec::new(),
     }
 }
 

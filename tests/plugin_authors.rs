@@ -5,7 +5,8 @@
 //! the README and `docs/` checked against the binary's parser.
 //!
 //! Expected outputs come from a model of the sample computed here: each
-//! key's window is its readings of the last 5 minutes of event time.
+//! key's window is its readings of the last 5 minutes of event time, and
+//! the window the templates declare its readings of the last minute.
 
 use streamhost_testkit as support;
 
@@ -22,18 +23,20 @@ fn sample_path() -> PathBuf {
 struct Reading {
     line: i64,
     fields: BTreeMap<String, f64>,
-    /// The key's window after this reading: count, and per field the mean,
-    /// the oldest value and the newest.
+    /// The key's window after this reading: count, and per field the mean.
     count: usize,
     mean: BTreeMap<String, f64>,
-    first: BTreeMap<String, f64>,
-    last: BTreeMap<String, f64>,
+    /// The temperature over the key's last minute (the window the anomaly
+    /// and trend templates declare): mean and population standard
+    /// deviation.
+    minute_mean: f64,
+    minute_stddev: f64,
 }
 
 /// The sample's readings that decode (lines that do not are dead letters),
 /// with their windows: readings of the same key whose event time is within
-/// 5 minutes before theirs (`newest - 5m < t <= newest`). The sample is in
-/// event-time order per key.
+/// 5 minutes before theirs (`newest - 5m < t <= newest`), and likewise
+/// within the last minute. The sample is in event-time order per key.
 fn model() -> (Vec<Reading>, Vec<i64>) {
     let text = std::fs::read_to_string(sample_path()).unwrap();
     let mut history: BTreeMap<String, Vec<(i64, BTreeMap<String, f64>)>> = BTreeMap::new();
@@ -71,6 +74,17 @@ fn model() -> (Vec<Reading>, Vec<i64>) {
             (f.to_string(), pick(&values))
         };
         let names = ["temperature", "humidity", "pressure", "battery_level"];
+        let minute: Vec<f64> = h
+            .iter()
+            .filter(|(ti, _)| *ti > t - 60_000 && *ti <= t)
+            .map(|(_, f)| f["temperature"])
+            .collect();
+        let minute_mean = minute.iter().sum::<f64>() / minute.len() as f64;
+        let minute_variance = minute
+            .iter()
+            .map(|v| (v - minute_mean).powi(2))
+            .sum::<f64>()
+            / minute.len() as f64;
         readings.push(Reading {
             line: line_no,
             count: window.len(),
@@ -78,8 +92,8 @@ fn model() -> (Vec<Reading>, Vec<i64>) {
                 .iter()
                 .map(|f| per(f, &|v| v.iter().sum::<f64>() / v.len() as f64))
                 .collect(),
-            first: names.iter().map(|f| per(f, &|v| v[0])).collect(),
-            last: names.iter().map(|f| per(f, &|v| v[v.len() - 1])).collect(),
+            minute_mean,
+            minute_stddev: minute_variance.sqrt(),
             fields,
         });
     }
@@ -92,27 +106,41 @@ struct Outputs {
     enriched: BTreeMap<i64, serde_json::Value>,
     /// (line, alert kind)
     alerts: BTreeSet<(i64, String)>,
+    /// (line, alert message)
+    messages: Vec<(i64, String)>,
     /// (line, reason)
     dead: BTreeSet<(i64, String)>,
     stderr: String,
 }
 
-/// Runs `streamhost run-local` with `plugins` over the sample.
-fn run_local(plugins: &[PathBuf], cache: &Path) -> Outputs {
+/// Runs `streamhost run-local` with `plugins` and `extra` arguments over
+/// the sample; what it printed.
+fn run_local_output(plugins: &[PathBuf], cache: &Path, extra: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(support::bin("streamhost"));
     cmd.arg("run-local");
     for p in plugins {
         cmd.arg("--plugin").arg(p);
     }
-    let out = cmd
-        .arg("--input")
+    cmd.arg("--input")
         .arg(sample_path())
         .args(["--now", "2026-11-26T07:00:00Z", "--compile-cache"])
         .arg(cache)
         // Python rules take longer per batch than the default allows.
         .args(["--plugin-deadline", "2s", "--plugin-memory-mib", "256"])
+        .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `streamhost run-local` with `plugins` over the sample.
+fn run_local(plugins: &[PathBuf], cache: &Path) -> Outputs {
+    run_local_with(plugins, cache, &[])
+}
+
+/// Runs `streamhost run-local` with `plugins` and `extra` arguments over
+/// the sample; its outputs by destination.
+fn run_local_with(plugins: &[PathBuf], cache: &Path, extra: &[&str]) -> Outputs {
+    let out = run_local_output(plugins, cache, extra);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "run-local failed:\n{stderr}");
     let mut outputs = Outputs {
@@ -131,6 +159,9 @@ fn run_local(plugins: &[PathBuf], cache: &Path) -> Outputs {
                     outputs
                         .alerts
                         .insert((n, a["kind"].as_str().unwrap().to_string()));
+                    outputs
+                        .messages
+                        .push((n, a["message"].as_str().unwrap().to_string()));
                 }
             }
             "dead-letter" => {
@@ -267,8 +298,9 @@ fn tempdir(name: &str) -> PathBuf {
 }
 
 /// Writes a project with `streamhost new`, builds it with its own
-/// `build.sh`, and runs it locally over its own sample.
-fn new_build_run(lang: &str, kind: &str) -> (Outputs, PathBuf) {
+/// `build.sh`, and runs it locally over its own sample; its outputs, the
+/// project's folder and the component built.
+fn new_build_run(lang: &str, kind: &str) -> (Outputs, PathBuf, PathBuf) {
     let dir = tempdir(&format!("new-{lang}-{kind}"));
     let name = format!("my-{kind}-{lang}");
     let project = dir.join(&name);
@@ -313,8 +345,20 @@ fn new_build_run(lang: &str, kind: &str) -> (Outputs, PathBuf) {
         "{lang} {kind}: built in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let outputs = run_local(&[component], &dir.join("cache"));
-    (outputs, project)
+    let outputs = run_local(std::slice::from_ref(&component), &dir.join("cache"));
+    (outputs, project, component)
+}
+
+/// The last-minute mean and standard deviation an anomaly template's
+/// message gives: `... (last minute: mean 25.10, stddev 3.20)`.
+fn minute_stats(message: &str) -> (f64, f64) {
+    let stats = message
+        .split("(last minute: mean ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no window statistics in {message:?}"));
+    let (mean, rest) = stats.split_once(", stddev ").unwrap();
+    let stddev = rest.trim_end_matches(')');
+    (mean.parse().unwrap(), stddev.parse().unwrap())
 }
 
 #[test]
@@ -322,23 +366,69 @@ fn every_new_template_builds_and_passes_a_local_run() {
     let (readings, _) = model();
     let too_hot = expect(&readings, "too_hot", |r| r.fields["temperature"] > 30.0);
     assert_eq!(too_hot.len(), 1, "the sample has one hot reading");
+    let warm = expect(&readings, "too_hot", |r| r.fields["temperature"] > 25.0);
+    assert!(warm.len() > too_hot.len(), "{warm:?}");
+    let by_line: BTreeMap<i64, &Reading> = readings.iter().map(|r| (r.line, r)).collect();
     for lang in ["rust", "c", "js", "python"] {
-        let (out, project) = new_build_run(lang, "anomaly");
+        let (out, project, component) = new_build_run(lang, "anomaly");
         assert_eq!(out.alerts, too_hot, "{lang}");
         assert_eq!(out.enriched.len(), readings.len(), "{lang}");
+        // The message gives the declared window's statistics, which are the
+        // model's last minute (to the two decimals printed).
+        for (line, message) in &out.messages {
+            let (mean, stddev) = minute_stats(message);
+            let r = by_line[line];
+            assert!(
+                (mean - r.minute_mean).abs() <= 0.005 + 1e-9
+                    && (stddev - r.minute_stddev).abs() <= 0.005 + 1e-9,
+                "{lang} line {line}: {message:?}, model mean {} stddev {}",
+                r.minute_mean,
+                r.minute_stddev
+            );
+        }
         // The project holds what its README promises.
         for file in [
             "build.sh",
             "README.md",
             "sample.jsonl",
             "wit/streamhost.wit",
+            "wit/deps/config/store.wit",
+            "wit/deps/config/world.wit",
         ] {
             assert!(project.join(file).is_file(), "{lang}: {file}");
         }
+        // Its limit is configuration, with a default of 30: 25 alerts on
+        // more readings, and text that is not a number is refused, with
+        // the reason.
+        let name = format!("my-anomaly-{lang}");
+        let cache = project.join("../cache");
+        let set = format!("{name}.limit=25");
+        let out = run_local_with(
+            std::slice::from_ref(&component),
+            &cache,
+            &["--plugin-config", &set],
+        );
+        assert_eq!(out.alerts, warm, "{lang}");
+        assert!(
+            out.messages.iter().all(|(_, m)| m.contains("is above 25 ")),
+            "{lang}: {:?}",
+            out.messages
+        );
+        let set = format!("{name}.limit=abc");
+        let refused = run_local_output(
+            std::slice::from_ref(&component),
+            &cache,
+            &["--plugin-config", &set],
+        );
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains(r#"limit "abc" is not a number"#),
+            "{lang}: {stderr}"
+        );
     }
     for lang in ["rust", "c", "js", "python"] {
         // Transform: °F merged into every reading.
-        let (out, _) = new_build_run(lang, "transform");
+        let (out, _, _) = new_build_run(lang, "transform");
         assert_eq!(out.enriched.len(), readings.len(), "{lang}");
         for r in &readings {
             let want = ((r.fields["temperature"] * 9.0 / 5.0 + 32.0) * 100.0).round() / 100.0;
@@ -349,8 +439,9 @@ fn every_new_template_builds_and_passes_a_local_run() {
                 r.line
             );
         }
-        // Trend: the window's newest temperature against its oldest.
-        let (out, _) = new_build_run(lang, "trend");
+        // Trend: the last minute's mean temperature (the declared window)
+        // against the mean of the whole window.
+        let (out, _, _) = new_build_run(lang, "trend");
         let name = format!("my-trend-{lang}");
         for r in &readings {
             let trends = &out.enriched[&r.line]["streamhost"]["trends"];
@@ -358,7 +449,16 @@ fn every_new_template_builds_and_passes_a_local_run() {
                 assert!(trends.get(&name).is_none(), "{lang} line {}", r.line);
                 continue;
             }
-            let change = r.last["temperature"] - r.first["temperature"];
+            let change = r.minute_mean - r.mean["temperature"];
+            let got = trends[&name]["change"].as_f64().unwrap();
+            assert!(
+                (got - change).abs() < 1e-9,
+                "{lang} line {}: {got} vs {change}",
+                r.line
+            );
+            if (change.abs() - 0.5).abs() < 1e-9 {
+                continue; // on the edge: either side is right
+            }
             let direction = if change > 0.5 {
                 "increasing"
             } else if change < -0.5 {
@@ -371,8 +471,6 @@ fn every_new_template_builds_and_passes_a_local_run() {
                 "{lang} line {}",
                 r.line
             );
-            let got = trends[&name]["change"].as_f64().unwrap();
-            assert!((got - change).abs() < 1e-9, "{lang} line {}", r.line);
         }
     }
 }

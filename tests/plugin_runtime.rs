@@ -1,12 +1,13 @@
 //! The plugin runtime against the real components built by
 //! `cargo xtask plugins`: the example rules give the answers worked out by
-//! hand, and hostile components are contained, each failure told apart.
+//! hand, with and without configuration (which they may refuse), and
+//! hostile components are contained, each failure told apart.
 
 use streamhost_testkit as support;
 
 use streamhost::contract::{Batch, Needs, WindowView};
 use streamhost::contract::{Change, Direction, FieldWindow, Severity};
-use streamhost::rules::runtime::{CallError, Kind, LoadError};
+use streamhost::rules::runtime::{CallError, Kind, LoadError, Plugin, PluginConfig};
 use support::{load, runtime};
 
 const FIELDS: [&str; 4] = ["temperature", "humidity", "pressure", "battery_level"];
@@ -27,6 +28,7 @@ fn batch(keys: &[&str], readings: &[(f64, f64, f64)]) -> Batch {
             readings.iter().map(|r| r.2).collect(),
         ],
         json: Vec::new(),
+        tables: Vec::new(),
     }
 }
 
@@ -56,6 +58,7 @@ fn windows(per_record: &[(u32, [f64; 3], [f64; 3])]) -> WindowView {
         counts: per_record.iter().map(|r| r.0).collect(),
         k: 3,
         fields: vec![field(true), field(false), field(false), field(false)],
+        declared: Vec::new(),
     }
 }
 
@@ -67,7 +70,7 @@ fn anomaly_thresholds_and_their_boundaries() {
         (p.info().name.as_str(), p.info().version.as_str(), p.kind()),
         ("anomaly", "1.0.0", Kind::Anomaly)
     );
-    assert_eq!(p.info().wit, "streamhost:plugin@0.2.0");
+    assert_eq!(p.info().wit, "streamhost:plugin@0.3.0");
     let readings = [
         (40.0, 90.0, 0.2),              // every value exactly on its threshold: nothing
         (0.0, 50.0, 1.0),               // lower temperature bound: nothing
@@ -111,16 +114,158 @@ fn anomaly_thresholds_and_their_boundaries() {
     );
 }
 
+/// A configuration of `pairs`.
+fn config(pairs: &[(&str, &str)]) -> PluginConfig {
+    let mut c = PluginConfig::new();
+    for (k, v) in pairs {
+        c.set(k, v).unwrap();
+    }
+    c
+}
+
+/// The alert kinds and messages `p` raises for each reading.
+fn alerts(p: &Plugin, readings: &[(f64, f64, f64)]) -> Vec<Vec<(String, String)>> {
+    let w = windows(&vec![(1, [0.0; 3], [0.0; 3]); readings.len()]);
+    p.detect(&batch(&[], readings), &w)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            r.unwrap()
+                .into_iter()
+                .map(|a| (a.kind, a.message))
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
-fn anomaly_v2_is_stricter_and_says_so() {
+fn anomaly_thresholds_come_from_configuration_and_name_it_in_the_version() {
     let rt = runtime();
-    let p = load(&rt, "anomaly-v2");
-    assert_eq!(p.info().version, "2.0.0");
-    let b = batch(&[], &[(35.0, 50.0, 1.0)]);
-    let out = p.detect(&b, &windows(&[(1, [0.0; 3], [0.0; 3])])).unwrap();
-    let alerts = out[0].as_ref().unwrap();
-    assert_eq!(alerts.len(), 1);
-    assert_eq!(alerts[0].message, "temperature 35 is outside [5, 30]");
+    let bytes = std::fs::read(support::plugin_path("anomaly")).unwrap();
+    let strict = config(&[
+        ("temperature_min", "5"),
+        ("temperature_max", "30"),
+        ("humidity_max", "75"),
+        ("battery_min", "0.3"),
+    ]);
+    let p = rt.load_configured(&bytes, "anomaly", &strict).unwrap();
+    let digest = strict.digest().unwrap();
+    assert_eq!(digest.len(), 8);
+    assert_eq!(p.info().rule_version, "1.0.0");
+    assert_eq!(p.info().version, format!("1.0.0+cfg.{digest}"));
+    assert_eq!(p.info().config_digest.as_deref(), Some(digest.as_str()));
+    let t = |s: &str, m: &str| (s.to_string(), m.to_string());
+    assert_eq!(
+        alerts(
+            &p,
+            &[
+                (35.0, 50.0, 1.0),  // above the configured maximum
+                (30.0, 75.0, 0.3),  // every value on its threshold: nothing
+                (5.0, 50.0, 1.0),   // lower bound: nothing
+                (4.99, 50.0, 1.0),  // too cold
+                (20.0, 75.01, 1.0), // humid
+                (20.0, 50.0, 0.29), // low battery
+            ]
+        ),
+        vec![
+            vec![t(
+                "temperature_out_of_range",
+                "temperature 35 is outside [5, 30]"
+            )],
+            vec![],
+            vec![],
+            vec![t(
+                "temperature_out_of_range",
+                "temperature 4.99 is outside [5, 30]"
+            )],
+            vec![t("high_humidity", "humidity 75.01 is above 75")],
+            vec![t("low_battery", "battery level 0.29 is below 0.3")],
+        ]
+    );
+
+    // Only what is configured changes; no configuration is plain 1.0.0.
+    let p = rt
+        .load_configured(&bytes, "anomaly", &config(&[("temperature_max", "30")]))
+        .unwrap();
+    assert_eq!(
+        alerts(&p, &[(35.0, 85.0, 0.25), (-1.0, 50.0, 1.0)]),
+        vec![
+            vec![t(
+                "temperature_out_of_range",
+                "temperature 35 is outside [0, 30]"
+            )],
+            vec![t(
+                "temperature_out_of_range",
+                "temperature -1 is outside [0, 30]"
+            )],
+        ]
+    );
+    let plain = rt.load(&bytes, "anomaly").unwrap();
+    assert_eq!(plain.info().version, "1.0.0");
+    assert_eq!(plain.info().config_digest, None);
+    assert_eq!(alerts(&plain, &[(35.0, 50.0, 1.0)]), vec![vec![]]);
+
+    // The same component configured afterwards answers as if loaded so.
+    let swapped = plain.configured(&strict).unwrap();
+    assert_eq!(swapped.info().version, format!("1.0.0+cfg.{digest}"));
+    assert_eq!(
+        alerts(&swapped, &[(35.0, 50.0, 1.0)]),
+        vec![vec![t(
+            "temperature_out_of_range",
+            "temperature 35 is outside [5, 30]"
+        )]]
+    );
+}
+
+#[test]
+fn anomaly_refuses_configuration_it_cannot_use_with_its_reason() {
+    let rt = runtime();
+    let bytes = std::fs::read(support::plugin_path("anomaly")).unwrap();
+    for (pairs, reason) in [
+        (
+            &[("temperature_max", "abc")][..],
+            r#"temperature_max "abc" is not a number"#,
+        ),
+        (
+            &[("battery_min", "")][..],
+            r#"battery_min "" is not a number"#,
+        ),
+        (
+            &[("temperature_min", "30"), ("temperature_max", "5")][..],
+            "temperature_min 30 is not below temperature_max 5",
+        ),
+        (
+            &[("temperature_min", "40")][..],
+            "temperature_min 40 is not below temperature_max 40",
+        ),
+    ] {
+        match rt.load_configured(&bytes, "anomaly", &config(pairs)) {
+            Err(LoadError::Refused(message)) => assert_eq!(message, reason, "{pairs:?}"),
+            other => panic!(
+                "{pairs:?}: expected a refusal, got {:?}",
+                other.map(|p| p.info().clone())
+            ),
+        }
+    }
+    // Refusing a new configuration leaves the loaded plugin as it was.
+    let p = rt.load(&bytes, "anomaly").unwrap();
+    let err = p
+        .configured(&config(&[("temperature_max", "abc")]))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains(r#"temperature_max "abc" is not a number"#),
+        "{err}"
+    );
+    assert_eq!(p.info().version, "1.0.0");
+    assert_eq!(
+        alerts(&p, &[(41.0, 50.0, 1.0)]),
+        vec![vec![(
+            "temperature_out_of_range".to_string(),
+            "temperature 41 is outside [0, 40]".to_string()
+        )]]
+    );
 }
 
 #[test]

@@ -13,6 +13,8 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "rule-host",
+        // Declared windows and tables are compared across versions.
+        additional_derives: [PartialEq],
     });
 }
 pub use bindings::*;
@@ -21,8 +23,9 @@ pub use exports::streamhost::plugin::{anomaly_rule, transform_rule, trend_rule};
 pub use streamhost::plugin::host::{Host as HostImports, Level};
 pub use streamhost::plugin::types;
 pub use types::{
-    Alert, Batch, Direction, FieldWindow, Needs, Severity, Transformed, TransformedBatch,
-    TrendResult, WindowView,
+    Aggregate, AggregateColumns, Alert, Batch, DeclaredWindow, Direction, FieldWindow, Needs,
+    Severity, TableRows, TableSpec, Transformed, TransformedBatch, TrendResult, WindowSpec,
+    WindowView,
 };
 
 use std::sync::Arc;
@@ -30,9 +33,9 @@ use std::sync::Arc;
 /// The WIT package plugins are built against.
 pub const WIT_PACKAGE: &str = "streamhost:plugin";
 /// The version of that package this host implements. Plugins built against
-/// any 0.2.x version load; 0.1 plugins must be rebuilt (0.2 changed what
-/// trend and transform rules return).
-pub const WIT_VERSION: &str = "0.2.0";
+/// any 0.3.x version load; 0.2 plugins must be rebuilt (0.3's `describe`
+/// may refuse a configuration and declares windows and tables).
+pub const WIT_VERSION: &str = "0.3.0";
 
 /// A transform's answer for one record, as the pipeline reads it. A
 /// `merge` holds the member text its call returned, shared by every record

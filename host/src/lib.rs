@@ -43,6 +43,7 @@ pub mod text;
 pub mod avro;
 pub mod decode;
 
+pub mod table;
 pub mod transform;
 pub mod window;
 

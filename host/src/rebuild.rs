@@ -67,9 +67,11 @@ pub struct Rebuilt {
     pub seconds: f64,
 }
 
-/// How much event time before a partition's clock a rebuild reads again.
+/// How much event time before a partition's clock a rebuild reads again:
+/// two and a half of the longest window (declared ones included), so that
+/// every window's sums were recomputed from readings read again.
 pub fn reach_ms(cfg: &WindowConfig, margin_ms: i64) -> i64 {
-    (cfg.length_ms / 2 * 5)
+    (cfg.longest_ms() / 2 * 5)
         .saturating_add(cfg.lateness_ms)
         .saturating_add(cfg.idle_ms)
         .saturating_add(margin_ms)
@@ -110,7 +112,7 @@ pub fn rebuild(
     margin_ms: i64,
 ) -> KafkaResult<Rebuilt> {
     let started = Instant::now();
-    let reach = reach_ms(&pipeline.config().window, margin_ms);
+    let reach = reach_ms(pipeline.windows().config(), margin_ms);
     pipeline.drop_partition(partition);
     let (low, _) = reader.watermarks(partition)?;
     let mut done = Rebuilt {
@@ -236,6 +238,7 @@ mod tests {
             },
             window: WindowConfig {
                 length_ms: 60_000,
+                declared: Vec::new(),
                 lateness_ms: 5_000,
                 k: 2,
                 fields: 1,
@@ -245,6 +248,7 @@ mod tests {
             max_future_ms: i64::MAX / 4,
             isolation_budget: std::time::Duration::from_secs(1),
             limits: OutputLimits::default(),
+            tables: Vec::new(),
         }
     }
 

@@ -7,7 +7,14 @@
 
 export const anomalyRule = {
   describe() {
-    return { name: 'clock-js', version: '0.0.1', kind: 'anomaly', needs: { keys: false, json: false, windowValues: false } };
+    return {
+      name: 'clock-js',
+      version: '0.0.1',
+      kind: 'anomaly',
+      needs: { keys: false, json: false, windowValues: false },
+      windows: [],
+      tables: [],
+    };
   },
 
   detect(batch, _windows) {

@@ -19,8 +19,11 @@ LIMIT = 85.0
 
 
 class AnomalyRule(exports.AnomalyRule):
+    # Returning is `ok`; raising `Err(message)` would refuse the configuration.
     def describe(self) -> types.PluginInfo:
-        return types.PluginInfo(name=NAME, version=VERSION, kind=types.Kind.ANOMALY, needs=types.Needs(0))
+        return types.PluginInfo(
+            name=NAME, version=VERSION, kind=types.Kind.ANOMALY, needs=types.Needs(0), windows=[], tables=[]
+        )
 
     def detect(self, input: types.Batch, windows: types.WindowView):
         if "humidity" not in input.fields:

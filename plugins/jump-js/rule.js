@@ -5,7 +5,7 @@
 // Built into a component by componentize-js (see build.mjs). Its console
 // output goes through WASI to streamhost's log.
 
-import { log } from 'streamhost:plugin/host@0.2.0';
+import { log } from 'streamhost:plugin/host@0.3.0';
 
 const NAME = 'jump-js';
 const VERSION = '1.0.0';
@@ -13,12 +13,15 @@ const JUMP = 5.0;
 let greeted = false;
 
 export const anomalyRule = {
+  // Returning is `ok`; throwing a string would refuse the configuration.
   describe() {
     return {
       name: NAME,
       version: VERSION,
       kind: 'anomaly',
       needs: { keys: false, json: false, windowValues: false },
+      windows: [],
+      tables: [],
     };
   },
 

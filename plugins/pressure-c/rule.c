@@ -31,12 +31,21 @@
 typedef exports_streamhost_plugin_anomaly_rule_alert_t alert_t;
 typedef exports_streamhost_plugin_anomaly_rule_list_result_list_alert_string_t results_t;
 
-void exports_streamhost_plugin_anomaly_rule_describe(
-    exports_streamhost_plugin_anomaly_rule_plugin_info_t *ret) {
+// Answers `ok` (true, with `ret` filled) or refuses its configuration
+// (false, with a message in `err`); this rule reads none.
+bool exports_streamhost_plugin_anomaly_rule_describe(
+    exports_streamhost_plugin_anomaly_rule_plugin_info_t *ret, anomaly_string_t *err) {
+  (void)err;
   anomaly_string_dup(&ret->name, NAME);
   anomaly_string_dup(&ret->version, VERSION);
   ret->kind = STREAMHOST_PLUGIN_TYPES_KIND_ANOMALY;
   ret->needs = 0;
+  // No declared windows, no tables: empty lists.
+  ret->windows.ptr = NULL;
+  ret->windows.len = 0;
+  ret->tables.ptr = NULL;
+  ret->tables.len = 0;
+  return true;
 }
 
 // The index of `name` among the batch's fields, or -1.

@@ -1,7 +1,12 @@
 //! `cargo xtask demo`: everything on one machine. Builds the plugins and the
 //! binaries, starts a local broker, creates the article's topics, and runs
-//! the sensor producer, streamhost with the three example plugins, and
+//! the sensor producer, streamhost with the article's three rules, and
 //! `stream-watch` to show what comes out.
+//!
+//! Beside the article's rules run the three of docs/rules-cookbook.md:
+//! `zscore` and `crossover-py` with windows of their own, and
+//! `thresholds-js` with the reference table `thresholds`, whose compacted
+//! topic the demo fills first with a few sensors' own limits ([`THRESHOLDS`]).
 //!
 //! Without `--records` it runs until Ctrl-C. With `--records N`, the
 //! producer sends N readings, streamhost stops once N are processed and
@@ -12,7 +17,29 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use streamhost_testkit::broker::Broker;
+use streamhost_testkit::broker::{self, Broker};
+
+/// The topic of the reference table `thresholds`.
+const THRESHOLDS_TOPIC: &str = "iot-thresholds";
+
+/// The rows of the table `thresholds`: a sensor id (the Kafka key, as the
+/// readings are keyed), and its own limits as a JSON object. Readings come
+/// between 18 and 35 degrees, so each sensor here alerts now and then; the
+/// others keep the rule's defaults, 0 to 40.
+const THRESHOLDS: &[(&str, &str)] = &[
+    // A server room: no warmer than 33.
+    (
+        "sensor_001",
+        r#"{"temperature_max": 33, "site": "server room"}"#,
+    ),
+    // A greenhouse: between 19 and 34.
+    (
+        "sensor_002",
+        r#"{"temperature_min": 19, "temperature_max": 34, "site": "greenhouse"}"#,
+    ),
+    // Outdoors: a minimum of its own; the maximum is the default.
+    ("sensor_003", r#"{"temperature_min": -5, "site": "roof"}"#),
+];
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -63,6 +90,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     }
     let brokers = broker.bootstrap();
     println!("demo: broker on {brokers}; logs in {}", dir.display());
+    fill_thresholds(&nisshi, &broker)?;
 
     let mut children = Children(Vec::new());
     // With --avro: the registry stand-in, and its URL for every process.
@@ -115,6 +143,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .arg(plugin("trend")?)
         .arg("--plugin")
         .arg(plugin("anomaly")?)
+        .arg("--plugin")
+        .arg(plugin("crossover-py")?)
+        .arg("--plugin")
+        .arg(plugin("zscore")?)
+        .arg("--plugin")
+        .arg(plugin("thresholds-js")?)
+        .args(["--table", &format!("thresholds={THRESHOLDS_TOPIC}")])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("streamhost.log"))?);
     if let Some(n) = args.records {
@@ -197,5 +232,57 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
     }
     drop(broker);
+    Ok(())
+}
+
+/// Writes each line of stdin, `KEY<tab>VALUE`, to the topic `argv[2]` of the
+/// brokers `argv[1]`, and fails unless every record was delivered.
+const PRODUCE_ROWS: &str = r#"
+import sys
+from confluent_kafka import Producer
+producer = Producer({"bootstrap.servers": sys.argv[1]})
+for line in sys.stdin:
+    key, value = line.rstrip("\n").split("\t", 1)
+    producer.produce(sys.argv[2], key=key, value=value)
+sys.exit(1 if producer.flush(30) else 0)
+"#;
+
+/// Creates the compacted topic of the table `thresholds` and writes
+/// [`THRESHOLDS`] into it, before streamhost starts (it loads a table whole
+/// before processing its first record).
+fn fill_thresholds(nisshi: &std::path::Path, broker: &Broker) -> Result<()> {
+    let python = crate::toolchain::ensure_kafka_python()?;
+    crate::run(
+        broker::create_topic_command(nisshi, broker.port, THRESHOLDS_TOPIC, 1).args([
+            "--config",
+            "cleanup.policy=compact",
+            "--silent",
+        ]),
+    )
+    .with_context(|| format!("creating topic {THRESHOLDS_TOPIC}"))?;
+    let mut producer = Command::new(python)
+        .args(["-c", PRODUCE_ROWS, &broker.bootstrap(), THRESHOLDS_TOPIC])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("starting the table's producer")?;
+    {
+        use std::io::Write;
+        let mut rows = producer.stdin.take().expect("stdin is piped");
+        for (sensor, limits) in THRESHOLDS {
+            writeln!(rows, "{sensor}\t{limits}")?;
+        }
+    }
+    let status = producer.wait()?;
+    if !status.success() {
+        bail!("could not write the table's rows to {THRESHOLDS_TOPIC}: {status}");
+    }
+    println!(
+        "demo: table thresholds ({THRESHOLDS_TOPIC}): own limits for {}",
+        THRESHOLDS
+            .iter()
+            .map(|(sensor, _)| *sensor)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }

@@ -95,11 +95,6 @@ const PLUGINS: &[Plugin] = &[
     },
     Plugin {
         package: "anomaly",
-        features: "v2",
-        output: "anomaly-v2",
-    },
-    Plugin {
-        package: "anomaly",
         features: "traps",
         output: "anomaly-traps",
     },
@@ -168,10 +163,50 @@ pub fn build_plugins() -> Result<PathBuf> {
         std::fs::write(&dest, &component)?;
         println!("built {} ({} KiB)", dest.display(), component.len() / 1024);
     }
+    for name in OWN_PROJECTS {
+        build_own_project(&toolchain, name, &target_dir, &out_dir)?;
+    }
     build_javascript_plugins(&out_dir)?;
     build_python_plugins(&out_dir)?;
     build_c_plugins(&out_dir)?;
     Ok(out_dir)
+}
+
+/// Rust plugins that are projects of their own (a `[workspace]` in their
+/// manifest, as `streamhost new` writes them), by folder under `plugins/`.
+const OWN_PROJECTS: &[&str] = &["zscore"];
+
+/// Builds the Rust project `plugins/<name>` into `target/plugins/<name>.wasm`.
+fn build_own_project(
+    toolchain: &toolchain::Wasm32,
+    name: &str,
+    target_dir: &Path,
+    out_dir: &Path,
+) -> Result<()> {
+    let root = root();
+    let mut cmd = toolchain.cargo_build();
+    cmd.current_dir(&root)
+        .args(["--profile", "plugin", "--target", "wasm32-unknown-unknown"])
+        .arg("--manifest-path")
+        .arg(root.join("plugins").join(name).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    run(&mut cmd).with_context(|| format!("building plugin {name}"))?;
+    let module = target_dir
+        .join("wasm32-unknown-unknown/plugin")
+        .join(format!("{name}.wasm"));
+    let bytes = std::fs::read(&module)
+        .with_context(|| format!("reading core module {}", module.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .with_context(|| format!("{name}: reading the component-type section"))?
+        .validate(true)
+        .encode()
+        .with_context(|| format!("{name}: encoding the component"))?;
+    let dest = out_dir.join(format!("{name}.wasm"));
+    std::fs::write(&dest, &component)?;
+    println!("built {} ({} KiB)", dest.display(), component.len() / 1024);
+    Ok(())
 }
 
 /// C plugins: bindings from wit-bindgen's C generator, compiled by Debian's
@@ -182,11 +217,9 @@ fn build_c_plugins(out_dir: &Path) -> Result<()> {
     let wit_bindgen = toolchain::ensure_c()?;
     let dir = root().join("plugins/pressure-c");
     let dest = out_dir.join("pressure-c.wasm");
-    let wit = root().join("wit/streamhost.wit");
-    if up_to_date(
-        &dest,
-        &[dir.join("rule.c"), wit.clone(), wit_bindgen.clone()],
-    ) {
+    let mut inputs = vec![dir.join("rule.c"), wit_bindgen.clone()];
+    inputs.extend(wit_files()?);
+    if up_to_date(&dest, &inputs) {
         return Ok(());
     }
     let work = root().join("target/c/pressure-c");
@@ -243,14 +276,15 @@ fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
             .current_dir(&dir)
             .args(["ci", "--no-audit", "--no-fund"]))?;
     }
-    let wit = root().join("wit/streamhost.wit");
+    let wit = wit_files()?;
     let inputs = |source: &str| {
-        [
+        let mut inputs = vec![
             dir.join(source),
             dir.join("build.mjs"),
             dir.join("package-lock.json"),
-            wit.clone(),
-        ]
+        ];
+        inputs.extend(wit.iter().cloned());
+        inputs
     };
     let dest = out_dir.join("jump-js.wasm");
     if !up_to_date(&dest, &inputs("rule.js")) {
@@ -271,7 +305,38 @@ fn build_javascript_plugins(out_dir: &Path) -> Result<()> {
             .arg("../hostile/clock.js"))
         .context("building plugins/hostile/clock.js")?;
     }
+    // An example with its own folder, built with jump-js's componentize-js.
+    let dest = out_dir.join("thresholds-js.wasm");
+    if !up_to_date(&dest, &inputs("../thresholds-js/rule.js")) {
+        run(Command::new("node")
+            .current_dir(&dir)
+            .arg("build.mjs")
+            .arg(&dest)
+            .arg("../thresholds-js/rule.js"))
+        .context("building plugins/thresholds-js")?;
+    }
     Ok(())
+}
+
+/// Every file of the WIT contract: `wit/streamhost.wit` and the packages it
+/// imports under `wit/deps/` (`wasi:config`), which the builds resolve from
+/// the folder.
+fn wit_files() -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.extension().is_some_and(|x| x == "wit") {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(&root().join("wit"), &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 /// Whether `output` exists and is newer than every one of `inputs` (a
@@ -292,37 +357,30 @@ fn up_to_date(output: &Path, inputs: &[PathBuf]) -> bool {
     fresh
 }
 
+/// Python plugins, by folder under `plugins/` (each an `app.py`) and the
+/// world it targets.
+const PYTHON_PLUGINS: &[(&str, &str)] = &[("humidity-py", "anomaly"), ("crossover-py", "trend")];
+
 /// Python plugins are built by componentize-py (PyPI), installed into a
 /// virtual environment under `~/.streamhost-tools` when missing.
 fn build_python_plugins(out_dir: &Path) -> Result<()> {
     let componentize_py = toolchain::ensure_componentize_py()?;
-    let dir = root().join("plugins/humidity-py");
-    let dest = out_dir.join("humidity-py.wasm");
-    if up_to_date(
-        &dest,
-        &[
-            dir.join("app.py"),
-            root().join("wit/streamhost.wit"),
-            componentize_py.clone(),
-        ],
-    ) {
-        return Ok(());
+    for (name, world) in PYTHON_PLUGINS {
+        let dir = root().join("plugins").join(name);
+        let dest = out_dir.join(format!("{name}.wasm"));
+        let mut inputs = vec![dir.join("app.py"), componentize_py.clone()];
+        inputs.extend(wit_files()?);
+        if up_to_date(&dest, &inputs) {
+            continue;
+        }
+        run(Command::new(&componentize_py)
+            .current_dir(&dir)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .args(["-d", "../../wit", "-w", world, "componentize", "app", "-o"])
+            .arg(&dest))
+        .with_context(|| format!("building plugins/{name}"))?;
+        println!("built {}", dest.display());
     }
-    run(Command::new(componentize_py)
-        .current_dir(&dir)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .args([
-            "-d",
-            "../../wit",
-            "-w",
-            "anomaly",
-            "componentize",
-            "app",
-            "-o",
-        ])
-        .arg(out_dir.join("humidity-py.wasm")))
-    .context("building plugins/humidity-py")?;
-    println!("built {}", out_dir.join("humidity-py.wasm").display());
     Ok(())
 }
 
@@ -420,6 +478,10 @@ fn doctor() -> Result<()> {
         ("Python plugins", toolchain::python_checks()),
         ("C plugins", toolchain::c_checks()),
         ("examples", vec![toolchain::compose_check()]),
+        (
+            "demo (`cargo xtask demo`)",
+            vec![toolchain::kafka_python_check()],
+        ),
         ("console tests", vec![toolchain::browser_check()]),
         (
             "benchmark (`cargo xtask bench`)",

@@ -930,6 +930,62 @@ pub fn ensure_compose_client() -> Result<()> {
     apt_install(&["docker-compose"])
 }
 
+// ------------------------------------------------------ Kafka in Python --
+
+/// confluent-kafka (PyPI), whose wheel carries the librdkafka release the
+/// host links: `cargo xtask demo` writes its reference table's rows with it,
+/// from the virtual environment of componentize-py. Not the broker's own
+/// `cat produce`, which writes keys as JSON (`"sensor_001"`, quotes and
+/// all), nor Debian 12's kcat, whose librdkafka 2.0 cannot read the
+/// broker's ApiVersions answer.
+pub const CONFLUENT_KAFKA: &str = "confluent-kafka==2.12.1";
+
+pub fn kafka_python_check() -> Check {
+    let python = python_env().join("bin/python");
+    let state = output(Command::new(&python).args([
+        "-c",
+        "import confluent_kafka; print(confluent_kafka.libversion()[0])",
+    ]))
+    .map(|v| format!("confluent-kafka with librdkafka {v}"))
+    .ok_or_else(|| format!("{} cannot import confluent_kafka", python.display()));
+    Check {
+        what: "confluent-kafka (fills the demo's reference table)",
+        state,
+        install: format!(
+            "pip install {CONFLUENT_KAFKA} into {} (by `cargo xtask demo`)",
+            python_env().display()
+        ),
+    }
+}
+
+/// A Python that imports confluent-kafka, installed into componentize-py's
+/// virtual environment when missing.
+pub fn ensure_kafka_python() -> Result<PathBuf> {
+    ensure_componentize_py()?;
+    let _one_at_a_time = install_lock();
+    let python = python_env().join("bin/python");
+    if kafka_python_check().ok() {
+        return Ok(python);
+    }
+    eprintln!(
+        "xtask: installing {CONFLUENT_KAFKA} into {} (for the demo's reference table)",
+        python_env().display()
+    );
+    crate::run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        CONFLUENT_KAFKA,
+    ]))?;
+    let check = kafka_python_check();
+    if !check.ok() {
+        return Err(missing_error("confluent-kafka", &[&check], &check.install));
+    }
+    Ok(python)
+}
+
 // ------------------------------------------------------------------ host --
 
 /// What building the host needs beyond rustup's toolchain: a C toolchain for

@@ -16,9 +16,14 @@ pub fn info(name: &str, kind: Kind, needs: Needs) -> PluginInfo {
     PluginInfo {
         name: name.into(),
         version: "1.0.0".into(),
+        rule_version: "1.0.0".into(),
+        config: Default::default(),
+        config_digest: None,
         kind,
         wit: "native".into(),
         needs,
+        windows: Vec::new(),
+        tables: Vec::new(),
         sha256: String::new(),
         compiled_from: streamhost::rules::runtime::CompiledFrom::Compiled,
         load_seconds: 0.0,
@@ -118,6 +123,35 @@ pub fn native_rules() -> RuleSet {
         Kind::Anomaly,
         Needs::empty(),
     ))));
+    r
+}
+
+/// `native_rules`, the anomaly rule declaring two windows besides
+/// `--window`, as a moving-average and z-score rule would: 1 minute of
+/// temperature (mean) and 15 minutes (mean, stddev, p95, slope).
+pub fn native_rules_declaring() -> RuleSet {
+    use streamhost::contract::{Aggregate, WindowSpec};
+    let mut r = native_rules();
+    let mut info = info("anomaly", Kind::Anomaly, Needs::empty());
+    let temperature = vec!["temperature".to_string()];
+    info.windows = vec![
+        WindowSpec {
+            length_ms: 60_000,
+            fields: temperature.clone(),
+            aggregates: vec![Aggregate::Mean],
+        },
+        WindowSpec {
+            length_ms: 900_000,
+            fields: temperature,
+            aggregates: vec![
+                Aggregate::Mean,
+                Aggregate::Stddev,
+                Aggregate::P95,
+                Aggregate::Slope,
+            ],
+        },
+    ];
+    r.anomaly = vec![Arc::new(NativeAnomaly(info))];
     r
 }
 

@@ -18,17 +18,19 @@ pub enum Workload {
     Windows,
     NoRules,
     Native,
+    NativeDeclaring,
     Wasm,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Decode,
         Workload::DecodeSerde,
         Workload::DecodeSonic,
         Workload::Windows,
         Workload::NoRules,
         Workload::Native,
+        Workload::NativeDeclaring,
         Workload::Wasm,
     ];
 
@@ -40,6 +42,7 @@ impl Workload {
             Workload::Windows => "windows",
             Workload::NoRules => "no-rules",
             Workload::Native => "native",
+            Workload::NativeDeclaring => "native-declaring",
             Workload::Wasm => "wasm",
         }
     }
@@ -97,11 +100,12 @@ pub fn child(workload: Workload) {
             insert_all(&mut w, warm, 0);
             streamhost_bench_counted(&mut || insert_all(&mut w, counted, n as i64));
         }
-        Workload::NoRules | Workload::Native | Workload::Wasm => {
+        Workload::NoRules | Workload::Native | Workload::NativeDeclaring | Workload::Wasm => {
             let runtime = Runtime::new(Limits::default()).unwrap();
             let rules = match workload {
                 Workload::NoRules => RuleSet::default(),
                 Workload::Native => native_rules(),
+                Workload::NativeDeclaring => native_rules_declaring(),
                 _ => wasm_rules(&runtime),
             };
             let mut p = Pipeline::new(streamhost::cmd::wiring::pipeline_config(&settings()));
@@ -124,11 +128,9 @@ pub fn child(workload: Workload) {
 /// Inserts decoded readings in batches of 1000, building views as the
 /// pipeline does.
 pub fn insert_all(w: &mut Windows, decoded: &[streamhost::decode::Decoded], first_offset: i64) {
-    let k = w.config().k;
-    let fields = w.config().fields;
     let mut offset = first_offset;
     for chunk in decoded.chunks(1000) {
-        let mut view = ViewBuilder::new(fields, k, true, chunk.len());
+        let mut view = ViewBuilder::new(w.config(), true, chunk.len());
         for d in chunk {
             w.insert(0, offset, &d.key, d.time_ms, &d.values, Some(&mut view))
                 .unwrap();

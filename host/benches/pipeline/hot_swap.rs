@@ -8,7 +8,8 @@ type Served = (Instant, String, usize);
 
 /// Hot swap in process: the pipeline loops over batches, taking the current
 /// rules at each batch start as the service does, while the anomaly plugin's
-/// file is replaced 20 times (v1 and v2 alternately).
+/// file is replaced 20 times (1.0.0 and another build of the same rule,
+/// 1.1.0-rejects, alternately).
 pub fn hot_swap(report: &mut Report, phase: Duration) {
     use streamhost::rules::registry::Registry;
     let dir = root().join("target/bench/swap");
@@ -16,7 +17,7 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
     let plugin = |name: &str| root().join("target/plugins").join(format!("{name}.wasm"));
     let (v1, v2) = (
         std::fs::read(plugin("anomaly")).unwrap(),
-        std::fs::read(plugin("anomaly-v2")).unwrap(),
+        std::fs::read(plugin("anomaly-rejects")).unwrap(),
     );
     let rule = dir.join("anomaly.wasm");
     std::fs::write(&rule, &v1).unwrap();
@@ -42,7 +43,7 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
         let quiet_start = Instant::now();
         std::thread::sleep(slot);
         let swap_start = Instant::now();
-        for (bytes, version) in [(&v2, "2.0.0"), (&v1, "1.0.0")] {
+        for (bytes, version) in [(&v2, "1.1.0-rejects"), (&v1, "1.0.0")] {
             let tmp = dir.join("anomaly.wasm.tmp");
             std::fs::write(&tmp, bytes).unwrap();
             let at = Instant::now();
@@ -55,7 +56,7 @@ pub fn hot_swap(report: &mut Report, phase: Duration) {
     stop.store(true, Ordering::Relaxed);
     let served = worker.join().unwrap();
     report.line(format!(
-        "### 4. Hot swap (in process, {} swaps of the anomaly plugin by file rename, v1 and v2 alternately, {} ms apart; {rounds} rounds of a quiet slot then a swapping one)\n",
+        "### 4. Hot swap (in process, {} swaps of the anomaly plugin by file rename, 1.0.0 and 1.1.0-rejects alternately, {} ms apart; {rounds} rounds of a quiet slot then a swapping one)\n",
         landings.len(),
         (slot / 2).as_millis()
     ));
@@ -176,14 +177,14 @@ fn report_swaps(
         median(&mut swapping.clone())
     ));
     report.line(format!(
-        "| batch of 1,000, median: on v1 / on v2 / first batch after a swap | {on_v1:.2} / {on_v2:.2} / {first:.2} ms |",
+        "| batch of 1,000, median: on 1.0.0 / on 1.1.0-rejects / first batch after a swap | {on_v1:.2} / {on_v2:.2} / {first:.2} ms |",
     ));
     report.line("");
     ratio.report(report, "Swapping / quiet, records/s");
     report.line("");
 }
 
-/// Median batch durations (ms) while swapping: on v1, on v2, and the first
+/// Median batch durations (ms) while swapping: on 1.0.0, on 1.1.0-rejects, and the first
 /// batch on each new version.
 fn batch_times(served: &[Served], swap_start: Instant, swap_end: Instant) -> (f64, f64, f64) {
     let mut first = Vec::new();
@@ -210,5 +211,5 @@ fn batch_times(served: &[Served], swap_start: Instant, swap_end: Instant) -> (f6
         d.get(d.len() / 2).copied().unwrap_or(f64::NAN)
     };
     let first_median = first.get(first.len() / 2).copied().unwrap_or(f64::NAN);
-    (median_of("1.0.0"), median_of("2.0.0"), first_median)
+    (median_of("1.0.0"), median_of("1.1.0-rejects"), first_median)
 }

@@ -71,11 +71,12 @@ fn measure(keys: usize, per_key: usize, walk: Walk) -> Measured {
         k: 3,
         fields: 4,
         idle_ms: 600_000,
+        declared: Vec::new(),
     });
     let mut rand = streamhost_testkit::seeded_uniform(7);
     let started = Instant::now();
     for s in 0..per_key {
-        let mut view = ViewBuilder::new(4, 3, false, keys);
+        let mut view = ViewBuilder::new(w.config(), false, keys);
         for (k, name) in names.iter().enumerate() {
             level[k] += match walk {
                 Walk::Sensor => rand() - 0.5,

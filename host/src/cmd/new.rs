@@ -1,6 +1,9 @@
 //! `streamhost new`: a ready-to-build plugin project, from the templates
 //! under `host/templates/` (compiled into the binary): the rule, its build
-//! script, the WIT contract, and a sample input for `streamhost run-local`.
+//! script, the WIT contract with the packages it imports, and a sample
+//! input for `streamhost run-local`. Every template reads a value of its
+//! configuration with a default; the trend and anomaly ones declare a
+//! window of their own.
 
 use std::path::Path;
 
@@ -43,6 +46,18 @@ fn files(lang: Lang, kind: Kind) -> Vec<(&'static str, &'static str, bool)> {
         (
             "wit/streamhost.wit",
             include_str!("../../../wit/streamhost.wit"),
+            false,
+        ),
+        // The packages the contract imports (`wasi:config/store`), where
+        // every binding generator looks for them.
+        (
+            "wit/deps/config/store.wit",
+            include_str!("../../../wit/deps/config/store.wit"),
+            false,
+        ),
+        (
+            "wit/deps/config/world.wit",
+            include_str!("../../../wit/deps/config/world.wit"),
             false,
         ),
         (
@@ -128,11 +143,20 @@ pub fn new_project(name: &str, kind: Kind, lang: Lang, dir: &Path) -> anyhow::Re
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!("{} exists and is not empty", dir.display());
     }
+    // The configuration value each kind's template reads, and an example
+    // setting of it, for the README.
+    let (key, example) = match kind {
+        Kind::Anomaly => ("limit", "35"),
+        Kind::Trend => ("stable", "1"),
+        Kind::Transform => ("digits", "1"),
+    };
     let fill = |text: &str| {
         text.replace("{{name}}", name)
             .replace("{{crate}}", &name.replace('-', "_"))
             .replace("{{world}}", kind.as_str())
             .replace("{{lang}}", lang.title())
+            .replace("{{key}}", key)
+            .replace("{{example}}", example)
     };
     let mut written = Vec::new();
     for (path, text, executable) in files(lang, kind) {

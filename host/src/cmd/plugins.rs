@@ -1,5 +1,6 @@
-//! `streamhost plugins`: list, install, replace, try or remove the plugins
-//! of a running streamhost, through its admin API (`crate::ops::admin`).
+//! `streamhost plugins`: list, install, replace, configure, try or remove
+//! the plugins of a running streamhost, through its admin API
+//! (`crate::ops::admin`).
 
 use std::path::PathBuf;
 
@@ -60,6 +61,31 @@ pub enum Action {
         #[arg(long, value_name = "PERCENT")]
         canary: Option<String>,
     },
+    /// Change the configuration of the plugin called NAME: the plugin
+    /// checks it, and it serves from the next batch (kept on disk, as a put
+    /// is), or goes on trial with --shadow or --canary. The answer names the
+    /// new version, e.g. `1.0.0+cfg.5e3a91c0`.
+    Config {
+        /// The plugin's name.
+        name: String,
+        /// Values to set, as KEY=VALUE.
+        #[arg(value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A secret value to set, as KEY=VALUE: passed to the plugin, never
+        /// shown. Repeatable.
+        #[arg(long, value_name = "KEY=VALUE")]
+        secret: Vec<String>,
+        /// A key to remove. Repeatable.
+        #[arg(long, value_name = "KEY")]
+        unset: Vec<String>,
+        /// Run the new configuration beside the serving one on the same
+        /// batches, its outputs compared and not routed.
+        #[arg(long, conflicts_with = "canary")]
+        shadow: bool,
+        /// Let the new configuration serve this share of keys (e.g. 10%).
+        #[arg(long, value_name = "PERCENT")]
+        canary: Option<String>,
+    },
     /// Make the candidate on trial beside NAME its serving version (kept
     /// on disk, as a put is).
     Promote {
@@ -107,24 +133,36 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             if let Some(m) = memory_mib {
                 query.push(format!("memory-mib={m}"));
             }
-            if shadow {
-                query.push("shadow=true".into());
-            }
-            if let Some(c) = canary {
-                let percent = crate::ops::admin::parse_percent(&c).map_err(anyhow::Error::msg)?;
-                query.push(format!("canary={percent}"));
-            }
-            let query = if query.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", query.join("&"))
-            };
+            query.extend(trial_query(shadow, canary)?);
+            let query = query_text(&query);
             request(
                 admin,
                 "PUT",
                 &format!("/plugins/{name}{query}"),
                 token,
                 &bytes,
+            )?
+        }
+        Action::Config {
+            name,
+            set,
+            secret,
+            unset,
+            shadow,
+            canary,
+        } => {
+            let change = serde_json::json!({
+                "set": pairs(&set)?,
+                "secrets": pairs(&secret)?,
+                "unset": unset,
+            });
+            let query = query_text(&trial_query(shadow, canary)?);
+            request(
+                admin,
+                "PUT",
+                &format!("/plugins/{name}/config{query}"),
+                token,
+                change.to_string().as_bytes(),
             )?
         }
         Action::Promote { name } => request(
@@ -150,6 +188,39 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     }
     out!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
+}
+
+/// The query parameters of a trial, if one is asked for.
+fn trial_query(shadow: bool, canary: Option<String>) -> anyhow::Result<Vec<String>> {
+    let mut query = Vec::new();
+    if shadow {
+        query.push("shadow=true".into());
+    }
+    if let Some(c) = canary {
+        let percent = crate::ops::admin::parse_percent(&c).map_err(anyhow::Error::msg)?;
+        query.push(format!("canary={percent}"));
+    }
+    Ok(query)
+}
+
+/// `?a&b`, or nothing.
+fn query_text(query: &[String]) -> String {
+    if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    }
+}
+
+/// `KEY=VALUE` texts as a map (the value may hold `=`).
+fn pairs(texts: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    texts
+        .iter()
+        .map(|t| match t.split_once('=') {
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => anyhow::bail!("{t:?}: give KEY=VALUE"),
+        })
+        .collect()
 }
 
 /// A blocking HTTP request to the admin API at `addr` (for `streamhost

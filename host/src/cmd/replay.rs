@@ -135,10 +135,20 @@ pub fn run(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<ReplaySumma
         tracing::info!("Avro outputs carry the replayed-from header only, not a member.");
     }
     let runtime = Arc::new(super::wiring::runtime(settings)?);
-    let registry = Registry::start(runtime, &settings.plugins, settings.plugin_dir.as_deref())?;
+    let registry = Registry::start_pinned(
+        runtime,
+        &settings.plugins,
+        settings.plugin_dir.as_deref(),
+        settings.plugin_config.0.clone(),
+    )?;
     let rules = registry.current();
-    let config = super::wiring::with_formats(super::wiring::pipeline_config(settings), settings)?;
+    let mut config =
+        super::wiring::with_formats(super::wiring::pipeline_config(settings), settings)?;
+    let tables = super::wiring::start_tables(settings).context("loading the reference tables")?;
+    config.tables = super::wiring::read_tables(&tables);
     let mut pipeline = Pipeline::new(config);
+    // Fresh windows: each replayed record's partition is rebuilt anyway.
+    let _ = pipeline.declare(&rules);
     let input = PartitionReader::new(settings).context("opening the input topic")?;
     let sink = KafkaSink::new(settings).context("creating the producer")?;
     let group = args.group();

@@ -140,6 +140,15 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
     let registry = start_plugins(&settings, &metrics)?;
     serve_admin(&settings, &registry, &metrics).await?;
     tokio::spawn(reload_on_sighup(registry.clone()));
+    // Whole before the first record: nothing is consumed meanwhile, so
+    // `/readyz` waits too.
+    let tables = {
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || super::wiring::start_tables(&settings))
+            .await?
+            .context("loading the reference tables")?
+    };
+    metrics.watch_tables(tables.clone());
 
     let source = Arc::new(
         KafkaSource::new(&settings, metrics.assigned.clone())
@@ -162,7 +171,7 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         failure: Mutex::new(None),
     });
     drain_on_revoke(&source, &shared, settled);
-    let workers = start_workers(&settings, &shared)?;
+    let workers = start_workers(&settings, &shared, &tables)?;
     Ok(Job {
         settings,
         metrics,
@@ -175,10 +184,11 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
 /// Loads the plugins and watches their files.
 fn start_plugins(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<Registry>> {
     let runtime = Arc::new(runtime(settings)?);
-    let registry = Arc::new(Registry::start(
+    let registry = Arc::new(Registry::start_pinned(
         runtime,
         &settings.plugins,
         settings.plugin_dir.as_deref(),
+        settings.plugin_config.0.clone(),
     )?);
     metrics.plugins_loaded.store(true, Ordering::Relaxed);
     metrics.watch_plugins(registry.clone());
@@ -255,8 +265,10 @@ fn drain_on_revoke(
 fn start_workers(
     settings: &Settings,
     shared: &Arc<Shared>,
+    tables: &[crate::kafka::table::TableHandle],
 ) -> anyhow::Result<Vec<(SyncSender<Work>, std::thread::JoinHandle<Worker>)>> {
-    let config = with_formats(pipeline_config(settings), settings)?;
+    let mut config = with_formats(pipeline_config(settings), settings)?;
+    config.tables = super::wiring::read_tables(tables);
     let mut workers = Vec::with_capacity(settings.workers);
     for id in 0..settings.workers {
         let mut worker = Worker::new(id, settings, config.clone())
@@ -505,6 +517,11 @@ impl Worker {
     /// do not follow on from those its windows were fed, before any of them
     /// is processed.
     fn rebuild_restarted(&mut self, work: &Work, rules: &RuleSet, metrics: &Metrics) {
+        // The windows to rebuild are those the rules declare now; a longer
+        // one than they hold empties them, and every partition is rebuilt.
+        if self.pipeline.declare(rules) {
+            self.fed.clear();
+        }
         let mut firsts: Vec<&InRecord> = Vec::new();
         for r in &work.records {
             if !firsts.iter().any(|f| f.partition == r.partition) {

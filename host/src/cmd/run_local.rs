@@ -142,9 +142,13 @@ pub fn run(settings: &Settings, local: &LocalRun) -> anyhow::Result<Tally> {
             "run-local reads and writes JSON lines; leave --input-format and --output-format at json"
         );
     }
+    if !settings.tables.is_empty() {
+        bail!("run-local has no broker to read reference tables from; leave out --table");
+    }
     let started = std::time::Instant::now();
     let runtime = Arc::new(super::wiring::runtime(settings)?);
-    let registry = Registry::start(runtime, &settings.plugins, None)?;
+    let pinned = settings.plugin_config.0.clone();
+    let registry = Registry::start_pinned(runtime, &settings.plugins, None, pinned)?;
     let loaded = started.elapsed();
     let rules = registry.current();
     let mut pipeline = Pipeline::new(super::wiring::pipeline_config(settings));

@@ -10,8 +10,10 @@ use anyhow::Context;
 use crate::avro::{AvroInput, AvroOutput, Target};
 use crate::config::{Format, Settings};
 use crate::decode::{InputFormat, Schema};
-use crate::pipeline::{OutputLimits, PipelineConfig};
-use crate::rules::runtime::{Limits, Runtime, cache};
+use crate::kafka::table::{self, TableHandle};
+use crate::pipeline::{OutputLimits, PipelineConfig, ReadTable, Tables};
+use crate::table::{Table, TableSource};
+use crate::rules::runtime::{Limits, Offer, Runtime, cache};
 use crate::window::WindowConfig;
 
 /// The pipeline's configuration from the settings: JSON in and out (see
@@ -30,6 +32,7 @@ pub fn pipeline_config(settings: &Settings) -> PipelineConfig {
         },
         window: WindowConfig {
             length_ms: settings.window.as_millis() as i64,
+            declared: Vec::new(),
             lateness_ms: settings.allowed_lateness.as_millis() as i64,
             k: settings.window_values as usize,
             fields: settings.fields.len(),
@@ -44,6 +47,8 @@ pub fn pipeline_config(settings: &Settings) -> PipelineConfig {
             max_message_bytes: settings.max_message_bytes(),
             ..OutputLimits::default()
         },
+        // Filled by `run` once its table loaders start.
+        tables: Vec::new(),
     }
 }
 
@@ -90,7 +95,11 @@ pub fn runtime(settings: &Settings) -> anyhow::Result<Runtime> {
         deadline: settings.plugin_deadline,
         memory_bytes: settings.plugin_memory_bytes,
         ..Limits::default()
-    })?;
+    })?
+    .with_offer(Offer {
+        fields: Some(settings.fields.clone()),
+        tables: Some(settings.tables.iter().map(|t| t.name.clone()).collect()),
+    });
     Ok(with_compile_cache(
         runtime,
         settings.compile_cache.as_deref(),
@@ -110,5 +119,44 @@ pub fn with_compile_cache(runtime: Runtime, dir: Option<&std::path::Path>) -> Ru
             tracing::warn!(dir = %dir.display(), %error, "Compile cache unusable; components are compiled at every load.");
             runtime
         }
+    }
+}
+
+/// Starts a loader for every `--table`, and waits until each holds its
+/// topic up to the end it had at start (logging progress), so the first
+/// record processed sees whole tables. A table whose topic is missing, or
+/// whose loader stops, stops start-up.
+pub fn start_tables(settings: &Settings) -> anyhow::Result<Vec<TableHandle>> {
+    let mut handles = Vec::with_capacity(settings.tables.len());
+    for source in &settings.tables {
+        handles.push(table::start(table::client_config(settings), source.clone())?);
+    }
+    for h in &handles {
+        let started = std::time::Instant::now();
+        while !h.wait_ready(Duration::from_secs(5))? {
+            let stats = h.stats();
+            tracing::info!(table = h.name(), rows = stats.rows, lag = ?stats.lag, seconds = started.elapsed().as_secs(), "Loading a reference table.");
+        }
+        let stats = h.stats();
+        tracing::info!(table = h.name(), topic = %h.source().topic, rows = stats.rows, seconds = started.elapsed().as_secs_f64(), "Reference table loaded.");
+    }
+    Ok(handles)
+}
+
+/// The tables as a pipeline reads them.
+pub fn read_tables(handles: &[TableHandle]) -> Tables {
+    handles
+        .iter()
+        .map(|h| Arc::new(h.clone()) as Arc<dyn ReadTable>)
+        .collect()
+}
+
+impl ReadTable for TableHandle {
+    fn source(&self) -> &TableSource {
+        TableHandle::source(self)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        TableHandle::read(self)
     }
 }

@@ -418,6 +418,36 @@ pub struct Settings {
     )]
     pub compile_cache: Option<PathBuf>,
 
+    /// A reference table rules may read, as NAME=TOPIC (rows keyed like the
+    /// input records' key) or NAME=TOPIC:FIELD (by the record's member
+    /// FIELD); repeatable. The topic (compacted, JSON object values) is read
+    /// whole before the first record is processed and followed after; a
+    /// record sees its row as it is when its batch is processed.
+    #[arg(
+        long = "table",
+        env = "STREAMHOST_TABLES",
+        value_delimiter = ',',
+        value_name = "NAME=TOPIC[:FIELD]",
+        value_parser = as_given()
+    )]
+    #[serde(default)]
+    pub tables: Vec<crate::table::TableSource>,
+
+    /// Configuration for a plugin, as NAME.KEY=VALUE (e.g.
+    /// anomaly.temperature_max=45), read by the plugin through
+    /// `wasi:config/store`; repeatable. It is set over the plugin's own
+    /// (the `[config]` table of the NAME.toml beside it), and the admin API
+    /// cannot change it.
+    #[arg(
+        long = "plugin-config",
+        value_name = "NAME.KEY=VALUE",
+        value_parser = key_value,
+        action = ArgAction::Append,
+        required = false
+    )]
+    #[serde(default)]
+    pub plugin_config: values::PluginConfigs,
+
     /// A librdkafka property for both consumer and producer, as kcat takes
     /// it (e.g. -X security.protocol=SASL_SSL -X sasl.mechanism=PLAIN);
     /// `consumer.` or `producer.` prefixes apply a property to one side only.

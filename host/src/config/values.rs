@@ -213,3 +213,54 @@ impl std::fmt::Debug for Secret {
         f.write_str("[redacted]")
     }
 }
+
+/// Configuration pinned over plugins' own (`--plugin-config NAME.KEY=VALUE`,
+/// the file's `[plugin-config]` table with `NAME.KEY = VALUE` or
+/// `[plugin-config.NAME]` tables), by plugin name. A plugin name has no `.`:
+/// the text splits at the first one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PluginConfigs(pub BTreeMap<String, crate::rules::runtime::PluginConfig>);
+
+impl<'de> serde::Deserialize<'de> for PluginConfigs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let table = toml::Table::deserialize(d)?;
+        let mut out: BTreeMap<String, crate::rules::runtime::PluginConfig> = BTreeMap::new();
+        let mut set = |plugin: &str, key: &str, value: &toml::Value| -> Result<(), D::Error> {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Table(_) | toml::Value::Array(_) => {
+                    serde_json::to_string(value).map_err(D::Error::custom)?
+                }
+                other => other.to_string(),
+            };
+            if plugin.is_empty() {
+                return Err(D::Error::custom(format!(
+                    "{key:?}: give NAME.KEY=VALUE, NAME being the plugin's name"
+                )));
+            }
+            out.entry(plugin.to_string())
+                .or_default()
+                .set(key, &text)
+                .map_err(|e| D::Error::custom(format!("{plugin}: {e}")))
+        };
+        // Key order puts `NAME` before `NAME.KEY`: a dotted key (a flag)
+        // is set over the same key of the plugin's table (the file).
+        for (name, value) in &table {
+            match (name.split_once('.'), value) {
+                (None, toml::Value::Table(keys)) => {
+                    for (key, value) in keys {
+                        set(name, key, value)?;
+                    }
+                }
+                (Some((plugin, key)), value) => set(plugin, key, value)?,
+                (None, _) => {
+                    return Err(D::Error::custom(format!(
+                        "{name:?}: give NAME.KEY=VALUE, NAME being the plugin's name"
+                    )));
+                }
+            }
+        }
+        Ok(PluginConfigs(out))
+    }
+}

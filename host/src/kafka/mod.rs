@@ -10,6 +10,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod producer;
 pub mod span;
+pub mod table;
 
 pub use error::{Error, ErrorStreak, Fatal, explain, fatal, note_error, reached};
 

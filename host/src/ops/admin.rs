@@ -9,6 +9,11 @@
 //!   it on disk (see `Registry::put`); with `shadow=true` or `canary=10`
 //!   (percent of keys) it starts a trial beside the serving version
 //!   instead (see `rules::trial`);
+//! - `PUT /plugins/NAME/config` (body: JSON `{"set": {KEY: VALUE},
+//!   "secrets": {KEY: VALUE}, "unset": [KEY]}`) changes a plugin's own
+//!   configuration: the plugin checks it in `describe()`, and it serves
+//!   from the next batch, kept on disk first (see `Registry::configure`),
+//!   or goes on trial with `shadow=true` or `canary=10`;
 //! - `POST /plugins/NAME/promote` and `POST /plugins/NAME/rollback` end a
 //!   trial; `DELETE /plugins/NAME` removes a plugin. Every change needs
 //!   `Authorization: Bearer TOKEN`; with no token configured changes are
@@ -34,7 +39,7 @@ use hyper_util::service::TowerToHyperService;
 use tower_http::timeout::TimeoutLayer;
 
 use super::metrics::Metrics;
-use crate::rules::registry::{ChangeError, PluginLimits, Registry};
+use crate::rules::registry::{ChangeError, ConfigChange, Configured, PluginLimits, Registry};
 use crate::rules::trial::Mode;
 
 /// Largest request body accepted (a component).
@@ -74,6 +79,7 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/metrics", get(metrics))
         .route("/plugins", get(list))
         .route("/plugins/{name}", put(put_plugin).delete(remove_plugin))
+        .route("/plugins/{name}/config", put(configure))
         .route("/plugins/{name}/{action}", post(end_trial))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
         .method_not_allowed_fallback(|| async {
@@ -244,17 +250,9 @@ async fn put_plugin(
         deadline,
         memory_mib: query.memory_mib,
     };
-    let mode = match (query.shadow, query.canary.as_deref().map(parse_percent)) {
-        (false, None) => None,
-        (true, None) => Some(Mode::Shadow),
-        (false, Some(Ok(percent))) => Some(Mode::Canary { percent }),
-        (false, Some(Err(e))) => return error(StatusCode::BAD_REQUEST, e),
-        (true, Some(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "shadow and canary exclude each other",
-            );
-        }
+    let mode = match trial_mode(query.shadow, query.canary.as_deref()) {
+        Ok(mode) => mode,
+        Err(r) => return r,
     };
     let registry = admin.registry.clone();
     // Compiling may take seconds (Python, JavaScript components): off the
@@ -266,6 +264,69 @@ async fn put_plugin(
         Some(mode) => registry
             .try_candidate(&name, &body, limits, mode)
             .map(|info| serde_json::json!({ "trial": mode.to_string(), "candidate": info })),
+    })
+    .await;
+    answer(done.map_err(|e| e.to_string()))
+}
+
+/// The trial a change asks for, if any.
+fn trial_mode(shadow: bool, canary: Option<&str>) -> Result<Option<Mode>, Response> {
+    match (shadow, canary.map(parse_percent)) {
+        (false, None) => Ok(None),
+        (true, None) => Ok(Some(Mode::Shadow)),
+        (false, Some(Ok(percent))) => Ok(Some(Mode::Canary { percent })),
+        (false, Some(Err(e))) => Err(error(StatusCode::BAD_REQUEST, e)),
+        (true, Some(_)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "shadow and canary exclude each other",
+        )),
+    }
+}
+
+/// The query of `PUT /plugins/NAME/config`: a trial, if any.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrialQuery {
+    #[serde(default)]
+    shadow: bool,
+    canary: Option<String>,
+}
+
+/// `PUT /plugins/NAME/config`: changes a plugin's own configuration.
+async fn configure(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    query: Result<Query<TrialQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorized(&admin, &headers) {
+        return r;
+    }
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let mode = match trial_mode(query.shadow, query.canary.as_deref()) {
+        Ok(mode) => mode,
+        Err(r) => return r,
+    };
+    let change: ConfigChange = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("configuration change: {e}")),
+    };
+    let registry = admin.registry.clone();
+    // `describe()` on a new instance: off the async workers.
+    let done = tokio::task::spawn_blocking(move || {
+        registry
+            .configure(&name, &change, mode)
+            .map(|done| match done {
+                Configured::Serving(put) => serde_json::json!({ "configured": put }),
+                Configured::OnTrial(info) => serde_json::json!({
+                    "trial": mode.map(|m| m.to_string()),
+                    "candidate": info,
+                }),
+            })
     })
     .await;
     answer(done.map_err(|e| e.to_string()))

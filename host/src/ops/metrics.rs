@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry as Prometheus;
 
+use crate::kafka::table::{TableHandle, TableStats};
 use crate::pipeline::Tally;
 use crate::rules::registry::{Registry, TrialStatus, VersionStatus};
 
@@ -338,6 +339,14 @@ impl Metrics {
             .register_collector(Box::new(PluginCollector(registry)));
     }
 
+    /// Adds the reference tables' series, read from `tables` at each scrape.
+    pub fn watch_tables(&self, tables: Vec<TableHandle>) {
+        self.prometheus
+            .lock()
+            .unwrap()
+            .register_collector(Box::new(TableCollector(tables)));
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -568,6 +577,73 @@ impl EncodeMetric for CallSeconds {
     }
 }
 
+/// Each reference table's rows, lag, age and refused records, read from
+/// its loader.
+#[derive(Debug)]
+struct TableCollector(Vec<TableHandle>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: String,
+}
+
+/// A gauge family with a series per item that has a value: its name, help,
+/// and the value an item gives (`None`: no series yet).
+type GaugeOf<T> = (&'static str, &'static str, fn(&T) -> Option<f64>);
+
+/// The gauges of each reference table.
+const TABLE_GAUGES: [GaugeOf<TableStats>; 4] = [
+    (
+        "streamhost_table_rows",
+        "Rows a reference table holds",
+        |s| Some(s.rows as f64),
+    ),
+    (
+        "streamhost_table_lag_records",
+        "Records of a reference table's topic not applied yet: high watermark minus position, summed over its partitions",
+        |s| s.lag.map(|l| l as f64),
+    ),
+    (
+        "streamhost_table_age_seconds",
+        "Seconds since the Kafka timestamp of the newest record applied to a reference table",
+        |s| s.age.map(|a| a.as_secs_f64()),
+    ),
+    (
+        "streamhost_table_ready",
+        "1 once a reference table holds its topic up to the end it had at start",
+        |s| Some(f64::from(u8::from(s.ready))),
+    ),
+];
+
+impl Collector for TableCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats: Vec<_> = (self.0.iter())
+            .map(|t| {
+                (
+                    TableLabel {
+                        table: t.name().to_string(),
+                    },
+                    t.stats(),
+                )
+            })
+            .collect();
+        for (name, help, value) in TABLE_GAUGES {
+            let series =
+                (stats.iter()).filter_map(|(l, s)| Some((l.clone(), ConstGauge::new(value(s)?))));
+            family(&mut encoder, name, help, series)?;
+        }
+        counters(
+            &mut encoder,
+            &[(
+                "streamhost_table_refused_records",
+                "Records of a reference table's topic refused as rows: no key, or a value that is not a JSON object",
+                |s: &TableStats| s.refused,
+            )],
+            &stats,
+        )
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct TrialSideLabels {
     plugin: String,
@@ -606,5 +682,27 @@ mod tests {
             text.contains("streamhost_records_consumed_total{topic=\"in\",partition=\"0\"} 4\n")
         );
         assert!(text.contains("streamhost_records_produced_total{topic=\"out\"} 4\n"));
+    }
+
+    #[test]
+    fn reference_tables_show_rows_readiness_and_refused_records() {
+        use crate::table::Table;
+        let mut table = Table::new();
+        table.apply(Some(b"s1"), Some(br#"{"max":40}"#)).unwrap();
+        table.apply(Some(b"s2"), Some(b"nope")).unwrap_err();
+        let source = "thresholds=sensor-thresholds".parse().unwrap();
+        let m = Metrics::default();
+        m.watch_tables(vec![TableHandle::fixed(source, table)]);
+        let text = m.render();
+        for line in [
+            "streamhost_table_rows{table=\"thresholds\"} 1.0\n",
+            "streamhost_table_lag_records{table=\"thresholds\"} 0.0\n",
+            "streamhost_table_ready{table=\"thresholds\"} 1.0\n",
+            "streamhost_table_refused_records_total{table=\"thresholds\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // No record applied had a timestamp: no age yet.
+        assert!(!text.contains("streamhost_table_age_seconds{"), "{text}");
     }
 }

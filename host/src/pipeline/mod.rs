@@ -15,18 +15,20 @@
 
 mod rec;
 mod route;
+mod seen;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rec::{Rec, State, build_batch, fail, keys};
+pub use seen::{ReadTable, Tables};
 
 use crate::contract::{Alert, Batch, Change, Needs, WindowView};
 use crate::decode::{InputFormat, Schema, decode_text};
 use crate::output;
 use crate::record::{Failure, InRecord, OutRecord, Reason};
-use crate::rules::call::{self, Called};
-use crate::rules::runtime::CallError;
+use crate::rules::call::{self, Called, Seen, Windowed};
+use crate::rules::runtime::{CallError, PluginInfo};
 use crate::rules::trial::Trial;
 use crate::rules::{Rule, RuleSet, union_needs};
 use crate::text::time::{MIN_TIME_MS, iso8601};
@@ -54,6 +56,8 @@ pub struct PipelineConfig {
     pub isolation_budget: std::time::Duration,
     /// Bounds on what a record may produce.
     pub limits: OutputLimits,
+    /// The reference tables rules may read (`--table`).
+    pub tables: Tables,
 }
 
 /// Bounds on what a record may produce.
@@ -135,7 +139,7 @@ pub struct Pipeline {
 type WindowRuleCall<T> = for<'a> fn(
     &'a dyn Rule,
     Option<&'a Trial>,
-    (&Batch, &WindowView),
+    Seen<'_, Windowed>,
     call::Keys<'_>,
     std::time::Duration,
 ) -> Called<'a, Result<T, String>>;
@@ -162,6 +166,30 @@ impl Pipeline {
         &self.cfg
     }
 
+    /// Keeps the windows the trend and anomaly rules of `rules` (and their
+    /// candidates) declare: those it kept already go on, new ones are
+    /// computed from the readings held (see `Windows::set_declared`). When
+    /// they need more event time than the windows hold, the windows start
+    /// again, empty, and this returns `true`: the caller rebuilds them from
+    /// the input if it can (`crate::rebuild`), else they fill from the
+    /// records that come.
+    pub fn declare(&mut self, rules: &RuleSet) -> bool {
+        let specs = seen::specs(rules, &self.cfg.schema.fields);
+        if specs == self.windows.config().declared {
+            return false;
+        }
+        match self.windows.set_declared(specs.clone()) {
+            Ok(()) => false,
+            Err(error) => {
+                tracing::info!(%error, "Windows start again for the rules' declared windows.");
+                let mut cfg = self.cfg.window.clone();
+                cfg.declared = specs;
+                self.windows = Windows::new(cfg);
+                true
+            }
+        }
+    }
+
     /// Forgets the windows of `partition` (it was revoked).
     pub fn drop_partition(&mut self, partition: i32) {
         self.windows.drop_partition(partition);
@@ -182,7 +210,9 @@ impl Pipeline {
             transform: transforms.to_vec(),
             ..RuleSet::default()
         };
-        let recs = self.prepare(&rules, &mut input, now_ms, true);
+        let tables = self.cfg.tables.clone();
+        let snapshot = seen::Snapshot::of(&tables);
+        let recs = self.prepare(&rules, &mut input, now_ms, true, &snapshot);
         let mut entered = 0;
         for rec in &recs {
             if let State::Live { decoded: d, .. } = &rec.state {
@@ -203,17 +233,32 @@ impl Pipeline {
     /// Runs one batch through every stage. `now_ms` is the batch's
     /// processing time, handed to rules in place of a clock.
     pub fn process(&mut self, rules: &RuleSet, mut input: Vec<InRecord>, now_ms: i64) -> Processed {
-        let mut recs = self.prepare(rules, &mut input, now_ms, false);
+        if self.declare(rules) {
+            tracing::warn!("The windows were emptied for a longer declared window; they fill from the records that come.");
+        }
+        // One read of the tables for the whole batch.
+        let tables = self.cfg.tables.clone();
+        let snapshot = seen::Snapshot::of(&tables);
+        let mut recs = self.prepare(rules, &mut input, now_ms, false, &snapshot);
         let needs = union_needs(rules.trend.iter().chain(&rules.anomaly))
             | union_needs(rules.trials.iter().map(|(_, t)| &t.candidate));
-        let (entered, view) = self.enter_windows(&mut recs, needs);
+        let (entered, mut view) = self.enter_windows(&mut recs, needs);
         if !entered.is_empty() && (!rules.trend.is_empty() || !rules.anomaly.is_empty()) {
             let batch = build_batch(&self.cfg.schema, &recs, &entered, needs, now_ms);
             let keys = keys(!rules.trials.is_empty(), &recs, &entered);
-            let stage = WindowRules {
+            let all = std::mem::take(&mut view.declared);
+            let lookups = lookups(rules, &snapshot, &recs, &entered);
+            let mut stage = WindowRules {
                 rules,
                 entered: &entered,
-                seen: (&batch, &view),
+                seen: (batch, view),
+                own: seen::Own {
+                    specs: &self.windows.config().declared,
+                    all: &all,
+                    fields: &self.cfg.schema.fields,
+                    tables: &snapshot,
+                    lookups: &lookups,
+                },
                 keys: &keys,
                 budget: self.cfg.isolation_budget,
             };
@@ -245,6 +290,7 @@ impl Pipeline {
                     Ok(())
                 },
             );
+            view = stage.seen.1;
         }
         self.route(rules, input, recs, &view, now_ms)
     }
@@ -260,6 +306,7 @@ impl Pipeline {
         input: &mut [InRecord],
         now_ms: i64,
         rebuild: bool,
+        tables: &seen::Snapshot<'_>,
     ) -> Vec<Rec> {
         let (schema, format) = (&self.cfg.schema, &self.cfg.input);
         let mut recs: Vec<Rec> = input
@@ -272,7 +319,7 @@ impl Pipeline {
                 rules.trial(rule.info().name.as_str()),
                 bit,
                 &mut recs,
-                now_ms,
+                (now_ms, tables),
             );
         }
         // Event-time sanity, after transforms (which may rewrite the time).
@@ -309,7 +356,7 @@ impl Pipeline {
         trial: Option<&Trial>,
         bit: usize,
         recs: &mut [Rec],
-        now_ms: i64,
+        (now_ms, tables): (i64, &seen::Snapshot<'_>),
     ) {
         let live: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].is_live()).collect();
         if live.is_empty() {
@@ -317,11 +364,27 @@ impl Pipeline {
         }
         let schema = &self.cfg.schema;
         let needs = rule.info().needs | trial.map_or(Needs::empty(), |t| t.candidate.info().needs);
-        let batch = build_batch(schema, recs, &live, needs, now_ms);
+        let mut batch = build_batch(schema, recs, &live, needs, now_ms);
+        let readers = std::iter::once(rule.info()).chain(trial.map(|t| t.candidate.info()));
+        let records = live
+            .iter()
+            .map(|&i| (recs[i].decoded().key.as_str(), recs[i].text()));
+        let lookups = seen::lookups(tables, readers, records);
+        batch.tables = seen::tables_for(rule.info(), tables, &lookups, live.len());
+        let candidate = trial
+            .filter(|t| !seen::sees_alike(rule.info(), t.candidate.info()))
+            .map(|t| {
+                let mut b = batch.clone();
+                b.tables = seen::tables_for(t.candidate.info(), tables, &lookups, live.len());
+                b
+            });
         let mut called = call::transform(
             rule,
             trial,
-            &batch,
+            Seen {
+                serving: &batch,
+                candidate: candidate.as_ref(),
+            },
             &keys(trial.is_some(), recs, &live),
             self.cfg.isolation_budget,
         );
@@ -413,8 +476,7 @@ impl Pipeline {
     /// windows as rules see them (with what `needs` asks).
     fn enter_windows(&mut self, recs: &mut [Rec], needs: Needs) -> (Vec<usize>, WindowView) {
         let mut view = ViewBuilder::new(
-            self.cfg.schema.fields.len(),
-            self.windows.config().k,
+            self.windows.config(),
             needs.contains(Needs::WINDOW_VALUES),
             recs.len(),
         );
@@ -469,8 +531,11 @@ struct WindowRules<'b> {
     rules: &'b RuleSet,
     /// The records that entered a window, in order.
     entered: &'b [usize],
-    /// Their batch, and their windows.
-    seen: (&'b Batch, &'b WindowView),
+    /// Their batch, and their windows (with the declared windows and table
+    /// rows of the rule being called).
+    seen: (Batch, WindowView),
+    /// What each rule's own inputs are made from.
+    own: seen::Own<'b>,
     keys: call::Keys<'b>,
     budget: std::time::Duration,
 }
@@ -483,7 +548,7 @@ impl WindowRules<'_> {
     /// refuses, or an error, fails the record, blamed on the rule; a record
     /// an earlier rule failed is not judged again.
     fn run<T>(
-        &self,
+        &mut self,
         kind: &[Arc<dyn Rule>],
         first_bit: usize,
         recs: &mut [Rec],
@@ -492,7 +557,19 @@ impl WindowRules<'_> {
     ) {
         for (p, rule) in kind.iter().enumerate() {
             let trial = self.rules.trial(&rule.info().name);
-            let mut called = call(rule.as_ref(), trial, self.seen, self.keys, self.budget);
+            seen::fill(&mut self.seen, rule.info(), &self.own);
+            let candidate = trial
+                .filter(|t| !seen::sees_alike(rule.info(), t.candidate.info()))
+                .map(|t| {
+                    let mut own = self.seen.clone();
+                    seen::fill(&mut own, t.candidate.info(), &self.own);
+                    own
+                });
+            let seen = Seen {
+                serving: &self.seen,
+                candidate: candidate.as_ref(),
+            };
+            let mut called = call(rule.as_ref(), trial, seen, self.keys, self.budget);
             let bit = rec::bit(first_bit + p);
             for (j, result) in std::mem::take(&mut called.results).into_iter().enumerate() {
                 let rec = &mut recs[self.entered[j]];
@@ -516,6 +593,22 @@ impl WindowRules<'_> {
             }
         }
     }
+}
+
+/// The lookup keys of the records at `idx` in the tables the rules (or
+/// candidates) of `rules` read (see `seen::lookups`).
+fn lookups(
+    rules: &RuleSet,
+    tables: &seen::Snapshot<'_>,
+    recs: &[Rec],
+    idx: &[usize],
+) -> Vec<Vec<Option<String>>> {
+    let candidates = rules.trials.iter().map(|(_, t)| &t.candidate);
+    let readers: Vec<&PluginInfo> = rules.all().chain(candidates).map(|r| r.info()).collect();
+    let records = idx
+        .iter()
+        .map(|&i| (recs[i].decoded().key.as_str(), recs[i].text()));
+    seen::lookups(tables, readers.into_iter(), records)
 }
 
 /// Checks one record's alerts against the output limits.

@@ -179,6 +179,7 @@ pub(super) fn build_batch(
         } else {
             Vec::new()
         },
+        tables: Vec::new(),
     }
 }
 

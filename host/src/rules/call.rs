@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 use super::Rule;
 use super::runtime::{CallError, PluginInfo};
 use super::trial::{self, Mode, Outcome, Trial};
-use crate::contract::{Alert, Batch, Change, FieldWindow, TrendResult, WindowView};
+use crate::contract::{
+    AggregateColumns, Alert, Batch, Change, DeclaredWindow, FieldWindow, TableRows, TrendResult,
+    WindowView,
+};
 
 /// The keys of a batch's records, in order, for a canary to select by: the
 /// caller gives them whenever a trial may be on (`RuleSet::trials`), and may
@@ -53,44 +56,74 @@ impl<'a, T> Called<'a, T> {
     }
 }
 
-/// What a transform rule returned for each record of `batch` (`keys`: see
+/// What one version of a rule is called with: the batch (with the rows of
+/// the tables it reads) and, for trend and anomaly rules, the windows (with
+/// those it declared). A candidate on trial that declares other windows or
+/// tables than its serving version sees its own.
+#[derive(Clone, Copy)]
+pub struct Seen<'s, T> {
+    /// What the serving version sees.
+    pub serving: &'s T,
+    /// What the candidate sees, when it differs.
+    pub candidate: Option<&'s T>,
+}
+
+impl<'s, T> Seen<'s, T> {
+    /// What `r` sees: `rule` is the serving version.
+    fn by(&self, rule: &dyn Rule, r: &dyn Rule) -> &'s T {
+        match self.candidate {
+            Some(c) if !std::ptr::eq(rule.info(), r.info()) => c,
+            _ => self.serving,
+        }
+    }
+}
+
+/// A batch and its windows.
+pub type Windowed = (Batch, WindowView);
+
+/// What a transform rule returned for each record of its batch (`keys`: see
 /// `Keys`).
 pub fn transform<'a>(
     rule: &'a dyn Rule,
     trial: Option<&'a Trial>,
-    batch: &Batch,
+    seen: Seen<'_, Batch>,
     keys: Keys<'_>,
     budget: Duration,
 ) -> Called<'a, Result<Change, String>> {
     call(
         rule,
         trial,
-        batch.len as usize,
+        seen.serving.len as usize,
         keys,
         budget,
-        &|r, pos| match pos {
-            None => r.transform(batch),
-            Some(pos) => r.transform(&select_batch(batch, pos)),
+        &|r, pos| {
+            let batch = seen.by(rule, r);
+            match pos {
+                None => r.transform(batch),
+                Some(pos) => r.transform(&select_batch(batch, pos)),
+            }
         },
     )
 }
 
-/// What a trend rule returned for each record of `batch`, seeing `view`.
+/// What a trend rule returned for each record of its batch, seeing its
+/// windows.
 pub fn trend<'a>(
     rule: &'a dyn Rule,
     trial: Option<&'a Trial>,
-    seen: (&Batch, &WindowView),
+    seen: Seen<'_, Windowed>,
     keys: Keys<'_>,
     budget: Duration,
 ) -> Called<'a, Result<Option<TrendResult>, String>> {
     windowed(rule, trial, seen, keys, budget, |r, b, v| r.trend(b, v))
 }
 
-/// What an anomaly rule returned for each record of `batch`, seeing `view`.
+/// What an anomaly rule returned for each record of its batch, seeing its
+/// windows.
 pub fn detect<'a>(
     rule: &'a dyn Rule,
     trial: Option<&'a Trial>,
-    seen: (&Batch, &WindowView),
+    seen: Seen<'_, Windowed>,
     keys: Keys<'_>,
     budget: Duration,
 ) -> Called<'a, Result<Vec<Alert>, String>> {
@@ -102,15 +135,18 @@ pub fn detect<'a>(
 fn windowed<'a, T: Outcome>(
     rule: &'a dyn Rule,
     trial: Option<&'a Trial>,
-    (batch, view): (&Batch, &WindowView),
+    seen: Seen<'_, Windowed>,
     keys: Keys<'_>,
     budget: Duration,
     f: impl Fn(&dyn Rule, &Batch, &WindowView) -> Result<Vec<T>, CallError>,
 ) -> Called<'a, T> {
-    let n = batch.len as usize;
-    call(rule, trial, n, keys, budget, &|r, pos| match pos {
-        None => f(r, batch, view),
-        Some(pos) => f(r, &select_batch(batch, pos), &select_view(view, pos)),
+    let n = seen.serving.0.len as usize;
+    call(rule, trial, n, keys, budget, &|r, pos| {
+        let (batch, view) = seen.by(rule, r);
+        match pos {
+            None => f(r, batch, view),
+            Some(pos) => f(r, &select_batch(batch, pos), &select_view(view, pos)),
+        }
     })
 }
 
@@ -334,6 +370,16 @@ fn select_batch(batch: &Batch, pos: &[usize]) -> Batch {
         event_times: pick(&batch.event_times, pos),
         values: batch.values.iter().map(|c| pick(c, pos)).collect(),
         json: pick(&batch.json, pos),
+        // Rows stay whole: only which row each record sees is selected.
+        tables: batch
+            .tables
+            .iter()
+            .map(|t| TableRows {
+                row_of: pick(&t.row_of, pos),
+                columns: t.columns.clone(),
+                json: t.json.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -356,6 +402,20 @@ fn select_view(view: &WindowView, pos: &[usize]) -> WindowView {
                 last: pick(&f.last, pos),
                 head: pick_k(&f.head, k, pos),
                 tail: pick_k(&f.tail, k, pos),
+            })
+            .collect(),
+        declared: view
+            .declared
+            .iter()
+            .map(|w| DeclaredWindow {
+                counts: pick(&w.counts, pos),
+                fields: w
+                    .fields
+                    .iter()
+                    .map(|f| AggregateColumns {
+                        columns: f.columns.iter().map(|c| pick(c, pos)).collect(),
+                    })
+                    .collect(),
             })
             .collect(),
     }

@@ -9,12 +9,15 @@
 //! `low_battery` (medium), humidity above 90 is `high_humidity` (medium).
 //! Each comparison is strict, so the thresholds themselves are normal, and an
 //! absent field (NaN) never raises an alert.
+//!
+//! The four thresholds are configuration (`wasi:config/store`), with the
+//! article's values as defaults: `temperature_min`, `temperature_max`,
+//! `humidity_max` and `battery_min`. `describe` refuses a value that is not
+//! a number, and a temperature range whose minimum is not below its maximum.
 
 /// Version reported by `describe`.
-#[cfg(not(any(feature = "v2", feature = "traps", feature = "rejects")))]
+#[cfg(not(any(feature = "traps", feature = "rejects")))]
 pub const VERSION: &str = "1.0.0";
-#[cfg(feature = "v2")]
-pub const VERSION: &str = "2.0.0";
 #[cfg(feature = "traps")]
 pub const VERSION: &str = "1.1.0-traps";
 #[cfg(feature = "rejects")]
@@ -45,7 +48,7 @@ pub fn rejects(event_time_ms: i64) -> bool {
     cfg!(feature = "rejects") && rejects_any(event_time_ms)
 }
 
-/// Thresholds of the rules. `v2` is a stricter build used in hot-swap tests.
+/// Thresholds of the rules.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Thresholds {
     pub temperature_min: f64,
@@ -54,20 +57,47 @@ pub struct Thresholds {
     pub humidity_max: f64,
 }
 
-#[cfg(not(feature = "v2"))]
+/// The article's thresholds: those of a plugin without configuration.
 pub const THRESHOLDS: Thresholds = Thresholds {
     temperature_min: 0.0,
     temperature_max: 40.0,
     battery_min: 0.2,
     humidity_max: 90.0,
 };
-#[cfg(feature = "v2")]
-pub const THRESHOLDS: Thresholds = Thresholds {
-    temperature_min: 5.0,
-    temperature_max: 30.0,
-    battery_min: 0.3,
-    humidity_max: 75.0,
-};
+
+impl Thresholds {
+    /// The thresholds a configuration sets: each key's value where `get`
+    /// finds one (its text), the article's where it finds none. Refused,
+    /// with a message for the operator, when a value is not a finite number
+    /// or the temperature range is empty.
+    pub fn from_config(
+        mut get: impl FnMut(&str) -> Result<Option<String>, String>,
+    ) -> Result<Thresholds, String> {
+        let mut t = THRESHOLDS;
+        for (key, slot) in [
+            ("temperature_min", &mut t.temperature_min),
+            ("temperature_max", &mut t.temperature_max),
+            ("humidity_max", &mut t.humidity_max),
+            ("battery_min", &mut t.battery_min),
+        ] {
+            if let Some(text) = get(key)? {
+                *slot = text
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| format!("{key} {text:?} is not a number"))?;
+            }
+        }
+        if t.temperature_min >= t.temperature_max {
+            return Err(format!(
+                "temperature_min {} is not below temperature_max {}",
+                t.temperature_min, t.temperature_max
+            ));
+        }
+        Ok(t)
+    }
+}
 
 /// Severity of a finding, mirroring the WIT `severity` enum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,14 +168,32 @@ pub fn message(kind: Kind, value: f64, t: &Thresholds) -> String {
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    wit_bindgen::generate!({ world: "anomaly", path: "../../wit" });
+    wit_bindgen::generate!({ world: "anomaly", path: "../../wit", generate_all });
+
+    use std::sync::OnceLock;
 
     use exports::streamhost::plugin::anomaly_rule::Guest;
     use streamhost::plugin::types::{
         Alert, Batch, Kind as PluginKind, Needs, PluginInfo, Severity, WindowView,
     };
+    use wasi::config::store;
 
     struct Anomaly;
+
+    /// This instance's thresholds, or why its configuration is refused.
+    /// Read once: the configuration never changes within an instance.
+    fn thresholds() -> &'static Result<super::Thresholds, String> {
+        static THRESHOLDS: OnceLock<Result<super::Thresholds, String>> = OnceLock::new();
+        THRESHOLDS.get_or_init(|| {
+            super::Thresholds::from_config(|key| {
+                store::get(key).map_err(|e| match e {
+                    store::Error::Upstream(m) | store::Error::Io(m) => {
+                        format!("reading configuration key {key}: {m}")
+                    }
+                })
+            })
+        })
+    }
 
     fn column<'a>(batch: &'a Batch, name: &str) -> Option<&'a [f64]> {
         let f = batch.fields.iter().position(|n| n == name)?;
@@ -153,22 +201,30 @@ mod component {
     }
 
     impl Guest for Anomaly {
-        fn describe() -> PluginInfo {
-            PluginInfo {
+        fn describe() -> Result<PluginInfo, String> {
+            thresholds().as_ref().map_err(Clone::clone)?;
+            Ok(PluginInfo {
                 name: "anomaly".into(),
                 version: super::VERSION.into(),
                 kind: PluginKind::Anomaly,
                 needs: Needs::empty(),
-            }
+                windows: Vec::new(),
+                tables: Vec::new(),
+            })
         }
 
         fn detect(batch: Batch, _windows: WindowView) -> Vec<Result<Vec<Alert>, String>> {
             let n = batch.len as usize;
+            // Refused configuration never serves; should it reach a call
+            // anyway, every record says why.
+            let t = match thresholds() {
+                Ok(t) => t,
+                Err(e) => return vec![Err(e.clone()); n],
+            };
             let nan = vec![f64::NAN; n];
             let temperature = column(&batch, "temperature").unwrap_or(&nan);
             let humidity = column(&batch, "humidity").unwrap_or(&nan);
             let battery = column(&batch, "battery_level").unwrap_or(&nan);
-            let t = &super::THRESHOLDS;
             if let Some(&t) = batch.event_times.iter().find(|&&t| super::traps_on(t)) {
                 panic!("the traps build traps on a reading at {t}");
             }
@@ -221,7 +277,6 @@ mod tests {
         out
     }
 
-    #[cfg(not(feature = "v2"))]
     #[test]
     fn thresholds_are_strict() {
         assert!(kinds(40.0, 90.0, 0.2).is_empty());
@@ -232,7 +287,6 @@ mod tests {
         assert_eq!(kinds(20.0, 90.01, 0.5), [Kind::HighHumidity]);
     }
 
-    #[cfg(not(feature = "v2"))]
     #[test]
     fn one_finding_per_kind_in_article_order() {
         assert_eq!(
@@ -257,12 +311,92 @@ mod tests {
         assert_eq!(Kind::HighHumidity.severity(), Severity::Medium);
     }
 
-    #[cfg(not(feature = "v2"))]
     #[test]
     fn messages_name_value_and_bounds() {
         assert_eq!(
             message(Kind::TemperatureOutOfRange, 41.5, &THRESHOLDS),
             "temperature 41.5 is outside [0, 40]"
         );
+    }
+
+    /// A configuration of `pairs`, as `wasi:config/store` would give it.
+    fn config(pairs: &[(&str, &str)]) -> Result<Thresholds, String> {
+        Thresholds::from_config(|key| {
+            Ok(pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string()))
+        })
+    }
+
+    #[test]
+    fn no_configuration_gives_the_articles_thresholds() {
+        assert_eq!(config(&[]), Ok(THRESHOLDS));
+    }
+
+    #[test]
+    fn configuration_sets_each_threshold() {
+        let t = config(&[
+            ("temperature_min", "5"),
+            ("temperature_max", " 30.5 "),
+            ("humidity_max", "75"),
+            ("battery_min", "0.3"),
+            ("unrelated", "x"),
+        ])
+        .unwrap();
+        assert_eq!(
+            t,
+            Thresholds {
+                temperature_min: 5.0,
+                temperature_max: 30.5,
+                battery_min: 0.3,
+                humidity_max: 75.0,
+            }
+        );
+        assert_eq!(
+            message(Kind::TemperatureOutOfRange, 35.0, &t),
+            "temperature 35 is outside [5, 30.5]"
+        );
+        // Only what is given changes.
+        let t = config(&[("temperature_max", "30")]).unwrap();
+        assert_eq!((t.temperature_min, t.temperature_max), (0.0, 30.0));
+        assert_eq!((t.humidity_max, t.battery_min), (90.0, 0.2));
+    }
+
+    #[test]
+    fn values_that_are_not_numbers_are_refused() {
+        for (key, value) in [
+            ("temperature_max", "abc"),
+            ("temperature_min", ""),
+            ("humidity_max", "NaN"),
+            ("battery_min", "inf"),
+        ] {
+            assert_eq!(
+                config(&[(key, value)]),
+                Err(format!("{key} {value:?} is not a number"))
+            );
+        }
+        assert_eq!(
+            config(&[("temperature_max", "abc")]).unwrap_err(),
+            r#"temperature_max "abc" is not a number"#
+        );
+    }
+
+    #[test]
+    fn an_empty_temperature_range_is_refused() {
+        assert_eq!(
+            config(&[("temperature_min", "30"), ("temperature_max", "5")]),
+            Err("temperature_min 30 is not below temperature_max 5".into())
+        );
+        assert_eq!(
+            config(&[("temperature_min", "40")]),
+            Err("temperature_min 40 is not below temperature_max 40".into())
+        );
+    }
+
+    #[test]
+    fn a_store_error_is_passed_on() {
+        let e = Thresholds::from_config(|key| Err(format!("{key}: unavailable")));
+        assert_eq!(e, Err("temperature_min: unavailable".into()));
     }
 }

@@ -29,7 +29,7 @@ pub fn members(ms: i64) -> Result<String, String> {
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    wit_bindgen::generate!({ world: "transform", path: "../../wit" });
+    wit_bindgen::generate!({ world: "transform", path: "../../wit", generate_all });
 
     use exports::streamhost::plugin::transform_rule::Guest;
     use streamhost::plugin::types::{
@@ -39,13 +39,15 @@ mod component {
     struct Enrich;
 
     impl Guest for Enrich {
-        fn describe() -> PluginInfo {
-            PluginInfo {
+        fn describe() -> Result<PluginInfo, String> {
+            Ok(PluginInfo {
                 name: "enrich".into(),
                 version: super::VERSION.into(),
                 kind: Kind::Transform,
                 needs: Needs::empty(),
-            }
+                windows: Vec::new(),
+                tables: Vec::new(),
+            })
         }
 
         fn transform(batch: Batch) -> TransformedBatch {

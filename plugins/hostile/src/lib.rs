@@ -33,7 +33,7 @@
 
 #[cfg(all(target_arch = "wasm32", not(feature = "transform")))]
 mod component {
-    wit_bindgen::generate!({ world: "anomaly", path: "../../wit" });
+    wit_bindgen::generate!({ world: "anomaly", path: "../../wit", generate_all });
 
     use exports::streamhost::plugin::anomaly_rule::Guest;
     use streamhost::plugin::host::{Level, log};
@@ -57,16 +57,18 @@ mod component {
     }
 
     impl Guest for Hostile {
-        fn describe() -> PluginInfo {
+        fn describe() -> Result<PluginInfo, String> {
             if cfg!(feature = "describe-traps") {
                 panic!("describe refuses to answer");
             }
-            PluginInfo {
+            Ok(PluginInfo {
                 name: "hostile".into(),
                 version: "0.0.1".into(),
                 kind: Kind::Anomaly,
                 needs: Needs::KEYS,
-            }
+                windows: Vec::new(),
+                tables: Vec::new(),
+            })
         }
 
         fn detect(batch: Batch, _windows: WindowView) -> Vec<Result<Vec<Alert>, String>> {
@@ -125,7 +127,7 @@ mod component {
 
 #[cfg(all(target_arch = "wasm32", feature = "transform"))]
 mod component {
-    wit_bindgen::generate!({ world: "transform", path: "../../wit" });
+    wit_bindgen::generate!({ world: "transform", path: "../../wit", generate_all });
 
     use exports::streamhost::plugin::transform_rule::Guest;
     use streamhost::plugin::types::{
@@ -135,13 +137,15 @@ mod component {
     struct HostileTransform;
 
     impl Guest for HostileTransform {
-        fn describe() -> PluginInfo {
-            PluginInfo {
+        fn describe() -> Result<PluginInfo, String> {
+            Ok(PluginInfo {
                 name: "hostile-transform".into(),
                 version: "0.0.1".into(),
                 kind: Kind::Transform,
                 needs: Needs::KEYS,
-            }
+                windows: Vec::new(),
+                tables: Vec::new(),
+            })
         }
 
         fn transform(batch: Batch) -> TransformedBatch {

@@ -51,7 +51,7 @@ pub fn trend(count: usize, head: &[f64], tail: &[f64]) -> (Direction, f64) {
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    wit_bindgen::generate!({ world: "trend", path: "../../wit" });
+    wit_bindgen::generate!({ world: "trend", path: "../../wit", generate_all });
 
     use exports::streamhost::plugin::trend_rule::Guest;
     use streamhost::plugin::types::{
@@ -61,13 +61,15 @@ mod component {
     struct TrendRule;
 
     impl Guest for TrendRule {
-        fn describe() -> PluginInfo {
-            PluginInfo {
+        fn describe() -> Result<PluginInfo, String> {
+            Ok(PluginInfo {
                 name: "trend".into(),
                 version: super::VERSION.into(),
                 kind: Kind::Trend,
                 needs: Needs::WINDOW_VALUES,
-            }
+                windows: Vec::new(),
+                tables: Vec::new(),
+            })
         }
 
         fn trend(batch: Batch, windows: WindowView) -> Vec<Result<Option<TrendResult>, String>> {

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use super::limits::{PluginLimits, limits_file, write_limits};
+use super::limits::{PluginFile, PluginLimits, limits_file, write_plugin_file};
 use super::{Put, Registry, Slot, Source, log_loaded, position};
 use crate::rules::runtime::{Kind, LoadError, Plugin, PluginInfo};
 
@@ -53,6 +53,21 @@ pub enum ChangeError {
         "{0:?} cannot be a file name in the plugin folder (use letters, digits, `.`, `_` and `-`)"
     )]
     BadFileName(String),
+    /// A configuration key set by `--plugin-config` (or the settings
+    /// file), which only a restart changes.
+    #[error(
+        "{key:?} is set by --plugin-config for {plugin:?}; change it there (the command line or settings file wins over the admin API)"
+    )]
+    Pinned {
+        /// The plugin.
+        plugin: String,
+        /// The key.
+        key: String,
+    },
+    /// A configuration change that is not one: a key that is not a key, or
+    /// that is not set.
+    #[error("configuration: {0}")]
+    Config(String),
     /// Writing (or removing) the plugin's files failed.
     #[error("storing the plugin: {0}; the old version keeps serving")]
     Store(String),
@@ -75,9 +90,26 @@ pub(super) fn check_name(new: &Plugin, name: &str) -> Result<(), ChangeError> {
 /// Writes `bytes` to `path` through a temporary file and a rename, so that
 /// neither a reader nor the watcher sees half a file.
 pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically_as(path, bytes, 0o644)
+}
+
+/// `write_atomically`, the file made with permissions `mode` (`0o600` for a
+/// file holding secrets: never readable by others, not even for a moment).
+pub(super) fn write_atomically_as(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    // An older file of that name kept its mode: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    file.write_all(bytes)?;
+    drop(file);
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })
@@ -91,12 +123,11 @@ impl Registry {
     /// serves from memory only, and the answer's `stored` is null.
     pub fn put(&self, name: &str, bytes: &[u8], limits: PluginLimits) -> Result<Put, ChangeError> {
         limits.check().map_err(ChangeError::Limits)?;
-        // Compile before taking the lock: it may take seconds.
-        let limits = self
-            .limits_of(name)
-            .unwrap_or_default()
-            .overridden_by(limits);
-        let new = self.load_with(bytes, name, limits);
+        // Compile before taking the lock: it may take seconds. The plugin
+        // keeps its own configuration.
+        let mut file = self.file_of(name).unwrap_or_default();
+        file.limits = file.limits.overridden_by(limits);
+        let new = self.load_with(bytes, name, name, &file);
         let mut slots = self.slots.lock().unwrap();
         let existing = slots.iter().position(|s| s.plugin.name() == name);
         let stored = new.map_err(ChangeError::Load).and_then(|new| {
@@ -104,9 +135,9 @@ impl Registry {
             if let Some(i) = existing {
                 Self::check_swap(&slots, i, &new)?;
             }
-            Ok((new, self.store(&slots, existing, name, bytes, limits)?))
+            Ok((new, self.store(&slots, existing, name, Some(bytes), &file)?))
         });
-        let (new, file) = match stored {
+        let (new, stored_in) = match stored {
             Ok(stored) => stored,
             Err(e) => {
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
@@ -118,19 +149,19 @@ impl Registry {
         };
         let info = match existing {
             Some(i) => {
-                if let Some(path) = &file {
+                if let Some(path) = &stored_in {
                     slots[i].keep_in(path);
                 }
-                self.swap(&mut slots, i, new, limits)
+                self.swap(&mut slots, i, new, file)
             }
-            None => self.add(&mut slots, file.clone(), new, limits),
+            None => self.add(&mut slots, stored_in.clone(), new, file),
         };
-        if file.is_none() {
+        if stored_in.is_none() {
             tracing::warn!(plugin = %name, "Plugin installed in memory only: it is gone after a restart (set --plugin-dir to keep it).");
         }
         Ok(Put {
             info,
-            stored: file.map(|p| p.display().to_string()),
+            stored: stored_in.map(|p| p.display().to_string()),
         })
     }
 
@@ -140,7 +171,7 @@ impl Registry {
         slots: &mut Vec<Slot>,
         file: Option<PathBuf>,
         new: Plugin,
-        limits: PluginLimits,
+        plugin_file: PluginFile,
     ) -> PluginInfo {
         let seen = file.as_deref().and_then(super::watch::stamp);
         let source = file.map_or(Source::Admin, Source::File);
@@ -148,22 +179,23 @@ impl Registry {
         let info = new.info().clone();
         log_loaded(&new, &source, "Plugin added.");
         self.record(&info, "added", Some(source.describe()));
-        slots.push(Slot::new(source, new, limits, seen));
+        slots.push(Slot::new(source, new, plugin_file, seen));
         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
         self.publish(slots);
         info
     }
 
-    /// Writes a component (and its limits, if any) where the plugin called
-    /// `name` is kept: its own file, else the plugin folder; `None` when
-    /// there is neither.
+    /// Writes a component (unless `bytes` is `None`: it is unchanged) and
+    /// its file of limits and configuration (if it holds any) where the
+    /// plugin called `name` is kept: its own file, else the plugin folder;
+    /// `None` when there is neither.
     pub(super) fn store(
         &self,
         slots: &[Slot],
         existing: Option<usize>,
         name: &str,
-        bytes: &[u8],
-        limits: PluginLimits,
+        bytes: Option<&[u8]>,
+        plugin_file: &PluginFile,
     ) -> Result<Option<PathBuf>, ChangeError> {
         let file = match existing.map(|i| &slots[i].source) {
             Some(Source::File(path)) => Some(path.clone()),
@@ -182,12 +214,14 @@ impl Registry {
             },
         };
         if let Some(path) = &file {
-            write_atomically(path, bytes)
+            bytes
+                .map_or(Ok(()), |b| write_atomically(path, b))
                 .and_then(|()| {
-                    if limits.is_empty() {
+                    let on_disk = limits_file(path).exists();
+                    if *plugin_file == PluginFile::default() && !on_disk {
                         Ok(())
                     } else {
-                        write_limits(path, limits)
+                        write_plugin_file(path, plugin_file)
                     }
                 })
                 .map_err(|e| ChangeError::Store(format!("writing {}: {e}", path.display())))?;
@@ -226,7 +260,7 @@ mod tests {
     use super::super::read_limits;
     use super::super::testing::{
         actions, alerts, component, given_and_folder, holds, place, runtime, scratch, serving,
-        serving_anomaly, version_counts, watcher_sees_a_change,
+        serving_anomaly, serving_version, version_counts, watcher_sees_a_change,
     };
     use super::*;
 
@@ -243,13 +277,14 @@ mod tests {
             memory_mib: Some(96),
         };
         let put = registry
-            .put("anomaly", &component("anomaly-v2"), limits)
+            .put("anomaly", &component("anomaly-rejects"), limits)
             .unwrap();
-        assert_eq!(put.info.version, "2.0.0");
+        assert_eq!(put.info.version, "1.1.0-rejects");
         assert_eq!(put.stored, Some(rule.display().to_string()));
-        assert!(holds(&rule, "anomaly-v2"));
+        assert!(holds(&rule, "anomaly-rejects"));
         assert_eq!(read_limits(&rule), Ok(limits));
-        assert_eq!(alerts(&registry, 35.0), 1);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.1.0-rejects");
+        assert_eq!(alerts(&registry, 45.0), 1);
         let p = &registry.list()[0];
         assert_eq!((p.deadline_ms, p.memory_mib), (250.0, 96));
         // The watcher knows the file it was written to: no second load.
@@ -260,7 +295,7 @@ mod tests {
         let p = &again.list()[0];
         assert_eq!(
             (p.info.version.as_str(), p.deadline_ms, p.memory_mib),
-            ("2.0.0", 250.0, 96)
+            ("1.1.0-rejects", 250.0, 96)
         );
     }
 
@@ -309,10 +344,10 @@ mod tests {
         // An existing plugin whose folder is gone keeps serving its version.
         std::fs::remove_dir_all(&folder).unwrap();
         let e = registry
-            .put("anomaly", &component("anomaly-v2"), NO_LIMITS)
+            .put("anomaly", &component("anomaly-rejects"), NO_LIMITS)
             .unwrap_err();
         assert!(matches!(e, ChangeError::Store(_)), "{e}");
-        assert_eq!(alerts(&registry, 35.0), 0);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.0.0");
         let p = &registry.list()[0];
         assert_eq!((p.info.version.as_str(), p.load_failures), ("1.0.0", 1));
         assert_eq!(registry.reloads_failed.load(Ordering::Relaxed), 2);
@@ -323,26 +358,28 @@ mod tests {
         let folder = scratch("put-refused");
         let rule = place("anomaly", folder.join("anomaly.wasm"));
         let registry = Registry::start(runtime(), &[], Some(&folder)).unwrap();
-        let v2 = component("anomaly-v2");
-        let e = registry.put("other", &v2, NO_LIMITS).unwrap_err();
+        let other = component("anomaly-rejects");
+        let e = registry.put("other", &other, NO_LIMITS).unwrap_err();
         assert!(
             matches!(&e, ChangeError::NameMismatch { said, asked } if said == "anomaly" && asked == "other"),
             "{e}"
         );
-        let e = registry.put("anomaly", &v2[..1000], NO_LIMITS).unwrap_err();
+        let e = registry
+            .put("anomaly", &other[..1000], NO_LIMITS)
+            .unwrap_err();
         assert!(matches!(e, ChangeError::Load(_)), "{e}");
         let too_long = PluginLimits {
             deadline: Some(Duration::from_secs(7200)),
             memory_mib: None,
         };
-        let e = registry.put("anomaly", &v2, too_long).unwrap_err();
+        let e = registry.put("anomaly", &other, too_long).unwrap_err();
         assert!(matches!(e, ChangeError::Limits(_)), "{e}");
         // The component that did not load counts against the plugin; the
         // wrong name (no plugin of that name) and the limits do not.
         assert_eq!(registry.list()[0].load_failures, 1);
         assert_eq!(registry.reloads_failed.load(Ordering::Relaxed), 2);
         assert!(holds(&rule, "anomaly"));
-        assert_eq!(alerts(&registry, 35.0), 0);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.0.0");
     }
 
     #[test]

@@ -1,13 +1,23 @@
-//! A plugin's own limits and the file that keeps them beside its component:
-//! `anomaly.toml` beside `anomaly.wasm`, with `deadline = "2s"` and
-//! `memory-mib = 256`, each optional; what is not set comes from the
-//! runtime's defaults.
+//! A plugin's own limits and configuration, and the file that keeps them
+//! beside its component: `anomaly.toml` beside `anomaly.wasm`, with
+//! `deadline = "2s"` and `memory-mib = 256`, each optional (what is not set
+//! comes from the runtime's defaults), a `[config]` table of values the
+//! plugin reads through `wasi:config/store`, and a `[secrets]` table of
+//! values it reads the same way but that are never shown.
+//!
+//! Configuration values are text to the plugin: a TOML string is passed as
+//! it is, a number or boolean as its TOML text (`45`, `45.5`, `true`), an
+//! array or table as JSON.
 //!
 //! The file is read at start-up and whenever the watcher sees it change,
-//! and written by a `put` that gives limits. Both directions go through the
-//! same serde shape (`deny_unknown_fields`, kebab-case keys, humantime
-//! durations), so what a `put` writes is exactly what the next start-up
-//! reads.
+//! and written by a `put` that gives limits and by a configuration change.
+//! Both directions go through the same serde shape (`deny_unknown_fields`,
+//! kebab-case keys, humantime durations), so what is written is exactly
+//! what the next start-up reads.
+
+use std::collections::BTreeMap;
+
+use crate::rules::runtime::PluginConfig;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,8 +62,47 @@ mod humantime_opt {
     }
 }
 
-/// The first line of a limits file a `put` writes.
-const HEADER: &str = "# Limits of this plugin's calls (written by `streamhost plugins put`).\n";
+/// The first line of a file streamhost writes.
+const HEADER: &str = "# Limits and configuration of this plugin (written by `streamhost plugins`).\n";
+
+/// What the file beside a component holds: `PluginLimits`' keys, then the
+/// two tables.
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileShape {
+    #[serde(
+        default,
+        with = "humantime_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    deadline: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory_mib: Option<usize>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    config: BTreeMap<String, toml::Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    secrets: BTreeMap<String, toml::Value>,
+}
+
+/// A configuration value as the text the plugin reads.
+fn as_text(value: toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s,
+        toml::Value::Array(_) | toml::Value::Table(_) => {
+            serde_json::to_string(&value).unwrap_or_default()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What a plugin's file holds: its limits and its configuration.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PluginFile {
+    /// Its own limits.
+    pub limits: PluginLimits,
+    /// Its configuration, secrets included.
+    pub config: PluginConfig,
+}
 
 impl PluginLimits {
     /// `self`, with `other`'s settings where it has them.
@@ -90,27 +139,74 @@ pub fn limits_file(path: &Path) -> PathBuf {
     path.with_extension("toml")
 }
 
-/// Reads the limits file of the component at `path`; none is no limits.
+/// Reads the limits of the component at `path` from the file beside it;
+/// none is no limits.
 pub fn read_limits(path: &Path) -> Result<PluginLimits, String> {
+    read_plugin_file(path).map(|f| f.limits)
+}
+
+/// Reads the file beside the component at `path`; none is no limits and no
+/// configuration.
+pub fn read_plugin_file(path: &Path) -> Result<PluginFile, String> {
     let file = limits_file(path);
     let text = match std::fs::read_to_string(&file) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PluginLimits::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PluginFile::default()),
         Err(e) => return Err(format!("reading {}: {e}", file.display())),
     };
-    let limits: PluginLimits =
-        toml::from_str(&text).map_err(|e| format!("{}: {}", file.display(), e.message()))?;
-    limits
-        .check()
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    Ok(limits)
+    let named = |e: String| format!("{}: {e}", file.display());
+    let shape: FileShape = toml::from_str(&text).map_err(|e| named(e.message().to_string()))?;
+    let limits = PluginLimits {
+        deadline: shape.deadline,
+        memory_mib: shape.memory_mib,
+    };
+    limits.check().map_err(named)?;
+    let mut config = PluginConfig::new();
+    for (key, value) in shape.config {
+        config.set(&key, &as_text(value)).map_err(named)?;
+    }
+    for (key, value) in shape.secrets {
+        if config.get(&key).is_some() {
+            return Err(named(format!(
+                "{key:?} is both in [config] and in [secrets]"
+            )));
+        }
+        config.set_secret(&key, &as_text(value)).map_err(named)?;
+    }
+    Ok(PluginFile { limits, config })
 }
 
-/// Writes `limits` as the limits file of the component at `path`, through
-/// a temporary file and a rename like the component itself.
-pub(super) fn write_limits(path: &Path, limits: PluginLimits) -> std::io::Result<()> {
-    let body = toml::to_string(&limits).map_err(std::io::Error::other)?;
-    super::change::write_atomically(&limits_file(path), (HEADER.to_owned() + &body).as_bytes())
+/// Writes `file` beside the component at `path`, through a temporary file
+/// and a rename like the component itself. Configuration values are written
+/// as TOML strings (the text the plugin reads).
+pub(super) fn write_plugin_file(path: &Path, file: &PluginFile) -> std::io::Result<()> {
+    let mut shape = FileShape {
+        deadline: file.limits.deadline,
+        memory_mib: file.limits.memory_mib,
+        ..FileShape::default()
+    };
+    for (key, value) in file.config.iter() {
+        let table = if file.config.is_secret(key) {
+            &mut shape.secrets
+        } else {
+            &mut shape.config
+        };
+        table.insert(key.to_string(), toml::Value::String(value.to_string()));
+    }
+    let body = toml::to_string(&shape).map_err(std::io::Error::other)?;
+    // Secrets are for streamhost's eyes only.
+    let mode = if file.config.has_secrets() { 0o600 } else { 0o644 };
+    let body = HEADER.to_owned() + &body;
+    super::change::write_atomically_as(&limits_file(path), body.as_bytes(), mode)
+}
+
+/// Writes `limits` beside the component at `path`, keeping the
+/// configuration the file holds.
+#[cfg(test)]
+fn write_limits(path: &Path, limits: PluginLimits) -> std::io::Result<()> {
+    let mut file = read_plugin_file(path).unwrap_or_default();
+    file.limits = limits;
+    write_plugin_file(path, &file)
 }
 
 #[cfg(test)]
@@ -193,6 +289,51 @@ mod tests {
                 "{text:?}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn configuration_is_read_as_text_and_written_back_the_same() {
+        let component = with_limits_file(
+            "config-text",
+            "deadline = \"1s\"\n[config]\ntemperature_max = 45\nratio = 0.5\nstrict = true\n\
+             name = \"greenhouse\"\nzones = [1, 2]\n[secrets]\ntoken = \"hunter2\"\n",
+        );
+        let file = read_plugin_file(&component).unwrap();
+        assert_eq!(file.limits.deadline, Some(Duration::from_secs(1)));
+        let c = &file.config;
+        assert_eq!(
+            c.iter().collect::<Vec<_>>(),
+            [
+                ("name", "greenhouse"),
+                ("ratio", "0.5"),
+                ("strict", "true"),
+                ("temperature_max", "45"),
+                ("token", "hunter2"),
+                ("zones", "[1,2]"),
+            ]
+        );
+        assert!(c.is_secret("token") && !c.is_secret("name"));
+        write_plugin_file(&component, &file).unwrap();
+        assert_eq!(read_plugin_file(&component).unwrap(), file);
+        let text = std::fs::read_to_string(limits_file(&component)).unwrap();
+        assert!(text.contains("[secrets]\ntoken = \"hunter2\""), "{text}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(limits_file(&component)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "a file holding secrets is the owner's only");
+        // Writing limits keeps the configuration.
+        write_limits(&component, PluginLimits::default()).unwrap();
+        assert_eq!(read_plugin_file(&component).unwrap().config, file.config);
+    }
+
+    #[test]
+    fn a_key_both_plain_and_secret_is_refused() {
+        let component =
+            with_limits_file("config-both", "[config]\na = \"1\"\n[secrets]\na = \"2\"\n");
+        let e = read_plugin_file(&component).unwrap_err();
+        assert!(e.contains("\"a\" is both in [config] and in [secrets]"), "{e}");
+        let component = with_limits_file("config-key", "[config]\n\"a b\" = 1\n");
+        let e = read_plugin_file(&component).unwrap_err();
+        assert!(e.contains("is not a configuration key"), "{e}");
     }
 
     #[test]

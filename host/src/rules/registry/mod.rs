@@ -21,10 +21,13 @@
 //! - `watch`: plugin files polled for changes, and SIGHUP's reload;
 //! - `change`: the admin API's `put` and `remove`, kept on disk;
 //! - `trials`: candidates on trial beside a serving version;
-//! - `limits`: a plugin's own limits and the file beside its component;
+//! - `limits`: a plugin's own limits and configuration, and the file beside
+//!   its component;
+//! - `configure`: configuration changes (admin API), swapped like a `put`;
 //! - `status`: what `GET /plugins` and the metrics read, and the history.
 
 mod change;
+mod configure;
 mod limits;
 mod status;
 #[cfg(test)]
@@ -32,16 +35,18 @@ mod testing;
 mod trials;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::runtime::{Kind, LoadError, Plugin, PluginInfo, Runtime, Stats};
+use super::runtime::{Kind, LoadError, Plugin, PluginConfig, PluginInfo, Runtime, Stats};
 use super::trial::Policy;
 use super::{Rule, RuleSet};
 
 pub use change::ChangeError;
-pub use limits::{PluginLimits, limits_file, read_limits};
+pub use configure::{ConfigChange, Configured};
+pub use limits::{PluginFile, PluginLimits, limits_file, read_limits, read_plugin_file};
 pub use status::{Event, PluginStatus, Put, TrialStatus, VersionStatus};
 pub use watch::POLL;
 
@@ -84,6 +89,9 @@ struct Slot {
     plugin: Arc<Plugin>,
     /// The plugin's own limits, as loaded.
     limits: PluginLimits,
+    /// Its configuration from its file (or the admin API), without what
+    /// `--plugin-config` pins over it.
+    config: PluginConfig,
     loaded_at: chrono::DateTime<chrono::Utc>,
     load_failures: u64,
     last_load_error: Option<String>,
@@ -116,6 +124,10 @@ pub struct Registry {
     policy: Mutex<Policy>,
     /// Changes by plugin name, oldest first, at most `status::HISTORY` each.
     history: Mutex<Vec<(String, Event)>>,
+    /// Configuration given on the command line or in the settings file
+    /// (`--plugin-config NAME.KEY=VALUE`), by plugin name: set over each
+    /// plugin's own, and not changeable through the admin API.
+    pinned: BTreeMap<String, PluginConfig>,
 }
 
 impl Registry {
@@ -130,6 +142,18 @@ impl Registry {
         runtime: Arc<Runtime>,
         paths: &[PathBuf],
         dir: Option<&Path>,
+    ) -> anyhow::Result<Registry> {
+        Registry::start_pinned(runtime, paths, dir, BTreeMap::new())
+    }
+
+    /// `start`, with configuration `pinned` over the plugins' own, by
+    /// plugin name (`--plugin-config`); a name no plugin has stops
+    /// start-up.
+    pub fn start_pinned(
+        runtime: Arc<Runtime>,
+        paths: &[PathBuf],
+        dir: Option<&Path>,
+        pinned: BTreeMap<String, PluginConfig>,
     ) -> anyhow::Result<Registry> {
         let mut paths = paths.to_vec();
         if let Some(dir) = dir {
@@ -148,12 +172,13 @@ impl Registry {
             automatic_rollbacks: AtomicU64::new(0),
             policy: Mutex::new(Policy::default()),
             history: Mutex::new(Vec::new()),
+            pinned,
         };
         {
             let mut slots = registry.slots.lock().unwrap();
             for path in &paths {
                 let seen = watch::stamp(path);
-                let (plugin, limits) = registry
+                let (plugin, file) = registry
                     .load_file(path)
                     .map_err(|e| anyhow::anyhow!("loading plugin {}: {e}", path.display()))?;
                 if let Some(other) = slots.iter().find(|s| s.plugin.name() == plugin.name()) {
@@ -168,38 +193,67 @@ impl Registry {
                 let plugin = registry.counted(plugin, &source);
                 log_loaded(&plugin, &source, "Plugin loaded.");
                 registry.record(plugin.info(), "loaded", Some(source.describe()));
-                slots.push(Slot::new(source, plugin, limits, seen));
+                slots.push(Slot::new(source, plugin, file, seen));
+            }
+            if let Some(name) = registry
+                .pinned
+                .keys()
+                .find(|n| !slots.iter().any(|s| s.plugin.name() == n.as_str()))
+            {
+                anyhow::bail!(
+                    "--plugin-config names the plugin {name:?}, but no plugin calls itself so"
+                );
             }
             registry.publish(&slots);
         }
         Ok(registry)
     }
 
-    /// Loads the component at `path` with the limits file beside it.
-    fn load_file(&self, path: &Path) -> Result<(Plugin, PluginLimits), String> {
-        let limits = read_limits(path)?;
+    /// Loads the component at `path` with the file beside it.
+    fn load_file(&self, path: &Path) -> Result<(Plugin, PluginFile), String> {
+        let file = read_plugin_file(path)?;
         let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
         let plugin = self
-            .load_with(&bytes, &path.display().to_string(), limits)
+            .load_with(&bytes, &path.display().to_string(), &stem, &file)
             .map_err(|e| e.to_string())?;
-        Ok((plugin, limits))
+        Ok((plugin, file))
     }
 
-    /// Loads a component and gives it `limits` over the runtime's defaults;
-    /// `label` names it in logs until its own name is known.
+    /// Loads a component with `file`'s limits over the runtime's defaults
+    /// and its configuration under the pinned one. `label` names it in logs
+    /// until its own name is known; `name` is the name it is expected to
+    /// have, whose pinned configuration it is first described with.
     fn load_with(
         &self,
         bytes: &[u8],
         label: &str,
-        limits: PluginLimits,
+        name: &str,
+        file: &PluginFile,
     ) -> Result<Plugin, LoadError> {
-        let mut plugin = self.runtime.load(bytes, label)?;
+        let config = self.effective(name, &file.config);
+        let mut plugin = self.runtime.load_configured(bytes, label, &config)?;
+        if plugin.name() != name && self.pinned.contains_key(plugin.name()) {
+            // Named otherwise than expected: describe it again with its own
+            // name's pinned configuration.
+            plugin = plugin.configured(&self.effective(plugin.name(), &file.config))?;
+        }
         let defaults = self.runtime.default_limits();
+        let limits = file.limits;
         plugin.set_limits(
             limits.deadline.unwrap_or(defaults.deadline),
             limits.memory_mib.map_or(defaults.memory_bytes, |m| m << 20),
         );
         Ok(plugin)
+    }
+
+    /// The configuration the plugin called `name` runs with: `own`, with
+    /// what `--plugin-config` pins over it.
+    fn effective(&self, name: &str, own: &PluginConfig) -> PluginConfig {
+        match self.pinned.get(name) {
+            Some(pinned) => own.overridden_by(pinned),
+            None => own.clone(),
+        }
     }
 
     /// `plugin`, counting into its version's counters: new ones, or those of
@@ -209,7 +263,7 @@ impl Registry {
         let info = plugin.info();
         let stats = match versions
             .iter()
-            .find(|v| v.name == info.name && v.sha256 == info.sha256)
+            .find(|v| v.name == info.name && v.sha256 == info.sha256 && v.version == info.version)
         {
             Some(v) => v.stats.clone(),
             None => {
@@ -230,13 +284,14 @@ impl Registry {
         plugin
     }
 
-    /// The limits the plugin called `name` was loaded with, if there is one.
-    fn limits_of(&self, name: &str) -> Option<PluginLimits> {
+    /// The file (limits and own configuration) the plugin called `name`
+    /// was loaded with, if there is one.
+    fn file_of(&self, name: &str) -> Option<PluginFile> {
         let slots = self.slots.lock().unwrap();
         slots
             .iter()
             .find(|s| s.plugin.name() == name)
-            .map(|s| s.limits)
+            .map(Slot::file)
     }
 
     /// The rules to run the next batch with.
@@ -284,7 +339,7 @@ impl Registry {
     }
 
     /// Replaces slot `i`'s plugin with `new` (checked by `check_swap`).
-    fn swap(&self, slots: &mut [Slot], i: usize, new: Plugin, limits: PluginLimits) -> PluginInfo {
+    fn swap(&self, slots: &mut [Slot], i: usize, new: Plugin, file: PluginFile) -> PluginInfo {
         let new = self.counted(new, &slots[i].source);
         let info = new.info().clone();
         let slot = &mut slots[i];
@@ -297,7 +352,8 @@ impl Registry {
         );
         let detail = format!("replaced {}", slot.plugin.info().version);
         slot.plugin = Arc::new(new);
-        slot.limits = limits;
+        slot.limits = file.limits;
+        slot.config = file.config;
         slot.loaded_at = chrono::Utc::now();
         // A trial compares against the version that served when it began.
         self.drop_trial(slot, "the serving version was replaced", &detail);
@@ -336,22 +392,26 @@ fn position(slots: &[Slot], name: &str) -> Result<usize, ChangeError> {
 }
 
 impl Slot {
-    fn new(
-        source: Source,
-        plugin: Plugin,
-        limits: PluginLimits,
-        seen: Option<watch::Stamp>,
-    ) -> Slot {
+    fn new(source: Source, plugin: Plugin, file: PluginFile, seen: Option<watch::Stamp>) -> Slot {
         Slot {
             source,
             plugin: Arc::new(plugin),
-            limits,
+            limits: file.limits,
+            config: file.config,
             loaded_at: chrono::Utc::now(),
             load_failures: 0,
             last_load_error: None,
             seen,
             settling: None,
             trial: None,
+        }
+    }
+
+    /// What its file holds (or would hold): its limits and own configuration.
+    fn file(&self) -> PluginFile {
+        PluginFile {
+            limits: self.limits,
+            config: self.config.clone(),
         }
     }
 
@@ -415,7 +475,7 @@ mod tests {
     fn two_plugins_of_one_name_stop_start_up() {
         let dir = scratch("start-duplicate");
         let one = place("anomaly", dir.join("one.wasm"));
-        let two = place("anomaly-v2", dir.join("two.wasm"));
+        let two = place("anomaly-rejects", dir.join("two.wasm"));
         let error = start_error(&[one, two]);
         assert!(
             error.contains("two.wasm") && error.contains("both call themselves \"anomaly\""),

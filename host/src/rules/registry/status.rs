@@ -216,19 +216,21 @@ impl Registry {
     /// Every version loaded since start-up, with its counters, oldest
     /// first, and whether it serves now (a candidate on trial does not).
     pub fn versions(&self) -> Vec<VersionStatus> {
-        // (name, sha256) of the serving versions, and of the candidates.
-        type Ids = Vec<(String, String)>;
+        // (name, sha256, version) of the serving versions, and of the
+        // candidates: one component configured two ways is two versions.
+        type Ids = Vec<(String, String, String)>;
+        let id = |i: &PluginInfo| (i.name.clone(), i.sha256.clone(), i.version.clone());
         let (serving, on_trial): (Ids, Ids) = {
             let slots = self.slots.lock().unwrap();
             let serving = slots
                 .iter()
-                .map(|s| (s.plugin.name().to_string(), s.plugin.info().sha256.clone()))
+                .map(|s| id(s.plugin.info()))
                 .collect();
             let on_trial = slots
                 .iter()
                 .filter_map(|s| {
                     let c = s.trial.as_ref()?;
-                    Some((s.plugin.name().to_string(), c.plugin.info().sha256.clone()))
+                    Some(id(c.plugin.info()))
                 })
                 .collect();
             (serving, on_trial)
@@ -238,7 +240,7 @@ impl Registry {
             .iter()
             .map(|v| {
                 let st = &v.stats;
-                let id = (v.name.clone(), v.sha256.clone());
+                let id = (v.name.clone(), v.sha256.clone(), v.version.clone());
                 VersionStatus {
                     name: v.name.clone(),
                     version: v.version.clone(),
@@ -271,9 +273,9 @@ mod tests {
     fn a_plugins_counts_are_the_sum_of_its_versions_but_a_candidate() {
         let (_, registry) = serving_anomaly("status-sums");
         alerts(&registry, 20.0);
-        let v2 = component("anomaly-v2");
+        let other = component("anomaly-rejects");
         registry
-            .put("anomaly", &v2, PluginLimits::default())
+            .put("anomaly", &other, PluginLimits::default())
             .unwrap();
         alerts(&registry, 20.0);
         alerts(&registry, 20.0);

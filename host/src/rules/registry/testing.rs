@@ -1,6 +1,6 @@
 //! What the registry's unit tests share: scratch folders, the components
-//! `cargo xtask plugins` built (`target/plugins`), and a real call of the
-//! published anomaly rule that tells its versions apart.
+//! `cargo xtask plugins` built (`target/plugins`), a real call of the
+//! published anomaly rule, and the version each published rule serves.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,7 +74,9 @@ pub fn start_error(paths: &[PathBuf]) -> String {
 }
 
 /// Alerts the published anomaly rule raises on one reading at
-/// `temperature`: version 1.0.0 alerts above 40 °C, 2.0.0 above 30 °C.
+/// `temperature`, at event time 0: above 40 °C with the article's
+/// thresholds, above 30 °C configured with `temperature_max = 30`. At event
+/// time 0 `anomaly-rejects` and `anomaly-traps` answer as 1.0.0 does.
 pub fn alerts(registry: &Registry, temperature: f64) -> usize {
     let batch = Batch {
         len: 1,
@@ -84,6 +86,7 @@ pub fn alerts(registry: &Registry, temperature: f64) -> usize {
         event_times: vec![0],
         values: vec![vec![temperature]],
         json: Vec::new(),
+        tables: Vec::new(),
     };
     let windows = WindowView {
         starts: vec![0],
@@ -91,6 +94,7 @@ pub fn alerts(registry: &Registry, temperature: f64) -> usize {
         counts: vec![1],
         k: 0,
         fields: Vec::new(),
+        declared: Vec::new(),
     };
     let rules = registry.current();
     let [rule] = rules.anomaly.as_slice() else {
@@ -98,6 +102,17 @@ pub fn alerts(registry: &Registry, temperature: f64) -> usize {
     };
     let results = rule.detect(&batch, &windows).unwrap();
     results[0].as_ref().unwrap().len()
+}
+
+/// The version of the rule called `name` in the published rule set: the
+/// rule the pipeline calls from its next batch on.
+pub fn serving_version(registry: &Registry, name: &str) -> String {
+    let rules = registry.current();
+    let named: Vec<_> = rules.all().filter(|r| r.info().name == name).collect();
+    let [rule] = named.as_slice() else {
+        panic!("{} rules called {name:?} published", named.len());
+    };
+    rule.info().version.clone()
 }
 
 /// The (version, calls, serving) of every version of `name` loaded so far.

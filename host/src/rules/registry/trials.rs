@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::change::{ChangeError, check_name};
-use super::limits::PluginLimits;
+use super::limits::{PluginFile, PluginLimits};
 use super::status::{TrialStatus, rfc3339};
 use super::{Put, Registry, Slot, Source, position};
 use crate::rules::Rule;
@@ -21,8 +21,10 @@ use crate::rules::trial::{Mode, Trial};
 pub(super) struct Candidate {
     pub(super) trial: Arc<Trial>,
     pub(super) plugin: Arc<Plugin>,
-    bytes: Vec<u8>,
-    limits: PluginLimits,
+    /// Its component, `None` when it is the serving one configured anew.
+    bytes: Option<Vec<u8>>,
+    /// Its limits and own configuration.
+    file: PluginFile,
     started_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -51,11 +53,24 @@ impl Registry {
     ) -> Result<PluginInfo, ChangeError> {
         limits.check().map_err(ChangeError::Limits)?;
         check_mode(mode)?;
-        let previous = self
-            .limits_of(name)
+        let mut file = self
+            .file_of(name)
             .ok_or_else(|| ChangeError::NotFound(name.into()))?;
-        let limits = previous.overridden_by(limits);
-        let new = self.load_with(bytes, name, limits)?;
+        file.limits = file.limits.overridden_by(limits);
+        let new = self.load_with(bytes, name, name, &file)?;
+        self.start_trial(name, new, Some(bytes.to_vec()), file, mode)
+    }
+
+    /// Puts `new` on trial beside the plugin called `name`, in `mode`.
+    pub(super) fn start_trial(
+        &self,
+        name: &str,
+        new: Plugin,
+        bytes: Option<Vec<u8>>,
+        file: PluginFile,
+        mode: Mode,
+    ) -> Result<PluginInfo, ChangeError> {
+        check_mode(mode)?;
         let mut slots = self.slots.lock().unwrap();
         let i = position(&slots, name)?;
         check_name(&new, name)?;
@@ -78,8 +93,8 @@ impl Registry {
         slot.trial = Some(Candidate {
             trial: Arc::new(Trial::new(new.clone() as Arc<dyn Rule>, mode, policy)),
             plugin: new,
-            bytes: bytes.to_vec(),
-            limits,
+            bytes,
+            file,
             started_at: chrono::Utc::now(),
         });
         self.publish(&slots);
@@ -95,7 +110,7 @@ impl Registry {
             return Err(ChangeError::NoTrial(name.into()));
         };
         c.trial.stop("promoted");
-        let file = match self.store(&slots, Some(i), name, &c.bytes, c.limits) {
+        let file = match self.store(&slots, Some(i), name, c.bytes.as_deref(), &c.file) {
             Ok(file) => file,
             Err(e) => {
                 slots[i].trial = Some(c);
@@ -111,7 +126,8 @@ impl Registry {
         self.record(&info, "promoted", Some(format!("replaced {was}")));
         let slot = &mut slots[i];
         slot.plugin = c.plugin;
-        slot.limits = c.limits;
+        slot.limits = c.file.limits;
+        slot.config = c.file.config;
         slot.loaded_at = chrono::Utc::now();
         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
         self.publish(&slots);
@@ -207,7 +223,7 @@ impl Candidate {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{
-        actions, alerts, component, holds, serving_anomaly, watcher_sees_a_change,
+        actions, alerts, component, holds, serving_anomaly, serving_version, watcher_sees_a_change,
     };
     use super::*;
 
@@ -229,12 +245,20 @@ mod tests {
     fn a_promoted_candidate_serves_and_is_kept_on_disk() {
         let (rule, registry) = serving_anomaly("trial-promote");
         let info = registry
-            .try_candidate("anomaly", &component("anomaly-v2"), NO_LIMITS, Mode::Shadow)
+            .try_candidate(
+                "anomaly",
+                &component("anomaly-rejects"),
+                NO_LIMITS,
+                Mode::Shadow,
+            )
             .unwrap();
-        assert_eq!(info.version, "2.0.0");
-        assert_eq!(on_trial(&registry, "anomaly"), (Some("2.0.0".into()), true));
+        assert_eq!(info.version, "1.1.0-rejects");
+        assert_eq!(
+            on_trial(&registry, "anomaly"),
+            (Some("1.1.0-rejects".into()), true)
+        );
         // Beside, not instead: 1.0.0 still serves, and the file is as it was.
-        assert_eq!(alerts(&registry, 35.0), 0);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.0.0");
         assert!(holds(&rule, "anomaly"));
         let versions = registry.versions();
         assert_eq!(
@@ -247,8 +271,9 @@ mod tests {
 
         let put = registry.promote("anomaly").unwrap();
         assert_eq!(put.stored, Some(rule.display().to_string()));
-        assert!(holds(&rule, "anomaly-v2"));
-        assert_eq!(alerts(&registry, 35.0), 1);
+        assert!(holds(&rule, "anomaly-rejects"));
+        assert_eq!(serving_version(&registry, "anomaly"), "1.1.0-rejects");
+        assert_eq!(alerts(&registry, 45.0), 1);
         assert_eq!(on_trial(&registry, "anomaly"), (None, false));
         assert_eq!(
             actions(&registry, "anomaly"),
@@ -261,16 +286,16 @@ mod tests {
     #[test]
     fn a_rolled_back_candidate_leaves_the_serving_version_alone() {
         let (rule, registry) = serving_anomaly("trial-rollback");
-        let v2 = component("anomaly-v2");
+        let candidate = component("anomaly-rejects");
         let canary = Mode::Canary { percent: 10.0 };
         registry
-            .try_candidate("anomaly", &v2, NO_LIMITS, canary)
+            .try_candidate("anomaly", &candidate, NO_LIMITS, canary)
             .unwrap();
         let trial = registry.current().trials[0].1.clone();
         registry.rollback("anomaly").unwrap();
         assert!(trial.stopped());
         assert_eq!(on_trial(&registry, "anomaly"), (None, false));
-        assert_eq!(alerts(&registry, 35.0), 0);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.0.0");
         assert!(holds(&rule, "anomaly"));
         assert_eq!(
             (
@@ -282,10 +307,13 @@ mod tests {
 
         // Judged by the pipeline: rolled back by the next poll.
         registry
-            .try_candidate("anomaly", &v2, NO_LIMITS, Mode::Shadow)
+            .try_candidate("anomaly", &candidate, NO_LIMITS, Mode::Shadow)
             .unwrap();
         registry.poll_trials();
-        assert_eq!(on_trial(&registry, "anomaly").0.as_deref(), Some("2.0.0"));
+        assert_eq!(
+            on_trial(&registry, "anomaly").0.as_deref(),
+            Some("1.1.0-rejects")
+        );
         registry
             .current()
             .trial("anomaly")
@@ -305,20 +333,20 @@ mod tests {
     #[test]
     fn a_swap_or_a_new_candidate_ends_the_trial_before_it() {
         let (_, registry) = serving_anomaly("trial-replaced");
-        let v2 = component("anomaly-v2");
+        let other = component("anomaly-rejects");
         registry
-            .try_candidate("anomaly", &v2, NO_LIMITS, Mode::Shadow)
+            .try_candidate("anomaly", &other, NO_LIMITS, Mode::Shadow)
             .unwrap();
         let first = registry.current().trials[0].1.clone();
         registry
-            .try_candidate("anomaly", &v2, NO_LIMITS, Mode::Shadow)
+            .try_candidate("anomaly", &other, NO_LIMITS, Mode::Shadow)
             .unwrap();
         assert_eq!(
             first.verdict().as_deref(),
             Some("replaced by another candidate")
         );
         let second = registry.current().trials[0].1.clone();
-        registry.put("anomaly", &v2, NO_LIMITS).unwrap();
+        registry.put("anomaly", &other, NO_LIMITS).unwrap();
         assert_eq!(
             second.verdict().as_deref(),
             Some("the serving version was replaced")
@@ -343,11 +371,11 @@ mod tests {
         let (_, registry) = serving_anomaly("trial-refused");
         let shadow = Mode::Shadow;
         let refused = [
-            registry.try_candidate("other", &component("anomaly-v2"), NO_LIMITS, shadow),
+            registry.try_candidate("other", &component("anomaly-rejects"), NO_LIMITS, shadow),
             registry.try_candidate("anomaly", &component("trend"), NO_LIMITS, shadow),
             registry.try_candidate(
                 "anomaly",
-                &component("anomaly-v2"),
+                &component("anomaly-rejects"),
                 NO_LIMITS,
                 Mode::Canary { percent: 0.0 },
             ),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use super::limits::{PluginLimits, limits_file};
+use super::limits::{PluginFile, limits_file};
 use super::{Registry, Slot, Source};
 use crate::rules::runtime::Plugin;
 
@@ -115,7 +115,7 @@ impl Registry {
         i: usize,
         path: &Path,
         seen: Option<Stamp>,
-        loaded: Result<(Plugin, PluginLimits), String>,
+        loaded: Result<(Plugin, PluginFile), String>,
         force: bool,
     ) {
         let mut slots = self.slots.lock().unwrap();
@@ -129,13 +129,13 @@ impl Registry {
         slot.seen = seen;
         slot.settling = None;
         match loaded {
-            Ok((new, limits))
+            Ok((new, file))
                 if new.info().sha256 == slot.plugin.info().sha256
-                    && limits == slot.limits
+                    && file == slot.file()
                     && !force => {}
-            Ok((new, limits)) => match Self::check_swap(&slots, i, &new) {
+            Ok((new, file)) => match Self::check_swap(&slots, i, &new) {
                 Ok(()) => {
-                    self.swap(&mut slots, i, new, limits);
+                    self.swap(&mut slots, i, new, file);
                 }
                 Err(e) => self.failed(&mut slots[i], e.to_string()),
             },
@@ -174,8 +174,10 @@ mod tests {
     use std::io::Write;
 
     use super::super::testing::{
-        actions, alerts, component, place, scratch, serving, serving_anomaly, version_counts,
+        actions, alerts, component, holds, place, scratch, serving, serving_anomaly,
+        serving_version, version_counts,
     };
+    use super::super::{limits_file, read_plugin_file};
     use super::*;
 
     /// Replaces `path` the way deployments do: write aside, then rename.
@@ -188,32 +190,41 @@ mod tests {
     #[test]
     fn a_replaced_file_serves_once_settled_and_every_version_keeps_its_counts() {
         let (rule, registry) = serving_anomaly("watch-swap");
-        assert_eq!(alerts(&registry, 35.0), 0);
+        assert_eq!(alerts(&registry, 45.0), 1);
         assert_eq!(
             version_counts(&registry, "anomaly"),
             [("1.0.0".into(), 1, true)]
         );
 
-        replace(&rule, "anomaly-v2");
+        replace(&rule, "anomaly-rejects");
         registry.poll_files(false);
         // Seen changed, not yet settled: still 1.0.0.
-        assert_eq!(alerts(&registry, 35.0), 0);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.0.0");
+        assert_eq!(alerts(&registry, 45.0), 1);
         registry.poll_files(false);
-        assert_eq!(alerts(&registry, 35.0), 1);
-        assert_eq!(alerts(&registry, 35.0), 1);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.1.0-rejects");
+        assert_eq!(alerts(&registry, 45.0), 1);
+        assert_eq!(alerts(&registry, 45.0), 1);
         assert_eq!(
             version_counts(&registry, "anomaly"),
-            [("1.0.0".into(), 2, false), ("2.0.0".into(), 2, true)]
+            [
+                ("1.0.0".into(), 2, false),
+                ("1.1.0-rejects".into(), 2, true)
+            ]
         );
 
         // Back to 1.0.0: its counters go on from where they were.
         replace(&rule, "anomaly");
         registry.poll_files(false);
         registry.poll_files(false);
-        assert_eq!(alerts(&registry, 35.0), 0);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.0.0");
+        assert_eq!(alerts(&registry, 45.0), 1);
         assert_eq!(
             version_counts(&registry, "anomaly"),
-            [("1.0.0".into(), 3, true), ("2.0.0".into(), 2, false)]
+            [
+                ("1.0.0".into(), 3, true),
+                ("1.1.0-rejects".into(), 2, false)
+            ]
         );
         assert_eq!(registry.reloads_ok.load(Ordering::Relaxed), 2);
         assert_eq!(
@@ -225,27 +236,30 @@ mod tests {
     #[test]
     fn a_file_still_being_written_is_not_loaded() {
         let (rule, registry) = serving_anomaly("watch-half-written");
-        let v2 = component("anomaly-v2");
+        let other = component("anomaly-rejects");
         let mut f = std::fs::File::create(&rule).unwrap();
-        f.write_all(&v2[..v2.len() / 2]).unwrap();
+        f.write_all(&other[..other.len() / 2]).unwrap();
         registry.poll_files(false);
-        f.write_all(&v2[v2.len() / 2..]).unwrap();
+        f.write_all(&other[other.len() / 2..]).unwrap();
         registry.poll_files(false);
         // Changed again since the last poll: not settled, so not loaded.
         let p = &registry.list()[0];
         assert_eq!((p.info.version.as_str(), p.load_failures), ("1.0.0", 0));
         registry.poll_files(false);
         let p = &registry.list()[0];
-        assert_eq!((p.info.version.as_str(), p.load_failures), ("2.0.0", 0));
+        assert_eq!(
+            (p.info.version.as_str(), p.load_failures),
+            ("1.1.0-rejects", 0)
+        );
     }
 
     #[test]
     fn a_file_that_fails_to_load_leaves_the_old_version_serving() {
         let (rule, registry) = serving_anomaly("watch-broken");
-        std::fs::write(&rule, &component("anomaly-v2")[..1000]).unwrap();
+        std::fs::write(&rule, &component("anomaly-rejects")[..1000]).unwrap();
         registry.poll_files(false);
         registry.poll_files(false);
-        assert_eq!(alerts(&registry, 35.0), 0);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.0.0");
         let p = &registry.list()[0];
         assert_eq!((p.info.version.as_str(), p.load_failures), ("1.0.0", 1));
         assert!(p.last_load_error.is_some());
@@ -273,9 +287,9 @@ mod tests {
     #[test]
     fn a_forced_reload_loads_every_file_now() {
         let (rule, registry) = serving_anomaly("watch-force");
-        replace(&rule, "anomaly-v2");
+        replace(&rule, "anomaly-rejects");
         registry.poll_files(true);
-        assert_eq!(alerts(&registry, 35.0), 1);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.1.0-rejects");
         // Forced, the same file is swapped in again.
         registry.poll_files(true);
         assert_eq!(registry.reloads_ok.load(Ordering::Relaxed), 2);
@@ -288,15 +302,49 @@ mod tests {
         std::fs::create_dir(dir.join("v1")).unwrap();
         std::fs::create_dir(dir.join("v2")).unwrap();
         place("anomaly", dir.join("v1/anomaly.wasm"));
-        place("anomaly-v2", dir.join("v2/anomaly.wasm"));
+        place("anomaly-rejects", dir.join("v2/anomaly.wasm"));
         std::os::unix::fs::symlink("v1", dir.join("..data")).unwrap();
         std::os::unix::fs::symlink("..data/anomaly.wasm", dir.join("anomaly.wasm")).unwrap();
         let registry = serving(&[dir.join("anomaly.wasm")]);
-        assert_eq!(alerts(&registry, 35.0), 0);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.0.0");
         std::os::unix::fs::symlink("v2", dir.join("..data_tmp")).unwrap();
         std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
         registry.poll_files(false);
         registry.poll_files(false);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.1.0-rejects");
+    }
+
+    #[test]
+    fn a_changed_configuration_file_serves_once_settled() {
+        let (rule, registry) = serving_anomaly("watch-config");
+        assert_eq!(alerts(&registry, 35.0), 0);
+        // Other thresholds beside the same component, written in place.
+        let toml = limits_file(&rule);
+        std::fs::write(&toml, "[config]\ntemperature_max = 30\n").unwrap();
+        registry.poll_files(false);
+        // Seen changed, not yet settled: the article's thresholds still.
+        assert_eq!(serving_version(&registry, "anomaly"), "1.0.0");
+        assert_eq!(alerts(&registry, 35.0), 0);
+        registry.poll_files(false);
+        let configured = serving_version(&registry, "anomaly");
+        let digest = registry.list()[0].info.config_digest.clone().unwrap();
+        assert_eq!(configured, format!("1.0.0+cfg.{digest}"));
         assert_eq!(alerts(&registry, 35.0), 1);
+        // The component is untouched, and the file not rewritten.
+        assert!(holds(&rule, "anomaly"));
+        let file = read_plugin_file(&rule).unwrap();
+        assert_eq!(file.config.get("temperature_max"), Some("30"));
+
+        // The file gone: the article's thresholds again.
+        std::fs::remove_file(&toml).unwrap();
+        registry.poll_files(false);
+        registry.poll_files(false);
+        assert_eq!(serving_version(&registry, "anomaly"), "1.0.0");
+        assert_eq!(alerts(&registry, 35.0), 0);
+        assert_eq!(registry.reloads_ok.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            actions(&registry, "anomaly"),
+            ["loaded", "swapped", "swapped"]
+        );
     }
 }

@@ -20,12 +20,14 @@
 //! would reserve address space and buy nothing.
 
 pub mod cache;
+mod config;
 mod determinism;
 mod limits;
 mod plugin;
 mod stdio;
 mod store;
 
+pub use config::{MASK, PluginConfig, check_key};
 use plugin::Indices;
 pub use plugin::{Plugin, Stats};
 
@@ -38,7 +40,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::WasiCtxBuilder;
 
-use crate::contract::{Needs, WIT_PACKAGE, WIT_VERSION, types};
+use crate::contract::{Needs, TableSpec, WIT_PACKAGE, WIT_VERSION, WindowSpec, types};
 use store::StoreState;
 
 /// Limits applied to plugin calls: the defaults of a runtime, which a
@@ -178,6 +180,20 @@ pub enum LoadError {
     /// `describe()` returned a blank name.
     #[error("describe() returned an empty name")]
     EmptyName,
+    /// `describe()` declares windows or tables this host cannot give.
+    #[error("describe() declares what this host cannot give: {0}")]
+    Declaration(String),
+    /// `describe()` refused the configuration, with the plugin's message.
+    #[error("the plugin refused its configuration: {0}")]
+    Refused(String),
+    /// The configured plugin gives another name than before.
+    #[error("with its new configuration the plugin calls itself {now:?}, not {was:?}")]
+    Renamed {
+        /// Its name before.
+        was: String,
+        /// Its name with the new configuration.
+        now: String,
+    },
 }
 
 /// Why a plugin call failed. Each cause leads somewhere different: the
@@ -240,8 +256,16 @@ impl CallError {
 pub struct PluginInfo {
     /// The rule's name, from `describe()`.
     pub name: String,
-    /// The rule's own version, e.g. `1.0.0`.
+    /// The version its outputs name: the rule's own (e.g. `1.0.0`), with
+    /// `+cfg.` and the configuration's digest when it has one
+    /// (`1.0.0+cfg.5e3a91c0`).
     pub version: String,
+    /// The rule's own version, from `describe()`.
+    pub rule_version: String,
+    /// Its configuration as it may be shown (secrets masked).
+    pub config: std::collections::BTreeMap<String, String>,
+    /// The digest in `version`, if it has a configuration.
+    pub config_digest: Option<String>,
     /// The rule interface it exports.
     pub kind: Kind,
     /// The WIT package the component was built against, with its version,
@@ -250,6 +274,12 @@ pub struct PluginInfo {
     /// The optional inputs it asks for.
     #[serde(skip)]
     pub needs: Needs,
+    /// The windows it declares besides `--window`.
+    #[serde(serialize_with = "shown::windows")]
+    pub windows: Vec<WindowSpec>,
+    /// The reference tables it reads.
+    #[serde(serialize_with = "shown::tables")]
+    pub tables: Vec<TableSpec>,
     /// Hex SHA-256 of the component file.
     pub sha256: String,
     /// Where its compiled code came from: `compiled`, `memory-cache` or
@@ -258,6 +288,43 @@ pub struct PluginInfo {
     /// Seconds the load took: compile (or cache read), link, instantiate
     /// and `describe()`.
     pub load_seconds: f64,
+}
+
+/// Declarations as `GET /plugins` shows them.
+mod shown {
+    use serde::Serializer;
+    use serde::ser::SerializeSeq;
+
+    use crate::contract::{TableSpec, WindowSpec};
+
+    pub fn windows<S: Serializer>(windows: &[WindowSpec], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(windows.len()))?;
+        for w in windows {
+            let aggregates: Vec<String> = w
+                .aggregates
+                .iter()
+                .map(|a| format!("{a:?}").to_lowercase())
+                .collect();
+            seq.serialize_element(&serde_json::json!({
+                "length_ms": w.length_ms,
+                "fields": w.fields,
+                "aggregates": aggregates,
+            }))?;
+        }
+        seq.end()
+    }
+
+    pub fn tables<S: Serializer>(tables: &[TableSpec], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(tables.len()))?;
+        for t in tables {
+            seq.serialize_element(&serde_json::json!({
+                "name": t.name,
+                "fields": t.fields,
+                "json": t.json,
+            }))?;
+        }
+        seq.end()
+    }
 }
 
 /// Where a loaded component's compiled code came from.
@@ -283,6 +350,62 @@ pub struct Runtime {
     compiled: Mutex<Vec<(String, Component)>>,
     /// Compiled components on disk, across restarts.
     disk: Option<cache::DiskCache>,
+    /// What rules may declare: `None` checks only their shape.
+    offer: Arc<Offer>,
+}
+
+/// The fields and tables a host offers the windows and tables rules
+/// declare; `None` where anything goes (a plugin inspected, not run).
+#[derive(Clone, Debug, Default)]
+pub struct Offer {
+    /// The numeric fields windows may cover.
+    pub fields: Option<Vec<String>>,
+    /// The reference tables rules may read.
+    pub tables: Option<Vec<String>>,
+}
+
+/// Longest window a rule may declare: 7 days.
+pub const MAX_DECLARED_MS: u32 = 7 * 86_400_000;
+
+impl Offer {
+    /// Checks what `info` declares against this offer.
+    pub fn check(&self, info: &PluginInfo) -> Result<(), String> {
+        if info.kind == Kind::Transform && !info.windows.is_empty() {
+            return Err("a transform rule runs before windows and cannot declare one".into());
+        }
+        for (i, w) in info.windows.iter().enumerate() {
+            let at = format!("window {i} ({} ms)", w.length_ms);
+            if w.length_ms == 0 || w.length_ms > MAX_DECLARED_MS {
+                return Err(format!("{at}: the length must be 1 ms to 7 days"));
+            }
+            if w.fields.is_empty() || w.aggregates.is_empty() {
+                return Err(format!("{at}: give at least one field and one aggregate"));
+            }
+            if let Some(fields) = &self.fields
+                && let Some(f) = w.fields.iter().find(|f| !fields.contains(f))
+            {
+                return Err(format!(
+                    "{at}: {f:?} is not among the fields ({})",
+                    fields.join(", ")
+                ));
+            }
+        }
+        if let Some(tables) = &self.tables
+            && let Some(t) = info.tables.iter().find(|t| !tables.contains(&t.name))
+        {
+            return Err(format!(
+                "the table {:?} is not given to this host (--table {}=TOPIC); it has {}",
+                t.name,
+                t.name,
+                if tables.is_empty() {
+                    "none".to_string()
+                } else {
+                    tables.join(", ")
+                }
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Runtime {
@@ -299,13 +422,26 @@ impl Runtime {
         // with nothing in it (no files, sockets or environment).
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         crate::contract::add_host_to_linker(&mut linker)?;
+        // Configuration, through the standard interface: each store holds
+        // its plugin's values (see `config`).
+        wasmtime_wasi_config::add_to_linker(&mut linker, |s: &mut StoreState| {
+            wasmtime_wasi_config::WasiConfig::from(&*s.config)
+        })?;
         Ok(Self {
             engine,
             linker,
             limits,
             compiled: Mutex::new(Vec::new()),
             disk: None,
+            offer: Arc::default(),
         })
+    }
+
+    /// This runtime, refusing plugins that declare windows over other
+    /// fields or tables than `offer`'s.
+    pub fn with_offer(mut self, offer: Offer) -> Self {
+        self.offer = Arc::new(offer);
+        self
     }
 
     /// This runtime, keeping compiled components in `dir` (created, owner
@@ -342,9 +478,21 @@ impl Runtime {
             .sum()
     }
 
-    /// Compiles, checks and describes a component. `origin` names it in logs
-    /// until its own name is known.
+    /// Compiles, checks and describes a component, with no configuration.
+    /// `origin` names it in logs until its own name is known.
     pub fn load(&self, bytes: &[u8], origin: &str) -> Result<Plugin, LoadError> {
+        self.load_configured(bytes, origin, &PluginConfig::new())
+    }
+
+    /// Compiles, checks and describes a component with `config`, which
+    /// `describe()` may refuse. `origin` names it in logs until its own
+    /// name is known.
+    pub fn load_configured(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+        config: &PluginConfig,
+    ) -> Result<Plugin, LoadError> {
         let started = std::time::Instant::now();
         check_header(bytes)?;
         let sha256 = hex(&Sha256::digest(bytes));
@@ -362,9 +510,14 @@ impl Runtime {
             info: PluginInfo {
                 name: origin.to_string(),
                 version: String::new(),
+                rule_version: String::new(),
+                config: config.shown(),
+                config_digest: config.digest(),
                 kind,
                 wit,
                 needs: Needs::empty(),
+                windows: Vec::new(),
+                tables: Vec::new(),
                 sha256,
                 compiled_from,
                 load_seconds: 0.0,
@@ -373,30 +526,13 @@ impl Runtime {
             indices,
             deadline: self.limits.deadline,
             memory_bytes: self.limits.memory_bytes,
+            config: config.clone(),
+            variables: Arc::new(config.variables()),
+            offer: self.offer.clone(),
             warm: Mutex::new(Vec::new()),
             stats: Arc::default(),
         };
-        let described = plugin
-            .call(|store, guest| guest.describe(store))
-            .map_err(LoadError::Describe)?;
-        let said = Kind::from(described.kind);
-        if said != kind {
-            return Err(LoadError::KindMismatch {
-                said,
-                exported: kind,
-            });
-        }
-        if described.name.trim().is_empty() {
-            return Err(LoadError::EmptyName);
-        }
-        plugin.info.name = described.name;
-        plugin.info.version = described.version;
-        plugin.info.needs = described.needs;
-        // The instance that answered `describe` knows the plugin by its
-        // origin (a file path): its stdout and stderr would be logged under
-        // that name. Calls get instances made under the plugin's own name.
-        plugin.warm.get_mut().unwrap().clear();
-        plugin.stats = Arc::default();
+        plugin.describe()?;
         plugin.info.load_seconds = started.elapsed().as_secs_f64();
         Ok(plugin)
     }
@@ -489,7 +625,12 @@ fn compiled_size(c: &Component) -> usize {
     r.end as usize - r.start as usize
 }
 
-fn new_store(engine: &Engine, plugin: &str, memory_bytes: usize) -> Store<StoreState> {
+fn new_store(
+    engine: &Engine,
+    plugin: &str,
+    memory_bytes: usize,
+    config: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+) -> Store<StoreState> {
     let time = determinism::CallTime::default();
     let wasi = WasiCtxBuilder::new()
         .stdout(stdio::LogStream::new(plugin, stdio::Which::Stdout))
@@ -509,6 +650,7 @@ fn new_store(engine: &Engine, plugin: &str, memory_bytes: usize) -> Store<StoreS
         wasi,
         table: ResourceTable::new(),
         limits: limits::MemoryCap::new(memory_bytes),
+        config,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -550,9 +692,9 @@ mod tests {
 
     #[test]
     fn only_plugins_of_this_hosts_wit_series_load() {
-        assert_eq!(WIT_VERSION, "0.2.0");
-        assert!(compatible("0.2.0") && compatible("0.2.7"));
-        assert!(!compatible("0.1.0") && !compatible("0.3.0") && !compatible("1.2.0"));
+        assert_eq!(WIT_VERSION, "0.3.0");
+        assert!(compatible("0.3.0") && compatible("0.3.7"));
+        assert!(!compatible("0.2.0") && !compatible("0.4.0") && !compatible("1.3.0"));
         assert!(!compatible("") && !compatible("0"));
     }
 

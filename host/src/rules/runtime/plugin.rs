@@ -10,13 +10,18 @@ use wasmtime::{Store, Trap};
 
 use super::limits;
 use super::store::StoreState;
-use super::{CallError, Kind, PluginInfo, Runtime, new_store};
+use super::config::{PluginConfig, versioned};
+use super::{CallError, Kind, LoadError, PluginInfo, Runtime, new_store};
 use crate::contract::{
     AnomalyResults, Batch, TransformResults, TrendResults, WindowView, anomaly_rule,
     check_trend_fields, transform_rule, trend_rule, types,
 };
 
+/// The least time `describe()` gets, whatever the plugin's call deadline.
+const DESCRIBE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Export indices of the one interface a plugin provides.
+#[derive(Clone)]
 pub(super) enum Indices {
     Transform(transform_rule::GuestIndices),
     Trend(trend_rule::GuestIndices),
@@ -47,7 +52,7 @@ impl Guest {
     pub(super) fn describe(
         &self,
         store: &mut Store<StoreState>,
-    ) -> wasmtime::Result<types::PluginInfo> {
+    ) -> wasmtime::Result<Result<types::PluginInfo, String>> {
         match self {
             Guest::Transform(g) => g.call_describe(store),
             Guest::Trend(g) => g.call_describe(store),
@@ -88,6 +93,11 @@ pub struct Plugin {
     pub(super) indices: Indices,
     pub(super) deadline: Duration,
     pub(super) memory_bytes: usize,
+    /// Its configuration, and the same as its stores' `wasi:config` hold.
+    pub(super) config: PluginConfig,
+    pub(super) variables: Arc<wasmtime_wasi_config::WasiConfigVariables>,
+    /// What it may declare.
+    pub(super) offer: Arc<super::Offer>,
     /// Warm instances not in a call right now.
     pub(super) warm: Mutex<Vec<Warm>>,
     pub(super) stats: Arc<Stats>,
@@ -132,9 +142,89 @@ impl Plugin {
         self.memory_bytes = memory_bytes;
     }
 
+    /// Its configuration (secrets in clear).
+    pub fn config(&self) -> &PluginConfig {
+        &self.config
+    }
+
+    /// The same component with `config` instead: no compilation, but a
+    /// fresh instance's `describe()`, which may refuse it. The new plugin
+    /// counts into the same counters until given others.
+    pub fn configured(&self, config: &PluginConfig) -> Result<Plugin, LoadError> {
+        let started = std::time::Instant::now();
+        let mut info = self.info.clone();
+        info.config = config.shown();
+        info.config_digest = config.digest();
+        let mut plugin = Plugin {
+            info,
+            pre: self.pre.clone(),
+            indices: self.indices.clone(),
+            deadline: self.deadline,
+            memory_bytes: self.memory_bytes,
+            config: config.clone(),
+            variables: Arc::new(config.variables()),
+            offer: self.offer.clone(),
+            warm: Mutex::new(Vec::new()),
+            stats: self.stats.clone(),
+        };
+        plugin.describe()?;
+        if plugin.info.name != self.info.name {
+            return Err(LoadError::Renamed {
+                was: self.info.name.clone(),
+                now: plugin.info.name.clone(),
+            });
+        }
+        plugin.info.load_seconds = started.elapsed().as_secs_f64();
+        Ok(plugin)
+    }
+
+    /// Calls `describe()` on a fresh instance and takes its answer into
+    /// `info`, checked.
+    pub(super) fn describe(&mut self) -> Result<(), LoadError> {
+        // Off the processing path, on a fresh instance: a busy machine must
+        // not fail a load or a configuration change on the batch deadline.
+        let stats = std::mem::take(&mut self.stats);
+        let deadline = self.deadline;
+        self.deadline = deadline.max(DESCRIBE_DEADLINE);
+        let described = self.call(|store, guest| guest.describe(store));
+        (self.stats, self.deadline) = (stats, deadline);
+        let described = described.map_err(LoadError::Describe)?;
+        // A refusal may quote a value: never a secret one.
+        let described = described.map_err(|m| LoadError::Refused(self.config.redact(&m)))?;
+        let said = Kind::from(described.kind);
+        if said != self.info.kind {
+            return Err(LoadError::KindMismatch {
+                said,
+                exported: self.info.kind,
+            });
+        }
+        if described.name.trim().is_empty() {
+            return Err(LoadError::EmptyName);
+        }
+        self.info.name = described.name;
+        self.info.version = versioned(&described.version, &self.config);
+        self.info.rule_version = described.version;
+        self.info.needs = described.needs;
+        self.info.windows = described.windows;
+        self.info.tables = described.tables;
+        self.offer
+            .check(&self.info)
+            .map_err(LoadError::Declaration)?;
+        // The instance that answered `describe` knows the plugin by its
+        // origin (a file path): its stdout and stderr would be logged under
+        // that name. Calls get instances made under the plugin's own name.
+        self.warm.get_mut().unwrap().clear();
+        Ok(())
+    }
+
     fn instantiate(&self) -> Result<Warm, CallError> {
         let engine = self.pre.engine();
-        let mut store = new_store(engine, &self.info.name, self.memory_bytes);
+        let mut store = new_store(
+            engine,
+            &self.info.name,
+            self.memory_bytes,
+            self.variables.clone(),
+        );
         store.set_epoch_deadline(limits::ticks(self.deadline));
         let instance = self
             .pre

@@ -15,6 +15,8 @@ pub struct StoreState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
     pub limits: super::limits::MemoryCap,
+    /// What `wasi:config/store` answers (the plugin's configuration).
+    pub config: std::sync::Arc<wasmtime_wasi_config::WasiConfigVariables>,
 }
 
 impl WasiView for StoreState {
