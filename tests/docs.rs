@@ -210,6 +210,7 @@ fn the_first_hour_runs_as_written() {
     for needed in [
         "cargo xtask broker",
         "streamhost plugins put",
+        "streamhost plugins config hot-py",
         "./hot-py/build.sh",
     ] {
         assert!(
@@ -314,6 +315,13 @@ fn the_first_hour_runs_as_written() {
             .any(|l| l.starts_with("ALERT") && l.contains("(rule hot-py ")),
         "no alert of the put rule:\n{context}"
     );
+    // The configuration change served, and was kept beside the rule.
+    assert!(
+        stdout.contains("\"version\": \"0.1.0+cfg."),
+        "`plugins config` did not answer with the configured version:\n{context}"
+    );
+    let kept = std::fs::read_to_string(tour.join("rules/hot-py.toml")).unwrap();
+    assert!(kept.contains("limit = \"32\""), "{kept}");
     assert!(stdout.contains("stopped the broker"), "{context}");
 }
 

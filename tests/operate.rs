@@ -134,8 +134,10 @@ fn put_candidate(admin: &str, name: &str, file: &str, query: &str) -> serde_json
 /// Tries the anomaly rule configured with `STRICT` beside its serving
 /// version, as `query` says (`shadow=true`, `canary=30`).
 fn try_strict(admin: &str, query: &str) -> serde_json::Value {
-    let set: serde_json::Map<String, serde_json::Value> =
-        STRICT.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+    let set: serde_json::Map<String, serde_json::Value> = STRICT
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
     let change = serde_json::json!({ "set": set });
     let (status, body) = request(
         admin,

@@ -176,13 +176,30 @@ fn compare(reference: &Outcomes, run: &Outcomes, what: &str) -> usize {
     duplicated
 }
 
+/// The rules, among them `zscore`, which declares a window of its own: its
+/// alerts name the declared window's mean, standard deviation and count, so
+/// the comparison covers declared windows too.
 fn plugins() -> Vec<std::path::PathBuf> {
-    ["enrich", "trend", "anomaly", "jump-js"]
+    ["enrich", "trend", "anomaly", "jump-js", "zscore"]
         .map(support::plugin_path)
         .to_vec()
 }
 
-const ARGS: [&str; 4] = ["--key-idle", "1m", "--batch-size", "200"];
+/// `zscore` alerts often (above one standard deviation, from 3 readings),
+/// over 10 minutes of event time: longer than the 5-minute `--window`, so
+/// the windows hold, and rebuild, the longer span.
+const ARGS: [&str; 10] = [
+    "--key-idle",
+    "1m",
+    "--batch-size",
+    "200",
+    "--plugin-config",
+    "zscore.z_max=1",
+    "--plugin-config",
+    "zscore.min_count=3",
+    "--plugin-config",
+    "zscore.window_ms=600000",
+];
 
 /// Runs streamhost over a pre-loaded input until it is all processed.
 async fn run_backlog(cluster: &Cluster, log: &str, workers: &str, n: usize) -> Outcomes {
@@ -262,6 +279,14 @@ async fn outputs_are_the_same_across_kills_restarts_and_rebalances() {
         .filter(|o| matches!(o, Outcome::Enriched(m) if m.contains(r#""count":1,"#)))
         .count();
     assert!(old_readings >= PARTITIONS as usize, "{old_readings}");
+    // The declared window's statistics are in the comparison: zscore
+    // alerted, naming them.
+    let zscores = reference
+        .values()
+        .flatten()
+        .filter(|o| matches!(o, Outcome::Alert(a) if a.contains("temperature_zscore") && a.contains("10 min mean")))
+        .count();
+    assert!(zscores > 100, "zscore alerts: {zscores}");
 
     // The same input, produced live while processes are killed, restarted,
     // and a second one joins the group and leaves it.

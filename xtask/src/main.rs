@@ -119,6 +119,11 @@ const PLUGINS: &[Plugin] = &[
         output: "hostile",
     },
     Plugin {
+        package: "zscore",
+        features: "",
+        output: "zscore",
+    },
+    Plugin {
         package: "hostile",
         features: "describe-traps",
         output: "hostile-describe-traps",
@@ -163,50 +168,10 @@ pub fn build_plugins() -> Result<PathBuf> {
         std::fs::write(&dest, &component)?;
         println!("built {} ({} KiB)", dest.display(), component.len() / 1024);
     }
-    for name in OWN_PROJECTS {
-        build_own_project(&toolchain, name, &target_dir, &out_dir)?;
-    }
     build_javascript_plugins(&out_dir)?;
     build_python_plugins(&out_dir)?;
     build_c_plugins(&out_dir)?;
     Ok(out_dir)
-}
-
-/// Rust plugins that are projects of their own (a `[workspace]` in their
-/// manifest, as `streamhost new` writes them), by folder under `plugins/`.
-const OWN_PROJECTS: &[&str] = &["zscore"];
-
-/// Builds the Rust project `plugins/<name>` into `target/plugins/<name>.wasm`.
-fn build_own_project(
-    toolchain: &toolchain::Wasm32,
-    name: &str,
-    target_dir: &Path,
-    out_dir: &Path,
-) -> Result<()> {
-    let root = root();
-    let mut cmd = toolchain.cargo_build();
-    cmd.current_dir(&root)
-        .args(["--profile", "plugin", "--target", "wasm32-unknown-unknown"])
-        .arg("--manifest-path")
-        .arg(root.join("plugins").join(name).join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    run(&mut cmd).with_context(|| format!("building plugin {name}"))?;
-    let module = target_dir
-        .join("wasm32-unknown-unknown/plugin")
-        .join(format!("{name}.wasm"));
-    let bytes = std::fs::read(&module)
-        .with_context(|| format!("reading core module {}", module.display()))?;
-    let component = wit_component::ComponentEncoder::default()
-        .module(&bytes)
-        .with_context(|| format!("{name}: reading the component-type section"))?
-        .validate(true)
-        .encode()
-        .with_context(|| format!("{name}: encoding the component"))?;
-    let dest = out_dir.join(format!("{name}.wasm"));
-    std::fs::write(&dest, &component)?;
-    println!("built {} ({} KiB)", dest.display(), component.len() / 1024);
-    Ok(())
 }
 
 /// C plugins: bindings from wit-bindgen's C generator, compiled by Debian's

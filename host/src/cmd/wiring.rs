@@ -12,8 +12,8 @@ use crate::config::{Format, Settings};
 use crate::decode::{InputFormat, Schema};
 use crate::kafka::table::{self, TableHandle};
 use crate::pipeline::{OutputLimits, PipelineConfig, ReadTable, Tables};
-use crate::table::{Table, TableSource};
 use crate::rules::runtime::{Limits, Offer, Runtime, cache};
+use crate::table::{Table, TableSource};
 use crate::window::WindowConfig;
 
 /// The pipeline's configuration from the settings: JSON in and out (see
@@ -129,7 +129,10 @@ pub fn with_compile_cache(runtime: Runtime, dir: Option<&std::path::Path>) -> Ru
 pub fn start_tables(settings: &Settings) -> anyhow::Result<Vec<TableHandle>> {
     let mut handles = Vec::with_capacity(settings.tables.len());
     for source in &settings.tables {
-        handles.push(table::start(table::client_config(settings), source.clone())?);
+        handles.push(table::start(
+            table::client_config(settings),
+            source.clone(),
+        )?);
     }
     for h in &handles {
         let started = std::time::Instant::now();

@@ -313,7 +313,12 @@ async fn configure(
     };
     let change: ConfigChange = match serde_json::from_slice(&body) {
         Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("configuration change: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("configuration change: {e}"),
+            );
+        }
     };
     let registry = admin.registry.clone();
     // `describe()` on a new instance: off the async workers.

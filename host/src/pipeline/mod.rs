@@ -180,12 +180,22 @@ impl Pipeline {
         }
         match self.windows.set_declared(specs.clone()) {
             Ok(()) => false,
+            // Specs are checked when their plugin loads (`seen::resolve`).
+            Err(error @ crate::window::DeclareError::Invalid(_)) => {
+                tracing::error!(%error, "Declared windows refused; they stay as they were.");
+                false
+            }
             Err(error) => {
-                tracing::info!(%error, "Windows start again for the rules' declared windows.");
+                // Windows holding nothing lose nothing (a pipeline's first
+                // batch).
+                let held = self.windows.partitions().next().is_some();
+                if held {
+                    tracing::info!(%error, "Windows start again for the rules' declared windows.");
+                }
                 let mut cfg = self.cfg.window.clone();
                 cfg.declared = specs;
                 self.windows = Windows::new(cfg);
-                true
+                held
             }
         }
     }
@@ -210,9 +220,7 @@ impl Pipeline {
             transform: transforms.to_vec(),
             ..RuleSet::default()
         };
-        let tables = self.cfg.tables.clone();
-        let snapshot = seen::Snapshot::of(&tables);
-        let recs = self.prepare(&rules, &mut input, now_ms, true, &snapshot);
+        let recs = self.prepare(&rules, &mut input, now_ms, true);
         let mut entered = 0;
         for rec in &recs {
             if let State::Live { decoded: d, .. } = &rec.state {
@@ -234,12 +242,11 @@ impl Pipeline {
     /// processing time, handed to rules in place of a clock.
     pub fn process(&mut self, rules: &RuleSet, mut input: Vec<InRecord>, now_ms: i64) -> Processed {
         if self.declare(rules) {
-            tracing::warn!("The windows were emptied for a longer declared window; they fill from the records that come.");
+            tracing::warn!(
+                "The windows were emptied for a longer declared window; they fill from the records that come."
+            );
         }
-        // One read of the tables for the whole batch.
-        let tables = self.cfg.tables.clone();
-        let snapshot = seen::Snapshot::of(&tables);
-        let mut recs = self.prepare(rules, &mut input, now_ms, false, &snapshot);
+        let mut recs = self.prepare(rules, &mut input, now_ms, false);
         let needs = union_needs(rules.trend.iter().chain(&rules.anomaly))
             | union_needs(rules.trials.iter().map(|(_, t)| &t.candidate));
         let (entered, mut view) = self.enter_windows(&mut recs, needs);
@@ -247,7 +254,7 @@ impl Pipeline {
             let batch = build_batch(&self.cfg.schema, &recs, &entered, needs, now_ms);
             let keys = keys(!rules.trials.is_empty(), &recs, &entered);
             let all = std::mem::take(&mut view.declared);
-            let lookups = lookups(rules, &snapshot, &recs, &entered);
+            let lookups = lookups(rules, &self.cfg.tables, &recs, &entered);
             let mut stage = WindowRules {
                 rules,
                 entered: &entered,
@@ -256,7 +263,7 @@ impl Pipeline {
                     specs: &self.windows.config().declared,
                     all: &all,
                     fields: &self.cfg.schema.fields,
-                    tables: &snapshot,
+                    tables: &self.cfg.tables,
                     lookups: &lookups,
                 },
                 keys: &keys,
@@ -306,7 +313,6 @@ impl Pipeline {
         input: &mut [InRecord],
         now_ms: i64,
         rebuild: bool,
-        tables: &seen::Snapshot<'_>,
     ) -> Vec<Rec> {
         let (schema, format) = (&self.cfg.schema, &self.cfg.input);
         let mut recs: Vec<Rec> = input
@@ -319,7 +325,7 @@ impl Pipeline {
                 rules.trial(rule.info().name.as_str()),
                 bit,
                 &mut recs,
-                (now_ms, tables),
+                now_ms,
             );
         }
         // Event-time sanity, after transforms (which may rewrite the time).
@@ -356,7 +362,7 @@ impl Pipeline {
         trial: Option<&Trial>,
         bit: usize,
         recs: &mut [Rec],
-        (now_ms, tables): (i64, &seen::Snapshot<'_>),
+        now_ms: i64,
     ) {
         let live: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].is_live()).collect();
         if live.is_empty() {
@@ -369,6 +375,7 @@ impl Pipeline {
         let records = live
             .iter()
             .map(|&i| (recs[i].decoded().key.as_str(), recs[i].text()));
+        let tables = &self.cfg.tables;
         let lookups = seen::lookups(tables, readers, records);
         batch.tables = seen::tables_for(rule.info(), tables, &lookups, live.len());
         let candidate = trial
@@ -599,7 +606,7 @@ impl WindowRules<'_> {
 /// candidates) of `rules` read (see `seen::lookups`).
 fn lookups(
     rules: &RuleSet,
-    tables: &seen::Snapshot<'_>,
+    tables: &Tables,
     recs: &[Rec],
     idx: &[usize],
 ) -> Vec<Vec<Option<String>>> {

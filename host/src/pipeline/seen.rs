@@ -88,18 +88,6 @@ pub trait ReadTable: Send + Sync + std::fmt::Debug {
     fn read(&self) -> RwLockReadGuard<'_, Table>;
 }
 
-/// The tables as one batch reads them: each read-locked for the batch, so
-/// that every rule sees the same rows for a record (an update waits for
-/// the batch to end).
-pub struct Snapshot<'t>(Vec<(&'t TableSource, RwLockReadGuard<'t, Table>)>);
-
-impl<'t> Snapshot<'t> {
-    /// `tables`, read now.
-    pub fn of(tables: &'t Tables) -> Snapshot<'t> {
-        Snapshot(tables.iter().map(|t| (t.source(), t.read())).collect())
-    }
-}
-
 /// Whether two versions see the same (so a candidate can share its serving
 /// version's inputs).
 pub(super) fn sees_alike(a: &PluginInfo, b: &PluginInfo) -> bool {
@@ -110,14 +98,14 @@ pub(super) fn sees_alike(a: &PluginInfo, b: &PluginInfo) -> bool {
 /// `readers` reads (`None`: no row), from the records' keys and JSON texts
 /// `records` gives, in batch order; an empty list for a table none reads.
 pub(super) fn lookups<'r>(
-    tables: &Snapshot<'_>,
+    tables: &Tables,
     readers: impl Iterator<Item = &'r PluginInfo> + Clone,
     records: impl Iterator<Item = (&'r str, &'r str)> + Clone,
 ) -> Vec<Vec<Option<String>>> {
     tables
-        .0
         .iter()
-        .map(|(source, _)| {
+        .map(|table| {
+            let source = table.source();
             if !readers
                 .clone()
                 .any(|r| r.tables.iter().any(|t| t.name == source.name))
@@ -133,36 +121,36 @@ pub(super) fn lookups<'r>(
 }
 
 /// The rows `info` reads, of the tables it declared, for the records whose
-/// lookup keys `lookups` gives (see `lookups`). A table the pipeline does
-/// not hold (refused when the plugin loaded) gives no rows.
+/// lookup keys `lookups` gives (see `lookups`), as the tables hold them now:
+/// each is read-locked only while its rows are copied out, never during a
+/// rule's call. A table the pipeline does not hold (refused when the
+/// plugin loaded) gives no rows.
 pub(super) fn tables_for(
     info: &PluginInfo,
-    tables: &Snapshot<'_>,
+    tables: &Tables,
     lookups: &[Vec<Option<String>>],
     n: usize,
 ) -> Vec<TableRows> {
     info.tables
         .iter()
-        .map(|spec| match tables.0.iter().position(|(s, _)| s.name == spec.name) {
-            Some(t) => tables.0[t]
-                .1
-                .rows(spec, lookups[t].iter().map(Option::as_deref)),
-            None => TableRows {
-                row_of: vec![None; n],
-                columns: vec![Vec::new(); spec.fields.len()],
-                json: Vec::new(),
+        .map(
+            |spec| match tables.iter().position(|t| t.source().name == spec.name) {
+                Some(t) => tables[t]
+                    .read()
+                    .rows(spec, lookups[t].iter().map(Option::as_deref)),
+                None => TableRows {
+                    row_of: vec![None; n],
+                    columns: vec![Vec::new(); spec.fields.len()],
+                    json: Vec::new(),
+                },
             },
-        })
+        )
         .collect()
 }
 
 /// Sets into `seen` what `info` sees of its own: its declared windows (from
 /// `all`, one per entry of `specs`) and its table rows.
-pub(super) fn fill(
-    seen: &mut (Batch, WindowView),
-    info: &PluginInfo,
-    own: &Own<'_>,
-) {
+pub(super) fn fill(seen: &mut (Batch, WindowView), info: &PluginInfo, own: &Own<'_>) {
     seen.1.declared = declared_for(info, own.specs, own.all, own.fields);
     let n = seen.0.len as usize;
     seen.0.tables = tables_for(info, own.tables, own.lookups, n);
@@ -173,7 +161,7 @@ pub(super) struct Own<'o> {
     pub(super) specs: &'o [DeclaredSpec],
     pub(super) all: &'o [DeclaredWindow],
     pub(super) fields: &'o [String],
-    pub(super) tables: &'o Snapshot<'o>,
+    pub(super) tables: &'o Tables,
     /// Each record's lookup key in each table (see `lookups`).
     pub(super) lookups: &'o [Vec<Option<String>>],
 }

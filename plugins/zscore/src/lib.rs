@@ -20,9 +20,9 @@
 //! most sqrt(n - 1): with `z_max` 3 nothing can alert below 11 readings.
 //!
 //! The logic is plain Rust, unit-tested natively; the wit-bindgen glue in
-//! `component` only exists in the wasm32 build. This crate is a project of
-//! its own (`cargo test --manifest-path plugins/zscore/Cargo.toml`);
-//! `cargo xtask plugins` builds it into `target/plugins/zscore.wasm`.
+//! `component` only exists in the wasm32 build (`cargo test -p zscore`
+//! runs the rest); `cargo xtask plugins` builds it into
+//! `target/plugins/zscore.wasm`.
 
 /// Version reported by `describe`.
 pub const VERSION: &str = "1.0.0";
@@ -365,11 +365,17 @@ mod tests {
     #[test]
     fn too_few_values_no_spread_or_no_reading_give_no_verdict() {
         assert_eq!(zscore(40.0, &window(9.0, 20.0, 2.0), &DEFAULTS), None);
-        assert_eq!(zscore(40.0, &window(10.0, 20.0, 2.0), &DEFAULTS), Some(10.0));
+        assert_eq!(
+            zscore(40.0, &window(10.0, 20.0, 2.0), &DEFAULTS),
+            Some(10.0)
+        );
         assert_eq!(zscore(20.0, &window(50.0, 20.0, 0.0), &DEFAULTS), None);
         assert_eq!(zscore(f64::NAN, &window(50.0, 20.0, 2.0), &DEFAULTS), None);
         // A window without temperatures: count 0, mean and stddev NaN.
-        assert_eq!(zscore(20.0, &window(0.0, f64::NAN, f64::NAN), &DEFAULTS), None);
+        assert_eq!(
+            zscore(20.0, &window(0.0, f64::NAN, f64::NAN), &DEFAULTS),
+            None
+        );
         let lenient = Config {
             min_count: 2,
             ..DEFAULTS

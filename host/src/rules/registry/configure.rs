@@ -14,6 +14,7 @@
 //! plugin's own and cannot be changed here: a change naming one is refused.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::change::ChangeError;
@@ -105,14 +106,19 @@ impl Registry {
             .configured(&self.effective(name, &file.config))
             .map_err(|e| refused(e.into()))?;
         if let Some(mode) = trial {
-            let new = self.start_trial(name, new, None, file, mode)?;
+            let new = self
+                .start_trial(name, new, None, file, (mode, Some(&serving)))
+                .map_err(refused)?;
             return Ok(Configured::OnTrial(new));
         }
         let mut slots = self.slots.lock().unwrap();
         let i = position(&slots, name)?;
-        if slots[i].plugin.info().sha256 != serving.info().sha256 {
+        // Another change landed meanwhile (a `put`, a file, another
+        // configuration change): this one was made from what served before
+        // it, and would undo it.
+        if !Arc::ptr_eq(&slots[i].plugin, &serving) {
             return Err(refused(ChangeError::Config(format!(
-                "{name:?} was replaced while its configuration was being checked; try again"
+                "{name:?} changed while this configuration was being checked; try again"
             ))));
         }
         let stored = self
@@ -244,7 +250,10 @@ mod tests {
         registry.promote("anomaly").unwrap();
         assert_eq!(alerts(&registry, 35.0), 1);
         assert_eq!(
-            read_plugin_file(&rule).unwrap().config.get("temperature_max"),
+            read_plugin_file(&rule)
+                .unwrap()
+                .config
+                .get("temperature_max"),
             Some("30")
         );
         assert!(holds(&rule, "anomaly"));

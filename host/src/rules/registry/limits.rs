@@ -63,7 +63,8 @@ mod humantime_opt {
 }
 
 /// The first line of a file streamhost writes.
-const HEADER: &str = "# Limits and configuration of this plugin (written by `streamhost plugins`).\n";
+const HEADER: &str =
+    "# Limits and configuration of this plugin (written by `streamhost plugins`).\n";
 
 /// What the file beside a component holds: `PluginLimits`' keys, then the
 /// two tables.
@@ -195,7 +196,11 @@ pub(super) fn write_plugin_file(path: &Path, file: &PluginFile) -> std::io::Resu
     }
     let body = toml::to_string(&shape).map_err(std::io::Error::other)?;
     // Secrets are for streamhost's eyes only.
-    let mode = if file.config.has_secrets() { 0o600 } else { 0o644 };
+    let mode = if file.config.has_secrets() {
+        0o600
+    } else {
+        0o644
+    };
     let body = HEADER.to_owned() + &body;
     super::change::write_atomically_as(&limits_file(path), body.as_bytes(), mode)
 }
@@ -318,8 +323,15 @@ mod tests {
         let text = std::fs::read_to_string(limits_file(&component)).unwrap();
         assert!(text.contains("[secrets]\ntoken = \"hunter2\""), "{text}");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(limits_file(&component)).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "a file holding secrets is the owner's only");
+        let mode = std::fs::metadata(limits_file(&component))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "a file holding secrets is the owner's only"
+        );
         // Writing limits keeps the configuration.
         write_limits(&component, PluginLimits::default()).unwrap();
         assert_eq!(read_plugin_file(&component).unwrap().config, file.config);
@@ -330,7 +342,10 @@ mod tests {
         let component =
             with_limits_file("config-both", "[config]\na = \"1\"\n[secrets]\na = \"2\"\n");
         let e = read_plugin_file(&component).unwrap_err();
-        assert!(e.contains("\"a\" is both in [config] and in [secrets]"), "{e}");
+        assert!(
+            e.contains("\"a\" is both in [config] and in [secrets]"),
+            "{e}"
+        );
         let component = with_limits_file("config-key", "[config]\n\"a b\" = 1\n");
         let e = read_plugin_file(&component).unwrap_err();
         assert!(e.contains("is not a configuration key"), "{e}");

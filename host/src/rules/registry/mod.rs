@@ -101,6 +101,10 @@ struct Slot {
     settling: Option<watch::Stamp>,
     /// A candidate version on trial beside the serving one.
     trial: Option<trials::Candidate>,
+    /// Bumped by every change of what serves or where it is kept, so that a
+    /// change made while the watcher was loading the files wins over what
+    /// the watcher loaded.
+    generation: u64,
 }
 
 /// The loaded plugins, and the `RuleSet` the pipeline reads.
@@ -354,6 +358,7 @@ impl Registry {
         slot.plugin = Arc::new(new);
         slot.limits = file.limits;
         slot.config = file.config;
+        slot.generation += 1;
         slot.loaded_at = chrono::Utc::now();
         // A trial compares against the version that served when it began.
         self.drop_trial(slot, "the serving version was replaced", &detail);
@@ -404,6 +409,7 @@ impl Slot {
             seen,
             settling: None,
             trial: None,
+            generation: 0,
         }
     }
 

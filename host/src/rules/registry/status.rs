@@ -222,10 +222,7 @@ impl Registry {
         let id = |i: &PluginInfo| (i.name.clone(), i.sha256.clone(), i.version.clone());
         let (serving, on_trial): (Ids, Ids) = {
             let slots = self.slots.lock().unwrap();
-            let serving = slots
-                .iter()
-                .map(|s| id(s.plugin.info()))
-                .collect();
+            let serving = slots.iter().map(|s| id(s.plugin.info())).collect();
             let on_trial = slots
                 .iter()
                 .filter_map(|s| {

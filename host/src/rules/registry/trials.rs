@@ -58,23 +58,37 @@ impl Registry {
             .ok_or_else(|| ChangeError::NotFound(name.into()))?;
         file.limits = file.limits.overridden_by(limits);
         let new = self.load_with(bytes, name, name, &file)?;
-        self.start_trial(name, new, Some(bytes.to_vec()), file, mode)
+        self.start_trial(name, new, Some(bytes.to_vec()), file, (mode, None))
     }
 
-    /// Puts `new` on trial beside the plugin called `name`, in `mode`.
+    /// Puts `new` on trial beside the plugin called `name`, in `mode`;
+    /// with `basis`, only while that version still serves (`new` is it,
+    /// configured anew).
     pub(super) fn start_trial(
         &self,
         name: &str,
         new: Plugin,
         bytes: Option<Vec<u8>>,
         file: PluginFile,
-        mode: Mode,
+        (mode, basis): (Mode, Option<&Arc<Plugin>>),
     ) -> Result<PluginInfo, ChangeError> {
         check_mode(mode)?;
         let mut slots = self.slots.lock().unwrap();
         let i = position(&slots, name)?;
         check_name(&new, name)?;
         Self::check_swap(&slots, i, &new)?;
+        let serving = slots[i].plugin.info();
+        if basis.is_some_and(|b| !Arc::ptr_eq(b, &slots[i].plugin)) {
+            return Err(ChangeError::Config(format!(
+                "{name:?} was replaced while the candidate was being checked; try again"
+            )));
+        }
+        if new.info().version == serving.version && new.info().sha256 == serving.sha256 {
+            return Err(ChangeError::Config(format!(
+                "the candidate is {} itself (a change of secret values only, or none), so its outputs could not be told apart; apply it without a trial",
+                serving.version
+            )));
+        }
         let new = Arc::new(self.counted(new, &Source::Admin));
         let info = new.info().clone();
         let policy = *self.policy.lock().unwrap();
@@ -128,6 +142,7 @@ impl Registry {
         slot.plugin = c.plugin;
         slot.limits = c.file.limits;
         slot.config = c.file.config;
+        slot.generation += 1;
         slot.loaded_at = chrono::Utc::now();
         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
         self.publish(&slots);

@@ -62,8 +62,9 @@ pub(super) fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// A file slot to load now: its index, file, and stamp before loading.
-type Due = (usize, PathBuf, Option<Stamp>);
+/// A file slot to load now: its index, file, stamp before loading, and
+/// generation (see `Slot::generation`).
+type Due = (usize, PathBuf, Option<Stamp>, u64);
 
 impl Slot {
     /// Makes `path`, as it is on disk now, this slot's file: what the
@@ -72,6 +73,7 @@ impl Slot {
         self.source = Source::File(path.to_path_buf());
         self.seen = stamp(path);
         self.settling = None;
+        self.generation += 1;
     }
 }
 
@@ -80,9 +82,9 @@ impl Registry {
     /// `force`, reloads every file slot now (SIGHUP).
     pub fn poll_files(&self, force: bool) {
         // Find what to load without holding the lock during compilation.
-        for (i, path, seen) in self.due(force) {
+        for (i, path, seen, generation) in self.due(force) {
             let loaded = self.load_file(&path);
-            self.reloaded(i, &path, seen, loaded, force);
+            self.reloaded((i, path, seen, generation), loaded, force);
         }
     }
 
@@ -96,10 +98,10 @@ impl Registry {
             };
             let now = stamp(path);
             if force {
-                due.push((i, path.clone(), now));
+                due.push((i, path.clone(), now, s.generation));
             } else if now != s.seen {
                 if now.is_some() && now == s.settling {
-                    due.push((i, path.clone(), now));
+                    due.push((i, path.clone(), now, s.generation));
                 } else {
                     s.settling = now;
                 }
@@ -112,17 +114,18 @@ impl Registry {
     /// serves already (and not `force`d), or counts the failure.
     fn reloaded(
         &self,
-        i: usize,
-        path: &Path,
-        seen: Option<Stamp>,
+        (i, path, seen, generation): Due,
         loaded: Result<(Plugin, PluginFile), String>,
         force: bool,
     ) {
         let mut slots = self.slots.lock().unwrap();
-        // The slot may have been removed or moved while the file loaded.
+        // The slot may have been removed or moved while the file loaded, or
+        // changed (a `put`, a configuration change, a promotion): what was
+        // loaded is then older than what serves, and the next poll looks
+        // at the files again.
         let Some(slot) = slots
             .get_mut(i)
-            .filter(|s| s.source == Source::File(path.to_path_buf()))
+            .filter(|s| s.source == Source::File(path.to_path_buf()) && s.generation == generation)
         else {
             return;
         };

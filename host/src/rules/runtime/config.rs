@@ -109,11 +109,18 @@ impl PluginConfig {
     /// `text` with every secret value in it replaced by `MASK`: for what a
     /// plugin says about its configuration (a refusal may quote a value).
     pub fn redact(&self, text: &str) -> String {
+        // Longest first, so a secret holding another is masked whole; each
+        // also as JSON and Rust's `{:?}` would quote it.
+        let mut secrets: Vec<&str> = (self.secret.iter())
+            .filter_map(|k| self.values.get(k).map(String::as_str))
+            .filter(|v| !v.is_empty())
+            .collect();
+        secrets.sort_by_key(|v| std::cmp::Reverse(v.len()));
         let mut out = text.to_string();
-        for key in &self.secret {
-            if let Some(value) = self.values.get(key).filter(|v| !v.is_empty()) {
-                out = out.replace(value.as_str(), MASK);
-            }
+        for value in secrets {
+            let quoted = format!("{value:?}");
+            let escaped = &quoted[1..quoted.len() - 1];
+            out = out.replace(value, MASK).replace(escaped, MASK);
         }
         out
     }
@@ -141,7 +148,12 @@ impl PluginConfig {
             }
             h.update([0]);
         }
-        Some(h.finalize()[..4].iter().map(|b| format!("{b:02x}")).collect())
+        Some(
+            h.finalize()[..4]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
     }
 
     /// The variables a store's `wasi:config/store` answers with.
@@ -235,6 +247,15 @@ mod tests {
             format!("temperature_min \"{MASK}\" is not a number (max 45)")
         );
         assert!(c.has_secrets() && !config(&[("a", "1")]).has_secrets());
+        // A secret holding another is masked whole, and quoted forms too.
+        let mut c = PluginConfig::new();
+        c.set_secret("a", "abc").unwrap();
+        c.set_secret("b", "abcdef").unwrap();
+        c.set_secret("c", "pa\"ss").unwrap();
+        assert_eq!(
+            c.redact("abcdef, abc and \"pa\\\"ss\""),
+            format!("{MASK}, {MASK} and \"{MASK}\"")
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::time::Duration;
 use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap};
 
+use super::config::{PluginConfig, versioned};
 use super::limits;
 use super::store::StoreState;
-use super::config::{PluginConfig, versioned};
 use super::{CallError, Kind, LoadError, PluginInfo, Runtime, new_store};
 use crate::contract::{
     AnomalyResults, Batch, TransformResults, TrendResults, WindowView, anomaly_rule,
