@@ -11,7 +11,9 @@
 //!    a schema registry, and outputs written back to it; `decode`: each
 //!    record's JSON read once into key, event time and fields.
 //! 3. `transform`: what transform rules return, applied to the record's
-//!    text; `window`: sliding windows per key, per input partition.
+//!    text; `window`: sliding windows per key, per input partition, the
+//!    `--window` one and those rules declare; `table`: a reference table's
+//!    rows, and what a batch's records see of them.
 //! 4. `rules`: the `Rule` trait, the WebAssembly `runtime`, `call` (one
 //!    rule on one batch, with failure isolation and trials), `trial`
 //!    (candidate versions beside the serving ones: shadow, canary) and the
@@ -19,7 +21,8 @@
 //! 5. `output`: the shapes of enriched records, alerts and dead letters.
 //! 6. `pipeline`: one batch through the stages above, in order: prepare
 //!    (decode, transforms, event-time check), windows, trend and anomaly
-//!    rules, route (`pipeline::route`).
+//!    rules (each with its own declared windows and table rows:
+//!    `pipeline::seen`), route (`pipeline::route`).
 //! 7. `rebuild`: a partition's windows rebuilt, before its first record is
 //!    processed, by feeding its input again through the pipeline's windows.
 //! 8. `config`: flags, environment and file, resolved into `Settings`.
@@ -27,8 +30,9 @@
 //!    `span` (a span of one partition read again, outside the group, for a
 //!    rebuild or a dead letter's original), `producer` and `committer`
 //!    (Kafka out, and input offsets stored once their outputs are durable),
-//!    `dead_letters` (read back for `streamhost replay`), `error` (what goes
-//!    wrong there, and what no retry fixes).
+//!    `dead_letters` (read back for `streamhost replay`), `table` (reference
+//!    tables loaded and followed), `error` (what goes wrong there, and what
+//!    no retry fixes).
 //! 10. `ops`: the admin API, metrics, health and the console, beside the
 //!     data path.
 //! 11. `cmd`: the subcommands, one file each (`run` is the long-running
