@@ -1,0 +1,221 @@
+//! One worker: the windows of its partitions, processed in order, batch
+//! by batch; before a partition whose consumption (re)started somewhere its
+//! windows do not end, it rebuilds them (`crate::rebuild`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Shared;
+use crate::config::Settings;
+use crate::kafka::{self, committer::Pending, consumer::Held, span::PartitionReader};
+use crate::ops::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineConfig, Tally};
+use crate::rebuild::{Rebuilt, rebuild};
+use crate::record::{Dest, InRecord};
+use crate::rules::RuleSet;
+
+/// A sub-batch for one worker: records of its partitions, in offset order
+/// per partition, and the partitions held when the batch was cut.
+pub(super) struct Work {
+    pub(super) records: Vec<InRecord>,
+    pub(super) held: Arc<Held>,
+}
+
+/// One worker: the windows of its partitions, processed in order.
+pub struct Worker {
+    id: usize,
+    pipeline: Pipeline,
+    reader: PartitionReader,
+    margin_ms: i64,
+    /// Per partition whose windows are held: the generation they were fed
+    /// in, and the offset after the last record fed.
+    fed: HashMap<i32, (u64, i64)>,
+    version: u64,
+    pub(super) tally: Tally,
+    pub(super) rebuilds: Vec<Rebuilt>,
+}
+
+impl Worker {
+    pub(super) fn new(
+        id: usize,
+        settings: &Settings,
+        config: PipelineConfig,
+    ) -> rdkafka::error::KafkaResult<Worker> {
+        Ok(Worker {
+            id,
+            pipeline: Pipeline::new(config),
+            reader: PartitionReader::new(settings)?,
+            margin_ms: settings.rebuild_margin.as_millis() as i64,
+            fed: HashMap::new(),
+            version: 0,
+            tally: Tally::default(),
+            rebuilds: Vec::new(),
+        })
+    }
+
+    pub(super) fn run(&mut self, work: Work, shared: &Shared) {
+        if shared.stopped().is_some() {
+            return;
+        }
+        let started = Instant::now();
+        let settings = &shared.settings;
+        // The rules as of this batch's start: a swap lands at a batch boundary.
+        let rules = shared.registry.current();
+        self.forget_revoked(&work.held);
+        self.rebuild_restarted(&work, &rules, &shared.metrics);
+
+        let offsets = kafka::batch_offsets(&work.records);
+        let records = work.records.len() as u64;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let output = self.pipeline.process(&rules, work.records, now_ms);
+        let deliveries = match shared.sink.send(&output.records) {
+            Ok(d) => d,
+            Err(e) => return shared.fail(format!("producing outputs: {e}")),
+        };
+        for (&p, &(next, _)) in &offsets {
+            let generation = work.held.generations.get(&p).copied().unwrap_or(0);
+            self.fed.insert(p, (generation, next));
+        }
+        let next_offsets = offsets.iter().map(|(p, (next, _))| (*p, *next)).collect();
+        shared.committer.submit(
+            self.id,
+            Pending {
+                deliveries,
+                next_offsets,
+                records,
+            },
+        );
+
+        let consumed: Vec<(i32, u64)> = offsets.iter().map(|(p, (_, n))| (*p, *n)).collect();
+        let produced = output.records.iter().map(|r| shared.sink.topic(r.dest));
+        let metrics = &shared.metrics;
+        metrics.record_batch(
+            &output.tally,
+            &settings.input_topic,
+            &consumed,
+            produced,
+            started.elapsed().as_secs_f64(),
+        );
+        self.report_windows(metrics, &settings.input_topic);
+        if output.tally.alert_records > 0 {
+            metrics.console.alerts(
+                output
+                    .records
+                    .iter()
+                    .filter(|r| r.dest == Dest::Alerts)
+                    .map(|r| r.payload.as_slice()),
+            );
+        }
+        self.tally.add(&output.tally);
+    }
+
+    /// Forgets the windows of partitions no longer held.
+    fn forget_revoked(&mut self, held: &Held) {
+        if held.version == self.version {
+            return;
+        }
+        self.version = held.version;
+        let gone: Vec<i32> = self
+            .fed
+            .keys()
+            .filter(|p| !held.generations.contains_key(p))
+            .copied()
+            .collect();
+        for p in gone {
+            self.fed.remove(&p);
+            self.pipeline.drop_partition(p);
+        }
+    }
+
+    /// Rebuilds the windows of every partition of the batch whose records
+    /// do not follow on from those its windows were fed, before any of them
+    /// is processed.
+    fn rebuild_restarted(&mut self, work: &Work, rules: &RuleSet, metrics: &Metrics) {
+        // The windows to rebuild are those the rules declare now; a longer
+        // one than they hold empties them, and every partition is rebuilt.
+        if self.pipeline.declare(rules) {
+            self.fed.clear();
+        }
+        let mut firsts: Vec<&InRecord> = Vec::new();
+        for r in &work.records {
+            if !firsts.iter().any(|f| f.partition == r.partition) {
+                firsts.push(r);
+            }
+        }
+        for first in firsts {
+            let p = first.partition;
+            let generation = work.held.generations.get(&p).copied().unwrap_or(0);
+            match self.fed.get(&p) {
+                // Consumed without a break since the windows were fed.
+                Some(&(g, _)) if g == generation => continue,
+                // Given back and resumed right where this worker stopped.
+                Some(&(_, next)) if next == first.offset => continue,
+                _ => {}
+            }
+            let reference_ms = first
+                .timestamp
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            let result = rebuild(
+                &self.reader,
+                &mut self.pipeline,
+                &rules.transform,
+                p,
+                first.offset,
+                reference_ms,
+                self.margin_ms,
+            );
+            match result {
+                Ok(done) => {
+                    let outcome = if done.complete {
+                        "complete"
+                    } else {
+                        "incomplete"
+                    };
+                    metrics.record_rebuild(outcome, done.seconds, done.records);
+                    if done.records == 0 && done.complete {
+                        tracing::debug!(
+                            worker = self.id,
+                            partition = p,
+                            "Nothing before the resume position: the partition's windows start empty."
+                        );
+                    } else if done.complete {
+                        tracing::info!(
+                            worker = self.id,
+                            partition = p,
+                            from = done.from,
+                            to = done.to,
+                            records = done.records,
+                            keys = self.pipeline.windows().partition_keys(p),
+                            passes = done.passes,
+                            seconds = done.seconds,
+                            "Rebuilt the partition's windows."
+                        );
+                    } else {
+                        tracing::warn!(
+                            worker = self.id,
+                            partition = p,
+                            from = done.from,
+                            to = done.to,
+                            records = done.records,
+                            "The input no longer holds the span the partition's windows need (retention deleted it); rebuilt from the oldest record held, so windows may be short until a window length has passed."
+                        );
+                    }
+                    self.rebuilds.push(done);
+                }
+                Err(error) => {
+                    metrics.record_rebuild("failed", 0.0, 0);
+                    self.pipeline.drop_partition(p);
+                    tracing::warn!(worker = self.id, partition = p, %error, "Could not read the input again to rebuild the partition's windows; going on with empty windows.");
+                }
+            }
+            self.fed.insert(p, (generation, first.offset));
+        }
+    }
+
+    fn report_windows(&self, metrics: &Metrics, topic: &str) {
+        let w = self.pipeline.windows();
+        let partitions: Vec<(i32, usize)> = w.partitions().collect();
+        metrics.set_windows(topic, self.id, w.keys(), w.readings(), &partitions);
+    }
+}
