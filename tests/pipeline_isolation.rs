@@ -55,6 +55,8 @@ fn config() -> PipelineConfig {
         isolation_budget: std::time::Duration::from_secs(30),
         limits: OutputLimits::default(),
         tables: Vec::new(),
+        alerts: Default::default(),
+        alert_repeat_ms: 0,
     }
 }
 

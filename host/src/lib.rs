@@ -13,7 +13,8 @@
 //! 3. `transform`: what transform rules return, applied to the record's
 //!    text; `window`: sliding windows per key, per input partition, the
 //!    `--window` one and those rules declare; `table`: a reference table's
-//!    rows, and what a batch's records see of them.
+//!    rows, and what a batch's records see of them; `lifecycle`: alerts as
+//!    transitions (firing, repeat, resolved) per key, rule and kind.
 //! 4. `rules`: the `Rule` trait, the WebAssembly `runtime`, `call` (one
 //!    rule on one batch, with failure isolation and trials), `trial`
 //!    (candidate versions beside the serving ones: shadow, canary) and the
@@ -47,6 +48,7 @@ pub mod text;
 pub mod avro;
 pub mod decode;
 
+pub mod lifecycle;
 pub mod table;
 pub mod transform;
 pub mod window;

@@ -310,6 +310,71 @@ pub fn alert(
     m
 }
 
+/// What a lifecycle alert record says beside the alert (see
+/// `crate::lifecycle`).
+pub struct Lifecycle<'a> {
+    /// Processing time, epoch milliseconds.
+    pub processing_ms: i64,
+    /// The name of the key member, and the key.
+    pub key: (&'a str, &'a str),
+    /// Event time of the record that caused it, or the partition's clock
+    /// for a key resolved as idle.
+    pub event_ms: i64,
+    /// The record that caused it; `None` for a key resolved as idle.
+    pub record: Option<&'a str>,
+    /// The anomaly rule's name and the version that served the record.
+    pub rule: (&'a str, &'a str),
+    /// Where the record that caused it is.
+    pub source: SourcePos<'a>,
+}
+
+/// A lifecycle alert record: one (key, rule, kind) that began firing, fires
+/// again after `--alert-repeat`, or stopped firing; the shape of `alert`
+/// with one alert, and `status`, `firing_since`, `suppressed` and (when
+/// resolved) `resolved_by`.
+pub fn transition(at: &Lifecycle, t: &crate::lifecycle::Transition) -> String {
+    let o = &t.open;
+    let mut m = String::with_capacity(320 + at.record.map_or(0, str::len));
+    m.push_str("{\"timestamp\":");
+    push_str(&mut m, &iso8601(at.processing_ms));
+    m.push(',');
+    push_str(&mut m, at.key.0);
+    m.push(':');
+    push_str(&mut m, at.key.1);
+    m.push_str(",\"event_time\":");
+    push_str(&mut m, &iso8601(at.event_ms));
+    m.push_str(",\"status\":");
+    push_str(&mut m, t.status.as_str());
+    m.push_str(",\"anomalies\":[");
+    push_str(&mut m, &o.kind);
+    let _ = write!(m, "],\"severity\":\"{}\",\"rule\":", severity(o.severity));
+    push_str(&mut m, at.rule.0);
+    m.push_str(",\"rule_version\":");
+    push_str(&mut m, at.rule.1);
+    m.push_str(",\"alerts\":[{\"rule\":");
+    push_str(&mut m, &o.alert_rule);
+    m.push_str(",\"kind\":");
+    push_str(&mut m, &o.kind);
+    let _ = write!(m, ",\"severity\":\"{}\",\"message\":", severity(o.severity));
+    push_str(&mut m, &o.message);
+    m.push_str("}],\"firing_since\":");
+    push_str(&mut m, &iso8601(o.since_ms));
+    m.push_str(",\"suppressed\":");
+    push_int(&mut m, o.suppressed as i64);
+    if let Some(by) = t.resolved_by {
+        m.push_str(",\"resolved_by\":");
+        push_str(&mut m, by.as_str());
+    }
+    m.push_str(",\"sensor_data\":");
+    m.push_str(at.record.map_or("null", str::trim));
+    let _ = write!(
+        m,
+        ",\"source\":{{\"partition\":{},\"offset\":{}}}}}",
+        at.source.partition, at.source.offset
+    );
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,6 +249,8 @@ mod tests {
             isolation_budget: std::time::Duration::from_secs(1),
             limits: OutputLimits::default(),
             tables: Vec::new(),
+            alerts: Default::default(),
+            alert_repeat_ms: 0,
         }
     }
 

@@ -253,6 +253,9 @@ pub struct Windows {
     partitions: HashMap<i32, PartitionWindows>,
     keys: usize,
     readings: usize,
+    /// Keys the sweeps dropped, with their partition's clock then, while
+    /// someone asked for them (`keep_swept`) and has not taken them yet.
+    swept: Option<Vec<(Box<str>, i64)>>,
 }
 
 /// The windows of the keys arriving on one input partition.
@@ -294,7 +297,20 @@ impl Windows {
             partitions: HashMap::new(),
             keys: 0,
             readings: 0,
+            swept: None,
         }
+    }
+
+    /// Whether to keep the keys sweeps drop, for `take_swept` (the alert
+    /// lifecycle resolves their alerts).
+    pub fn keep_swept(&mut self, keep: bool) {
+        self.swept = keep.then(Vec::new);
+    }
+
+    /// The keys sweeps dropped since last asked, with their partition's
+    /// clock at the sweep, in the order dropped (by key within a sweep).
+    pub fn take_swept(&mut self) -> Vec<(Box<str>, i64)> {
+        self.swept.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The window settings.
@@ -395,7 +411,8 @@ impl Windows {
         let interval = offset.div_euclid(SWEEP_INTERVAL);
         match part.interval {
             Some(current) if interval > current => {
-                let (keys, readings) = part.sweep(self.longest_ms + cfg.lateness_ms + cfg.idle_ms);
+                let horizon = self.longest_ms + cfg.lateness_ms + cfg.idle_ms;
+                let (keys, readings) = part.sweep(horizon, self.swept.as_mut());
                 self.keys -= keys;
                 self.readings -= readings;
                 part.interval = Some(interval);
@@ -447,7 +464,13 @@ impl PartitionWindows {
     /// Closes the current interval: advances the clock, drops the keys that
     /// are idle (see the module's documentation), and returns how many keys
     /// and readings went.
-    fn sweep(&mut self, horizon_ms: i64) -> (usize, usize) {
+    /// Pushes the keys dropped onto `swept`, sorted, with the clock, if
+    /// given.
+    fn sweep(
+        &mut self,
+        horizon_ms: i64,
+        swept: Option<&mut Vec<(Box<str>, i64)>>,
+    ) -> (usize, usize) {
         if !self.times.is_empty() {
             let mid = (self.times.len() - 1) / 2;
             let median = *self.times.select_nth_unstable(mid).1;
@@ -456,14 +479,24 @@ impl PartitionWindows {
         }
         let cutoff = self.clock.saturating_sub(horizon_ms);
         let (mut keys, mut readings) = (0, 0);
-        self.keys.retain(|_, w| {
+        let mut dropped = Vec::new();
+        let keep_names = swept.is_some();
+        self.keys.retain(|k, w| {
             let keep = std::mem::replace(&mut w.active, false) || w.newest >= cutoff;
             if !keep {
                 keys += 1;
                 readings += w.buf.len();
+                if keep_names {
+                    dropped.push(k.clone());
+                }
             }
             keep
         });
+        if let Some(swept) = swept {
+            dropped.sort();
+            let clock = self.clock;
+            swept.extend(dropped.into_iter().map(|k| (k, clock)));
+        }
         (keys, readings)
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::config::{RunArgs, Settings};
+use crate::lifecycle::AlertMode;
 
 use super::wiring::{pipeline_config, runtime, with_formats};
 use worker::{Work, Worker};
@@ -28,6 +29,8 @@ use crate::kafka::{
     committer::Committer,
     consumer::KafkaSource,
     producer::{KafkaSink, flush},
+    span::PartitionReader,
+    state::StateTopic,
 };
 use crate::ops::admin::{self, Admin};
 use crate::ops::metrics::Metrics;
@@ -103,6 +106,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     sink: Arc<KafkaSink>,
+    /// Where partitions' firing alerts are written (`--alerts lifecycle`).
+    state: Option<StateTopic>,
     committer: Committer,
     /// Batches handed to workers and not yet handed to the committer.
     dispatched: Counter,
@@ -152,6 +157,21 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         let sink = sink.clone();
         tokio::task::spawn_blocking(move || sink.check_topics(Duration::from_secs(10))).await??;
     }
+    let state = match settings.alerts {
+        AlertMode::EveryRecord => None,
+        AlertMode::Lifecycle => {
+            let given = settings.clone();
+            let ensured = tokio::task::spawn_blocking(move || {
+                StateTopic::ensure(&given, &PartitionReader::new(&given)?)
+            });
+            Some(ensured.await?.map_err(kafka::explain).with_context(|| {
+                format!(
+                    "setting up the alert state topic {:?} (--state-topic)",
+                    settings.state_topic()
+                )
+            })?)
+        }
+    };
     let committer = Committer::start(&source, sink.clone(), IN_FLIGHT_BATCHES, settings.workers);
     let settled = committer.waiter();
     let shared = Arc::new(Shared {
@@ -159,6 +179,7 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         metrics: metrics.clone(),
         registry,
         sink,
+        state,
         committer,
         dispatched: Counter::default(),
         failure: Mutex::new(None),

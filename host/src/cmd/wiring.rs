@@ -49,6 +49,8 @@ pub fn pipeline_config(settings: &Settings) -> PipelineConfig {
         },
         // Filled by `run` once its table loaders start.
         tables: Vec::new(),
+        alerts: settings.alerts,
+        alert_repeat_ms: settings.alert_repeat.as_millis() as i64,
     }
 }
 

@@ -17,6 +17,7 @@ use clap::ArgAction;
 
 use super::values::{self, Format, Properties, Secret, as_given, key_value};
 use crate::avro::{RegistryConfig, SubjectStrategy};
+use crate::lifecycle::AlertMode;
 use crate::output::Shape;
 use crate::rules::trial::Policy;
 use crate::text::time::EpochUnit;
@@ -265,6 +266,53 @@ pub struct Settings {
     )]
     #[serde(deserialize_with = "values::text")]
     pub key_idle: Duration,
+
+    /// What becomes of the alerts rules raise: `every-record` (one alert
+    /// record per record and rule that raised any, the article's
+    /// behaviour) or `lifecycle` (only transitions, per key, rule and
+    /// kind: `firing`, `repeat`, `resolved`; see docs/alerts.md).
+    #[arg(
+        long,
+        env = "STREAMHOST_ALERTS",
+        value_name = "MODE",
+        value_parser = as_given(),
+        default_value = "every-record"
+    )]
+    #[serde(deserialize_with = "values::text")]
+    pub alerts: AlertMode,
+
+    /// With `--alerts lifecycle`: event time between re-emissions
+    /// (`repeat`) of an alert that keeps firing; `0s` never repeats.
+    #[arg(
+        long,
+        env = "STREAMHOST_ALERT_REPEAT",
+        value_name = "DURATION",
+        value_parser = as_given(),
+        default_value = "10m"
+    )]
+    #[serde(deserialize_with = "values::text")]
+    pub alert_repeat: Duration,
+
+    /// With `--alerts lifecycle`: the topic each partition's firing alerts
+    /// are written to, so that they follow the partition to its next owner
+    /// (created when missing, with the input topic's partition count).
+    /// [default: GROUP.streamhost-state]
+    #[arg(long, env = "STREAMHOST_STATE_TOPIC", value_name = "TOPIC", value_parser = as_given())]
+    #[serde(default, deserialize_with = "values::non_empty")]
+    pub state_topic: Option<String>,
+
+    /// With `--alerts lifecycle`: how often each partition's firing alerts
+    /// are written to the state topic. A restore replays the input after
+    /// the newest one (through the rules), so this bounds that replay.
+    #[arg(
+        long,
+        env = "STREAMHOST_STATE_INTERVAL",
+        value_name = "DURATION",
+        value_parser = as_given(),
+        default_value = "5s"
+    )]
+    #[serde(deserialize_with = "values::text")]
+    pub state_interval: Duration,
 
     /// Partition-parallel workers: each owns whole input partitions, their
     /// windows and its own plugin instances. [default: the number of cores]
@@ -522,6 +570,26 @@ impl Settings {
             .find_map(|k| self.librdkafka.get(*k))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(1_000_000)
+    }
+
+    /// The topic partitions' firing alerts are written to: `--state-topic`,
+    /// else `GROUP.streamhost-state` (the group's characters that a topic
+    /// name cannot hold become `_`).
+    pub fn state_topic(&self) -> String {
+        self.state_topic.clone().unwrap_or_else(|| {
+            let group: String = self
+                .group
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("{group}.streamhost-state")
+        })
     }
 
     /// Builds the settings made of others: `registry` and `rollback`.

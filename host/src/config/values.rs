@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::de::{Deserialize, Deserializer, Error};
 
 use crate::avro::SubjectStrategy;
+use crate::lifecycle::AlertMode;
 use crate::output::Shape;
 use crate::text::time::EpochUnit;
 
@@ -104,6 +105,16 @@ fn either<T>(text: &str, [a, b]: [&str; 2], [x, y]: [T; 2]) -> Result<T, String>
 impl FromText for EpochUnit {
     fn from_text(text: &str) -> Result<Self, String> {
         either(text, ["ms", "s"], [EpochUnit::Millis, EpochUnit::Seconds])
+    }
+}
+
+impl FromText for AlertMode {
+    fn from_text(text: &str) -> Result<Self, String> {
+        either(
+            text,
+            ["every-record", "lifecycle"],
+            [AlertMode::EveryRecord, AlertMode::Lifecycle],
+        )
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Pending {
     pub next_offsets: Vec<(i32, i64)>,
     /// Input records in the batch.
     pub records: u64,
+    /// Deliveries of alert state snapshots taken after this batch.
+    pub state: Vec<DeliveryFuture>,
 }
 
 /// Stores offsets of batches whose outputs are all acknowledged, in order.
@@ -215,6 +217,17 @@ fn commit_loop(
                 }
             }
             shared.fail(error.to_string());
+            ok = false;
+        }
+        for d in pending.state {
+            let error = match block_on(d) {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e.to_string(),
+                Err(_) => super::Error::ProducerDropped.to_string(),
+            };
+            if ok {
+                shared.fail(format!("writing the alert state: {error}"));
+            }
             ok = false;
         }
         if ok {

@@ -1,8 +1,9 @@
 //! Kafka: the consumer that feeds the pipeline (`consumer`), the producer
 //! that takes its outputs (`producer`), the committer that stores input
 //! offsets once their outputs are durable (`committer`), the readers that
-//! read a topic again outside the group (`span`, `dead_letters`), and what
-//! goes wrong on the way (`error`).
+//! read a topic again outside the group (`span`, `dead_letters`), the
+//! alert state each partition carries to its next owner (`state`), and
+//! what goes wrong on the way (`error`).
 
 pub mod committer;
 pub mod consumer;
@@ -10,6 +11,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod producer;
 pub mod span;
+pub mod state;
 pub mod table;
 
 pub use error::{Error, ErrorStreak, Fatal, explain, fatal, note_error, reached};

@@ -230,6 +230,34 @@ impl KafkaSink {
         }
     }
 
+    /// Hands records of the alert state topic `topic` to the producer, in
+    /// order, and returns their delivery futures.
+    pub fn send_state(
+        &self,
+        topic: &str,
+        records: &[super::state::StateRecord],
+    ) -> KafkaResult<Vec<DeliveryFuture>> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for r in records {
+            let mut record = FutureRecord::to(topic)
+                .partition(r.partition)
+                .key(r.key.as_bytes())
+                .payload(&r.payload[..]);
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(d) => break d,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            };
+            deliveries.push(delivery);
+        }
+        Ok(deliveries)
+    }
+
     /// Sends one record and waits for its acknowledgement.
     pub(super) fn send_blocking(&self, r: &OutRecord) -> Result<(), Error> {
         let delivery = self.enqueue(r)?;

@@ -91,8 +91,40 @@ impl Source for PartitionReader {
         chunk: usize,
         each: &mut dyn FnMut(Vec<InRecord>),
     ) -> KafkaResult<u64> {
+        self.read_topic(&self.topic, partition, from, to, chunk, each)
+    }
+}
+
+impl PartitionReader {
+    /// How many partitions `topic` has (0 if the broker knows it not).
+    pub fn partition_count(&self, topic: &str) -> KafkaResult<i32> {
+        let md = self.consumer.fetch_metadata(Some(topic), REQUEST)?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len() as i32))
+    }
+
+    /// The low and high watermarks of `topic`'s `partition`.
+    pub fn watermarks_of(&self, topic: &str, partition: i32) -> KafkaResult<(i64, i64)> {
+        self.consumer.fetch_watermarks(topic, partition, REQUEST)
+    }
+
+    /// Reads offsets `from..to` of `topic`'s `partition` (the input topic,
+    /// or another: the alert state's) and hands them to `each` in chunks of
+    /// up to `chunk` records, in offset order.
+    pub fn read_topic(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+        chunk: usize,
+        each: &mut dyn FnMut(Vec<InRecord>),
+    ) -> KafkaResult<u64> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(from))?;
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
         self.consumer.assign(&tpl)?;
         let result = (|| {
             let mut records = 0u64;

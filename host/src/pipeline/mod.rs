@@ -25,6 +25,7 @@ pub use seen::{ReadTable, Tables};
 
 use crate::contract::{Alert, Batch, Change, Needs, WindowView};
 use crate::decode::{InputFormat, Schema, decode_text};
+use crate::lifecycle::{AlertMode, Alerts};
 use crate::output;
 use crate::record::{Failure, InRecord, OutRecord, Reason};
 use crate::rules::call::{self, Called, Seen, Windowed};
@@ -58,6 +59,11 @@ pub struct PipelineConfig {
     pub limits: OutputLimits,
     /// The reference tables rules may read (`--table`).
     pub tables: Tables,
+    /// What becomes of the alerts rules raise (`--alerts`).
+    pub alerts: AlertMode,
+    /// Event time between repeats of a firing alert (`--alert-repeat`);
+    /// 0: never repeated.
+    pub alert_repeat_ms: i64,
 }
 
 /// Bounds on what a record may produce.
@@ -93,8 +99,11 @@ pub struct Tally {
     /// Alert records produced, by anomaly kind (an alert record with two
     /// kinds counts under both).
     pub alerts_by_kind: BTreeMap<String, u64>,
-    /// Alert records produced (one per anomaly rule that raised any).
+    /// Alert records produced (one per anomaly rule that raised any; with
+    /// the lifecycle, one per transition).
     pub alert_records: u64,
+    /// With the lifecycle: alert records by status.
+    pub alerts_by_status: BTreeMap<&'static str, u64>,
     /// Dead letters, by reason.
     pub dead_by_reason: BTreeMap<Reason, u64>,
 }
@@ -108,6 +117,9 @@ impl Tally {
         self.alert_records += other.alert_records;
         for (k, v) in &other.alerts_by_kind {
             *self.alerts_by_kind.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.alerts_by_status {
+            *self.alerts_by_status.entry(k).or_default() += v;
         }
         for (k, v) in &other.dead_by_reason {
             *self.dead_by_reason.entry(*k).or_default() += v;
@@ -133,6 +145,8 @@ pub struct Pipeline {
     cfg: PipelineConfig,
     windows: Windows,
     enricher: output::Enricher,
+    /// Firing alerts, with `--alerts lifecycle`.
+    alerts: Alerts,
 }
 
 /// Calls one rule that sees windows (`call::trend` or `call::detect`).
@@ -147,13 +161,25 @@ type WindowRuleCall<T> = for<'a> fn(
 impl Pipeline {
     /// A pipeline with no windows yet.
     pub fn new(cfg: PipelineConfig) -> Self {
-        let windows = Windows::new(cfg.window.clone());
+        let mut windows = Windows::new(cfg.window.clone());
+        windows.keep_swept(cfg.alerts == AlertMode::Lifecycle);
         let enricher = output::Enricher::new(cfg.shape, &cfg.schema.fields);
         Self {
+            alerts: Alerts::new(cfg.alert_repeat_ms),
             cfg,
             windows,
             enricher,
         }
+    }
+
+    /// The firing alerts (with `--alerts lifecycle`; else none).
+    pub fn alerts(&self) -> &Alerts {
+        &self.alerts
+    }
+
+    /// The firing alerts, to restore or forget a partition's.
+    pub fn alerts_mut(&mut self) -> &mut Alerts {
+        &mut self.alerts
     }
 
     /// The windows, per partition and key.
@@ -195,6 +221,8 @@ impl Pipeline {
                 let mut cfg = self.cfg.window.clone();
                 cfg.declared = specs;
                 self.windows = Windows::new(cfg);
+                self.windows
+                    .keep_swept(self.cfg.alerts == AlertMode::Lifecycle);
                 held
             }
         }
@@ -235,18 +263,41 @@ impl Pipeline {
                 entered += u64::from(inserted.is_ok());
             }
         }
+        // Alerts a sweep resolves here were resolved when first processed.
+        self.windows.take_swept();
         entered
     }
 
     /// Runs one batch through every stage. `now_ms` is the batch's
     /// processing time, handed to rules in place of a clock.
-    pub fn process(&mut self, rules: &RuleSet, mut input: Vec<InRecord>, now_ms: i64) -> Processed {
+    pub fn process(&mut self, rules: &RuleSet, input: Vec<InRecord>, now_ms: i64) -> Processed {
         if self.declare(rules) {
             tracing::warn!(
                 "The windows were emptied for a longer declared window; they fill from the records that come."
             );
         }
-        let mut recs = self.prepare(rules, &mut input, now_ms, false);
+        self.run_stages(rules, input, now_ms, false)
+    }
+
+    /// Runs records processed before through every stage again, after the
+    /// windows were rebuilt up to the first of them and the alert state
+    /// restored as of it (`crate::kafka::state`): the windows and the alert
+    /// state come out as processing them the first time left them. As in a
+    /// `rebuild`, each record's Kafka timestamp stands in for the
+    /// processing time in the event-time check. The outputs are counted,
+    /// not kept: they were produced the first time.
+    pub fn replay(&mut self, rules: &RuleSet, input: Vec<InRecord>, now_ms: i64) -> Tally {
+        self.run_stages(rules, input, now_ms, true).tally
+    }
+
+    fn run_stages(
+        &mut self,
+        rules: &RuleSet,
+        mut input: Vec<InRecord>,
+        now_ms: i64,
+        replaying: bool,
+    ) -> Processed {
+        let mut recs = self.prepare(rules, &mut input, now_ms, replaying);
         let needs = union_needs(rules.trend.iter().chain(&rules.anomaly))
             | union_needs(rules.trials.iter().map(|(_, t)| &t.candidate));
         let (entered, mut view) = self.enter_windows(&mut recs, needs);
@@ -299,7 +350,10 @@ impl Pipeline {
             );
             view = stage.seen.1;
         }
-        self.route(rules, input, recs, &view, now_ms)
+        let mut alerts = std::mem::take(&mut self.alerts);
+        let processed = self.route(rules, input, recs, &view, now_ms, &mut alerts);
+        self.alerts = alerts;
+        processed
     }
 
     /// The first stage: decodes, transforms (with `rules`' transform rules
@@ -488,18 +542,23 @@ impl Pipeline {
             recs.len(),
         );
         let mut entered = Vec::with_capacity(recs.len());
+        let lifecycle = self.cfg.alerts == AlertMode::Lifecycle;
         for (i, rec) in recs.iter_mut().enumerate() {
             let State::Live { decoded: d, slot } = &mut rec.state else {
                 continue;
             };
-            let refused = match self.windows.insert(
+            let inserted = self.windows.insert(
                 rec.partition,
                 rec.offset,
                 &d.key,
                 d.time_ms,
                 &d.values,
                 Some(&mut view),
-            ) {
+            );
+            if lifecycle {
+                rec.swept = self.windows.take_swept();
+            }
+            let refused = match inserted {
                 Ok(()) => {
                     *slot = Some(entered.len());
                     entered.push(i);

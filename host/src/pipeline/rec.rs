@@ -44,6 +44,9 @@ pub(super) struct Rec {
     /// Rules (bits by position in `RuleSet::all`) whose canary candidate
     /// served this record.
     pub(super) by_candidate: u64,
+    /// Keys the window sweep dropped as idle when this record arrived, with
+    /// their partition's clock (with `--alerts lifecycle`).
+    pub(super) swept: Vec<(Box<str>, i64)>,
 }
 
 impl Rec {
@@ -106,6 +109,7 @@ impl Rec {
             trends: Vec::new(),
             alerts: Vec::new(),
             by_candidate: 0,
+            swept: Vec::new(),
         }
     }
 

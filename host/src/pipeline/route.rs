@@ -8,6 +8,7 @@ use super::rec::{Rec, State};
 use super::{Pipeline, Processed, Tally};
 use crate::contract::{FieldWindow, TrendResult, WindowView};
 use crate::decode::Decoded;
+use crate::lifecycle::{AlertMode, Alerts, Transition};
 use crate::output::{self, WindowStats};
 use crate::record::{Dest, Failure, InRecord, OutRecord, Reason, SourcePos};
 use crate::rules::RuleSet;
@@ -31,6 +32,7 @@ impl Pipeline {
         recs: Vec<Rec>,
         view: &WindowView,
         now_ms: i64,
+        alerts: &mut Alerts,
     ) -> Processed {
         let versions: Vec<(&str, &str)> = rules
             .all()
@@ -49,7 +51,11 @@ impl Pipeline {
         };
         let mut out = Vec::with_capacity(input.len() * 2);
         let mut fields = Vec::with_capacity(self.cfg.schema.fields.len());
+        let lifecycle = self.cfg.alerts == AlertMode::Lifecycle;
         for (rec, inp) in recs.into_iter().zip(input) {
+            if !rec.swept.is_empty() {
+                route.idle(&rec, &inp, alerts, &mut out, &mut tally);
+            }
             let failure = match &rec.state {
                 State::Dropped => {
                     tally.dropped += 1;
@@ -59,14 +65,23 @@ impl Pipeline {
                 State::Live { decoded, slot } => {
                     let slot = slot.expect("live records entered a window");
                     let first = out.len();
+                    let saved = lifecycle.then(|| alerts.save_key(rec.partition, &decoded.key));
                     route.outputs(&rec, decoded, slot, &inp, &mut fields, &mut out);
+                    let emitted = if lifecycle {
+                        route.transitions(&rec, decoded, &inp, alerts, &mut out)
+                    } else {
+                        Vec::new()
+                    };
                     match route.encode_and_limit(&mut out[first..]) {
                         Ok(()) => {
-                            tally.count_outputs(&rec);
+                            tally.count_outputs(&rec, lifecycle.then_some(&emitted[..]));
                             continue;
                         }
                         Err(failure) => {
                             out.truncate(first);
+                            if let Some(saved) = saved {
+                                alerts.restore_key(rec.partition, &decoded.key, saved);
+                            }
                             failure
                         }
                     }
@@ -116,6 +131,9 @@ impl Route<'_> {
             Dest::Enriched,
             self.enriched(rec, slot, inp, fields),
         ));
+        if self.pipeline.cfg.alerts == AlertMode::Lifecycle {
+            return;
+        }
         for (p, candidate, alerts) in &rec.alerts {
             let serving = self.rules.anomaly[*p].info();
             let info = match self.rules.trial(&serving.name) {
@@ -186,6 +204,122 @@ impl Route<'_> {
         )
     }
 
+    /// The lifecycle's transitions for a live record: every anomaly rule
+    /// that ran on it (the serving version, or the canary candidate that
+    /// served it) raised what `rec.alerts` holds for it, or nothing.
+    fn transitions(
+        &self,
+        rec: &Rec,
+        decoded: &Decoded,
+        inp: &InRecord,
+        alerts: &mut Alerts,
+        out: &mut Vec<OutRecord>,
+    ) -> Vec<(String, &'static str)> {
+        let first_bit = self.rules.transform.len() + self.rules.trend.len();
+        let mut emitted: Vec<Transition> = Vec::new();
+        let mut names = Vec::new();
+        for (p, rule) in self.rules.anomaly.iter().enumerate() {
+            let serving = rule.info();
+            let by_candidate = rec.by_candidate & super::rec::bit(first_bit + p) != 0;
+            let info = match self.rules.trial(&serving.name) {
+                Some(t) if by_candidate => t.candidate.info(),
+                _ => serving,
+            };
+            let raised = rec
+                .alerts
+                .iter()
+                .find(|(q, _, _)| *q == p)
+                .map_or(&[][..], |(_, _, a)| a.as_slice());
+            alerts.observe(
+                rec.partition,
+                &decoded.key,
+                decoded.time_ms,
+                &serving.name,
+                raised,
+                &mut emitted,
+            );
+            for t in emitted.drain(..) {
+                names.push((t.open.kind.clone(), t.status.as_str()));
+                let at = output::Lifecycle {
+                    processing_ms: self.now_ms,
+                    key: (&self.pipeline.cfg.schema.key_field, &decoded.key),
+                    event_ms: decoded.time_ms,
+                    record: Some(rec.text()),
+                    rule: (&serving.name, &info.version),
+                    source: self.source(inp),
+                };
+                out.push(self.alert_record(
+                    inp,
+                    decoded.key.as_bytes(),
+                    output::transition(&at, &t),
+                ));
+            }
+        }
+        names
+    }
+
+    /// The keys the window sweep dropped when `rec` arrived: each alert
+    /// they fire is resolved, as idle. These records are `rec`'s outputs
+    /// whatever becomes of `rec` itself; one that cannot be encoded is
+    /// logged and left out (it has no record of its own to dead-letter).
+    fn idle(
+        &self,
+        rec: &Rec,
+        inp: &InRecord,
+        alerts: &mut Alerts,
+        out: &mut Vec<OutRecord>,
+        tally: &mut Tally,
+    ) {
+        let mut emitted = Vec::new();
+        for (key, clock) in &rec.swept {
+            alerts.resolve_idle(rec.partition, key, &mut emitted);
+            for t in emitted.drain(..) {
+                let version = self
+                    .rules
+                    .anomaly
+                    .iter()
+                    .map(|r| r.info())
+                    .find(|i| i.name == t.open.rule)
+                    .map_or("", |i| i.version.as_str());
+                let at = output::Lifecycle {
+                    processing_ms: self.now_ms,
+                    key: (&self.pipeline.cfg.schema.key_field, key),
+                    event_ms: *clock,
+                    record: None,
+                    rule: (&t.open.rule, version),
+                    source: self.source(inp),
+                };
+                let mut r = [self.alert_record(inp, key.as_bytes(), output::transition(&at, &t))];
+                match self.encode_and_limit(&mut r) {
+                    Ok(()) => {
+                        tally.alert_records += 1;
+                        *tally.alerts_by_kind.entry(t.open.kind.clone()).or_default() += 1;
+                        *tally.alerts_by_status.entry("resolved").or_default() += 1;
+                        let [r] = r;
+                        out.push(r);
+                    }
+                    Err(failure) => tracing::warn!(
+                        key = &**key,
+                        kind = t.open.kind,
+                        error = failure.message,
+                        "An idle key's resolved alert could not be written; left out."
+                    ),
+                }
+            }
+        }
+    }
+
+    /// An alert record keyed like the record it comes from.
+    fn alert_record(&self, inp: &InRecord, key: &[u8], payload: String) -> OutRecord {
+        OutRecord {
+            dest: Dest::Alerts,
+            source: (inp.partition, inp.offset),
+            key: Some(inp.key.clone().unwrap_or_else(|| key.to_vec())),
+            payload: payload.into_bytes(),
+            headers: Vec::new(),
+        }
+    }
+
     /// Encodes one record's outputs in the output format, and checks each
     /// against the producer's size limit: the failure that refuses them
     /// all, if any.
@@ -224,9 +358,18 @@ impl Route<'_> {
 }
 
 impl Tally {
-    /// Counts a routed record's enriched record and alert records.
-    fn count_outputs(&mut self, rec: &Rec) {
+    /// Counts a routed record's enriched record and alert records (with
+    /// the lifecycle, the (kind, status) of each it emitted).
+    fn count_outputs(&mut self, rec: &Rec, lifecycle: Option<&[(String, &'static str)]>) {
         self.enriched += 1;
+        if let Some(emitted) = lifecycle {
+            for (kind, status) in emitted {
+                self.alert_records += 1;
+                *self.alerts_by_kind.entry(kind.clone()).or_default() += 1;
+                *self.alerts_by_status.entry(status).or_default() += 1;
+            }
+            return;
+        }
         for (_, _, alerts) in &rec.alerts {
             self.alert_records += 1;
             for a in alerts {

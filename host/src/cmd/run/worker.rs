@@ -2,15 +2,21 @@
 //! by batch; before a partition whose consumption (re)started somewhere its
 //! windows do not end, it rebuilds them (`crate::rebuild`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::Shared;
 use crate::config::Settings;
-use crate::kafka::{self, committer::Pending, consumer::Held, span::PartitionReader};
+use rdkafka::producer::DeliveryFuture;
+
+use crate::kafka::{
+    self, committer::Pending, consumer::Held, span::PartitionReader, state::StateTopic,
+};
+use crate::lifecycle::Snapshot;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineConfig, Tally};
+use crate::rebuild::Source;
 use crate::rebuild::{Rebuilt, rebuild};
 use crate::record::{Dest, InRecord};
 use crate::rules::RuleSet;
@@ -32,6 +38,9 @@ pub struct Worker {
     /// in, and the offset after the last record fed.
     fed: HashMap<i32, (u64, i64)>,
     version: u64,
+    /// Per partition, when its firing alerts were last written to the
+    /// state topic.
+    written: HashMap<i32, Instant>,
     pub(super) tally: Tally,
     pub(super) rebuilds: Vec<Rebuilt>,
 }
@@ -49,6 +58,7 @@ impl Worker {
             margin_ms: settings.rebuild_margin.as_millis() as i64,
             fed: HashMap::new(),
             version: 0,
+            written: HashMap::new(),
             tally: Tally::default(),
             rebuilds: Vec::new(),
         })
@@ -63,7 +73,7 @@ impl Worker {
         // The rules as of this batch's start: a swap lands at a batch boundary.
         let rules = shared.registry.current();
         self.forget_revoked(&work.held);
-        self.rebuild_restarted(&work, &rules, &shared.metrics);
+        self.rebuild_restarted(&work, &rules, shared);
 
         let offsets = kafka::batch_offsets(&work.records);
         let records = work.records.len() as u64;
@@ -72,6 +82,10 @@ impl Worker {
         let deliveries = match shared.sink.send(&output.records) {
             Ok(d) => d,
             Err(e) => return shared.fail(format!("producing outputs: {e}")),
+        };
+        let state = match self.write_state(&offsets, shared, now_ms) {
+            Ok(d) => d,
+            Err(e) => return shared.fail(format!("writing the alert state: {e}")),
         };
         for (&p, &(next, _)) in &offsets {
             let generation = work.held.generations.get(&p).copied().unwrap_or(0);
@@ -84,6 +98,7 @@ impl Worker {
                 deliveries,
                 next_offsets,
                 records,
+                state,
             },
         );
 
@@ -124,14 +139,17 @@ impl Worker {
             .collect();
         for p in gone {
             self.fed.remove(&p);
+            self.written.remove(&p);
             self.pipeline.drop_partition(p);
+            self.pipeline.alerts_mut().drop_partition(p);
         }
     }
 
     /// Rebuilds the windows of every partition of the batch whose records
     /// do not follow on from those its windows were fed, before any of them
     /// is processed.
-    fn rebuild_restarted(&mut self, work: &Work, rules: &RuleSet, metrics: &Metrics) {
+    fn rebuild_restarted(&mut self, work: &Work, rules: &RuleSet, shared: &Shared) {
+        let metrics = &shared.metrics;
         // The windows to rebuild are those the rules declare now; a longer
         // one than they hold empties them, and every partition is rebuilt.
         if self.pipeline.declare(rules) {
@@ -156,15 +174,27 @@ impl Worker {
             let reference_ms = first
                 .timestamp
                 .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            // With the alert lifecycle, the windows are rebuilt up to the
+            // newest alert state at or before the resume position, and the
+            // records between the two processed again.
+            let snapshot = shared
+                .state
+                .as_ref()
+                .and_then(|state| self.alert_snapshot(state, p, first.offset));
+            let resume = snapshot.as_ref().map_or(first.offset, |s| s.offset);
             let result = rebuild(
                 &self.reader,
                 &mut self.pipeline,
                 &rules.transform,
                 p,
-                first.offset,
+                resume,
                 reference_ms,
                 self.margin_ms,
             );
+            if shared.state.is_some() {
+                let rebuilt = result.is_ok();
+                self.take_up_alerts(p, snapshot.filter(|_| rebuilt), first.offset, rules);
+            }
             match result {
                 Ok(done) => {
                     let outcome = if done.complete {
@@ -210,6 +240,98 @@ impl Worker {
                 }
             }
             self.fed.insert(p, (generation, first.offset));
+        }
+    }
+
+    /// Writes the firing alerts of the batch's partitions whose last
+    /// snapshot is `--state-interval` old (or that have none yet), as of
+    /// the batch's end; their deliveries, for the committer to await.
+    fn write_state(
+        &mut self,
+        offsets: &BTreeMap<i32, (i64, u64)>,
+        shared: &Shared,
+        now_ms: i64,
+    ) -> rdkafka::error::KafkaResult<Vec<DeliveryFuture>> {
+        let Some(state) = &shared.state else {
+            return Ok(Vec::new());
+        };
+        let interval = shared.settings.state_interval;
+        let mut records = Vec::new();
+        for (&p, &(next, _)) in offsets {
+            if self.written.get(&p).is_some_and(|t| t.elapsed() < interval) {
+                continue;
+            }
+            self.written.insert(p, Instant::now());
+            let snapshot = self.pipeline.alerts().snapshot(p, next);
+            records.extend(state.records(snapshot, now_ms));
+        }
+        shared.sink.send_state(&state.name, &records)
+    }
+
+    /// The newest alert state of `partition` at or before `resume`, if the
+    /// state topic holds one that can be read.
+    fn alert_snapshot(&self, state: &StateTopic, partition: i32, resume: i64) -> Option<Snapshot> {
+        match state.newest(&self.reader, partition, resume) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(worker = self.id, partition, %error, topic = state.name, "Could not read the alert state topic; the partition's alerts start with none firing.");
+                None
+            }
+        }
+    }
+
+    /// Takes up `partition`'s firing alerts: those of `snapshot`, then the
+    /// records from its offset to `resume` processed again (outputs
+    /// discarded), after the windows were rebuilt up to the snapshot.
+    fn take_up_alerts(
+        &mut self,
+        partition: i32,
+        snapshot: Option<Snapshot>,
+        resume: i64,
+        rules: &RuleSet,
+    ) {
+        self.pipeline.alerts_mut().drop_partition(partition);
+        let Some(snapshot) = snapshot else {
+            tracing::info!(
+                worker = self.id,
+                partition,
+                "No alert state at or before the resume position: the partition's alerts start with none firing."
+            );
+            return;
+        };
+        let from = snapshot.offset;
+        self.pipeline.alerts_mut().restore(snapshot);
+        let started = Instant::now();
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let pipeline = &mut self.pipeline;
+        let read = self
+            .reader
+            .read(partition, from, resume, 4096, &mut |chunk| {
+                pipeline.replay(rules, chunk, now_ms);
+            });
+        let firing = self
+            .pipeline
+            .alerts()
+            .firing()
+            .filter(|(p, _, _)| *p == partition)
+            .count();
+        match read {
+            Ok(records) => tracing::info!(
+                worker = self.id,
+                partition,
+                snapshot = from,
+                replayed = records,
+                firing,
+                seconds = started.elapsed().as_secs_f64(),
+                "Took up the partition's firing alerts."
+            ),
+            Err(error) => {
+                // The windows are then short of the records not replayed:
+                // better to start them, and the alerts, from nothing.
+                self.pipeline.drop_partition(partition);
+                self.pipeline.alerts_mut().drop_partition(partition);
+                tracing::warn!(worker = self.id, partition, %error, "Could not read the input again after the alert state; the partition's windows and alerts start empty.");
+            }
         }
     }
 
