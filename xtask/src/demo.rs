@@ -59,6 +59,11 @@ pub struct DemoArgs {
     /// alerts, with the schema registry stand-in.
     #[arg(long)]
     pub avro: bool,
+    /// streamhost's `--alerts`: `lifecycle` (transitions: firing, repeat,
+    /// resolved) or `every-record` (the article's: an alert record for
+    /// every record that raises one).
+    #[arg(long, default_value = "lifecycle")]
+    pub alerts: String,
 }
 
 /// Children killed when the demo ends, however it ends.
@@ -150,6 +155,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .arg("--plugin")
         .arg(plugin("thresholds-js")?)
         .args(["--table", &format!("thresholds={THRESHOLDS_TOPIC}")])
+        .args(["--alerts", &args.alerts])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("streamhost.log"))?);
     if let Some(n) = args.records {
@@ -174,6 +180,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         &args.sensors.to_string(),
         "--rate",
         &args.rate.to_string(),
+        // Faults that last: a sensor out of range stays so for about 100
+        // readings (2 s at the demo's rate), as real ones do.
+        "--episode-readings",
+        "100",
     ]);
     if let Some(n) = args.records {
         producer.args(["--total", &n.to_string()]);
@@ -215,6 +225,18 @@ pub fn run(args: DemoArgs) -> Result<()> {
             println!("in:        {}", summary["in"]);
             println!("enriched:  {}", summary["enriched"]);
             println!("alerts:    {} records", summary["alert_records"]);
+            let statuses = summary["alerts_by_status"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            if !statuses.is_empty() {
+                let each: Vec<String> = statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();
+                println!(
+                    "  lifecycle: {}; the rules raised {} (one record each with --alerts every-record)",
+                    each.join(", "),
+                    summary["alerts_raised"]
+                );
+            }
             for (kind, n) in summary["alerts_by_kind"].as_object().into_iter().flatten() {
                 println!("  {kind:<26} {n}");
             }

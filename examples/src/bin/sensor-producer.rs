@@ -44,6 +44,12 @@ struct Args {
     /// Share of readings with a value out of range (0..1).
     #[arg(long, default_value_t = 0.05)]
     anomaly_share: f64,
+    /// Readings an out-of-range episode lasts, on average, per sensor (a
+    /// fault stays until fixed: the same value out of range, give or take
+    /// a little). 1: each reading is out of range on its own, as the
+    /// article's producer does.
+    #[arg(long, default_value_t = 1)]
+    episode_readings: u32,
     /// Event time of the first reading, epoch milliseconds; default now.
     #[arg(long)]
     start: Option<i64>,
@@ -64,18 +70,75 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * m).round() / m
 }
 
-/// One reading as the article's producer shapes it.
-fn reading(rng: &mut StdRng, sensor: &str, event_ms: i64, anomaly_share: f64) -> serde_json::Value {
+/// An out-of-range episode of one sensor: which value, at about what, for
+/// how many more readings.
+#[derive(Clone, Copy)]
+struct Episode {
+    which: u32,
+    value: f64,
+    left: u32,
+}
+
+/// An out-of-range value: temperature too high or too low, humidity too
+/// high, battery too low.
+fn out_of_range(rng: &mut StdRng) -> (u32, f64) {
+    match rng.random_range(0..4) {
+        0 => (0, round(rng.random_range(40.5..50.0), 2)),
+        1 => (1, round(rng.random_range(-10.0..-0.5), 2)),
+        2 => (2, round(rng.random_range(90.5..99.0), 2)),
+        _ => (3, round(rng.random_range(0.05..0.19), 2)),
+    }
+}
+
+/// One reading as the article's producer shapes it. With episodes longer
+/// than one reading, `episode` is the sensor's: an episode starts with
+/// probability `share / episode_readings` and lasts 1 to
+/// `2 * episode_readings - 1` readings, so about `share` of readings are
+/// out of range either way.
+fn reading(
+    rng: &mut StdRng,
+    sensor: &str,
+    event_ms: i64,
+    (share, episode_readings): (f64, u32),
+    episode: &mut Option<Episode>,
+) -> serde_json::Value {
     let mut temperature = round(rng.random_range(18.0..35.0), 2);
     let mut humidity = round(rng.random_range(30.0..80.0), 2);
     let mut battery = round(rng.random_range(0.25..1.0), 2);
-    if rng.random_bool(anomaly_share.clamp(0.0, 1.0)) {
-        match rng.random_range(0..4) {
-            0 => temperature = round(rng.random_range(40.5..50.0), 2),
-            1 => temperature = round(rng.random_range(-10.0..-0.5), 2),
-            2 => humidity = round(rng.random_range(90.5..99.0), 2),
-            _ => battery = round(rng.random_range(0.05..0.19), 2),
+    let out = if episode_readings <= 1 {
+        rng.random_bool(share.clamp(0.0, 1.0))
+            .then(|| out_of_range(rng))
+    } else {
+        if episode.is_none()
+            && rng.random_bool((share / f64::from(episode_readings)).clamp(0.0, 1.0))
+        {
+            let (which, value) = out_of_range(rng);
+            let left = rng.random_range(1..2 * episode_readings);
+            *episode = Some(Episode { which, value, left });
         }
+        episode.as_mut().map(|e| {
+            e.left -= 1;
+            // A little noise, away from the range, so it stays out of it.
+            let (step, away) = match e.which {
+                0 => (0.1, 1.0),
+                1 => (0.1, -1.0),
+                2 => (0.1, 1.0),
+                _ => (0.01, -1.0),
+            };
+            let noise = step * away * f64::from(rng.random_range(0u32..=2));
+            let floor = if e.which == 3 { 0.0 } else { f64::MIN };
+            let value = round(e.value + noise, 2).max(floor);
+            (e.which, value)
+        })
+    };
+    if episode.is_some_and(|e| e.left == 0) {
+        *episode = None;
+    }
+    match out {
+        Some((0 | 1, v)) => temperature = v,
+        Some((2, v)) => humidity = v,
+        Some((_, v)) => battery = v,
+        None => {}
     }
     let timestamp = chrono::DateTime::from_timestamp_millis(event_ms)
         .expect("event time in range")
@@ -126,6 +189,8 @@ async fn main() -> anyhow::Result<()> {
     } else {
         1000
     });
+    let mut episodes: std::collections::HashMap<&str, Option<Episode>> =
+        std::collections::HashMap::new();
     let began = Instant::now();
     let mut deliveries = Vec::new();
     let mut sent: u64 = 0;
@@ -137,7 +202,9 @@ async fn main() -> anyhow::Result<()> {
                 break 'outer;
             }
             let event_ms = start + round_no * interval_ms;
-            let value = reading(&mut rng, sensor, event_ms, args.anomaly_share);
+            let episode = episodes.entry(sensor.as_str()).or_default();
+            let shape = (args.anomaly_share, args.episode_readings);
+            let value = reading(&mut rng, sensor, event_ms, shape, episode);
             let payload = match &avro {
                 Some((id, schema)) => avro_reading::framed(*id, schema, &value, event_ms)?,
                 None => value.to_string().into_bytes(),

@@ -62,6 +62,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
             "dropped": tally.dropped,
             "alert_records": tally.alert_records,
             "alerts_by_kind": tally.alerts_by_kind,
+            "alerts_by_status": tally.alerts_by_status,
+            "alerts_raised": tally.alerts_raised,
             "dead_letters_by_reason": tally.dead_by_reason,
         });
         out!("{summary}");

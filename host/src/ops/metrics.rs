@@ -73,6 +73,8 @@ struct ResultLabel {
 pub struct Metrics {
     /// What the console shows, fed by the same calls.
     pub console: super::console::Console,
+    /// The alert lifecycle's: alerts firing now, records by status.
+    pub firing: super::firing::Firing,
     /// The consumer has partitions assigned (kept by the consumer).
     pub assigned: Arc<AtomicBool>,
     /// Every configured plugin has loaded.
@@ -100,6 +102,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let m = Metrics {
             console: Default::default(),
+            firing: Default::default(),
             assigned: Arc::default(),
             plugins_loaded: AtomicBool::default(),
             prometheus: std::sync::Mutex::new(Prometheus::default()),
@@ -130,6 +133,7 @@ impl Metrics {
     /// Registers every series but the plugins' ([`Metrics::watch_plugins`]).
     fn register(&self) {
         let mut r = self.prometheus.lock().unwrap();
+        self.firing.register(&mut r);
         r.register(
             "messages_processed",
             "Input records processed (the article's counter)",
@@ -253,6 +257,7 @@ impl Metrics {
                 .get_or_create(&KindLabel { kind: kind.clone() })
                 .inc_by(*n);
         }
+        self.firing.count(&tally.alerts_by_status);
     }
 
     /// Sets one worker's window gauges: its totals, and keys per partition.

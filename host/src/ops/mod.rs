@@ -3,4 +3,5 @@
 
 pub mod admin;
 pub mod console;
+pub mod firing;
 pub mod metrics;

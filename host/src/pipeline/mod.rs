@@ -104,6 +104,9 @@ pub struct Tally {
     pub alert_records: u64,
     /// With the lifecycle: alert records by status.
     pub alerts_by_status: BTreeMap<&'static str, u64>,
+    /// Records and anomaly rules for which the rule raised any alert: the
+    /// alert records `--alerts every-record` writes.
+    pub alerts_raised: u64,
     /// Dead letters, by reason.
     pub dead_by_reason: BTreeMap<Reason, u64>,
 }
@@ -115,6 +118,7 @@ impl Tally {
         self.enriched += other.enriched;
         self.dropped += other.dropped;
         self.alert_records += other.alert_records;
+        self.alerts_raised += other.alerts_raised;
         for (k, v) in &other.alerts_by_kind {
             *self.alerts_by_kind.entry(k.clone()).or_default() += v;
         }

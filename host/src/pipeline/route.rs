@@ -362,6 +362,7 @@ impl Tally {
     /// the lifecycle, the (kind, status) of each it emitted).
     fn count_outputs(&mut self, rec: &Rec, lifecycle: Option<&[(String, &'static str)]>) {
         self.enriched += 1;
+        self.alerts_raised += rec.alerts.len() as u64;
         if let Some(emitted) = lifecycle {
             for (kind, status) in emitted {
                 self.alert_records += 1;

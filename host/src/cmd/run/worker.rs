@@ -41,6 +41,9 @@ pub struct Worker {
     /// Per partition, when its firing alerts were last written to the
     /// state topic.
     written: HashMap<i32, Instant>,
+    /// Whether firing alerts came or went other than by a batch's alert
+    /// records (a partition revoked or taken up) since last reported.
+    firing_changed: bool,
     pub(super) tally: Tally,
     pub(super) rebuilds: Vec<Rebuilt>,
 }
@@ -59,6 +62,7 @@ impl Worker {
             fed: HashMap::new(),
             version: 0,
             written: HashMap::new(),
+            firing_changed: false,
             tally: Tally::default(),
             rebuilds: Vec::new(),
         })
@@ -113,6 +117,10 @@ impl Worker {
             started.elapsed().as_secs_f64(),
         );
         self.report_windows(metrics, &settings.input_topic);
+        if shared.state.is_some() && (output.tally.alert_records > 0 || self.firing_changed) {
+            metrics.firing.report(self.id, self.pipeline.alerts());
+            self.firing_changed = false;
+        }
         if output.tally.alert_records > 0 {
             metrics.console.alerts(
                 output
@@ -142,6 +150,7 @@ impl Worker {
             self.written.remove(&p);
             self.pipeline.drop_partition(p);
             self.pipeline.alerts_mut().drop_partition(p);
+            self.firing_changed = true;
         }
     }
 
@@ -301,6 +310,7 @@ impl Worker {
         };
         let from = snapshot.offset;
         self.pipeline.alerts_mut().restore(snapshot);
+        self.firing_changed = true;
         let started = Instant::now();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let pipeline = &mut self.pipeline;
