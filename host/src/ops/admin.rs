@@ -142,6 +142,7 @@ async fn console_state(State(admin): State<Arc<Admin>>) -> Response {
     let mut state = admin.metrics.console.state();
     state["plugins"] = serde_json::to_value(admin.registry.list()).expect("serializable");
     state["about"] = admin.about.clone();
+    state["open_alerts"] = admin.metrics.firing.listed();
     axum::Json(state).into_response()
 }
 
