@@ -105,6 +105,7 @@ async fn pass_through(settings: Settings, fanout: f64, out_bytes: usize) -> f64 
                     deliveries,
                     next_offsets: next.iter().map(|(p, (o, _))| (*p, *o)).collect(),
                     records: batch.len() as u64,
+                    state: Vec::new(),
                 },
             )
         });

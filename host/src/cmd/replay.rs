@@ -146,6 +146,10 @@ pub fn run(settings: &Settings, args: &ReplayArgs) -> anyhow::Result<ReplaySumma
         super::wiring::with_formats(super::wiring::pipeline_config(settings), settings)?;
     let tables = super::wiring::start_tables(settings).context("loading the reference tables")?;
     config.tables = super::wiring::read_tables(&tables);
+    // A replayed dead letter is one record out of its stream's order: it
+    // has no place in an alert's lifecycle, so its alerts are written as
+    // they are raised, whatever `--alerts` says.
+    config.alerts = crate::lifecycle::AlertMode::EveryRecord;
     let mut pipeline = Pipeline::new(config);
     // Fresh windows: each replayed record's partition is rebuilt anyway.
     let _ = pipeline.declare(&rules);

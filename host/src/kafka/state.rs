@@ -88,14 +88,37 @@ impl StateTopic {
         let new = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
         let results =
             futures::executor::block_on(admin.create_topics(&[new], &AdminOptions::new()))?;
+        let mut created = false;
         for r in results {
             match r {
-                Ok(_) => tracing::info!(topic = name, partitions, "Created the alert state topic."),
+                Ok(_) => created = true,
                 Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => return Err(rdkafka::error::KafkaError::AdminOp(code)),
             }
         }
-        let held = reader.partition_count(name)?.max(1);
+        // Every process must send a partition's snapshots to the same state
+        // partition: the count is the one created, or the topic's own once
+        // its metadata shows it (a topic just created elsewhere may not
+        // show its partitions at once).
+        let held = if created {
+            tracing::info!(topic = name, partitions, "Created the alert state topic.");
+            partitions
+        } else {
+            let started = std::time::Instant::now();
+            loop {
+                match reader.partition_count(name)? {
+                    0 if started.elapsed() < std::time::Duration::from_secs(10) => {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                    0 => {
+                        return Err(rdkafka::error::KafkaError::AdminOp(
+                            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+                        ));
+                    }
+                    n => break n,
+                }
+            }
+        };
         Ok(StateTopic {
             name: name.to_string(),
             partitions: held,
