@@ -11,14 +11,14 @@ use streamhost_testkit as support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use streamhost::cmd::plugins::request;
-use support::kafka::{Cluster, Read, terminate};
+use support::kafka::{Cluster, terminate};
 
 /// Event times start on a minute.
 const T0: i64 = 1_795_500_000_000;
@@ -129,7 +129,7 @@ struct Want {
 }
 
 /// What every input produced so far must come out as, by source position.
-type Wants = HashMap<(i64, i64), Want>;
+type Wants = HashMap<(i32, i64), Want>;
 
 /// Produces readings `range`, keyed by sensor; records in `want` what each
 /// must come out as, `judge` naming the version and thresholds for a key.
@@ -139,14 +139,8 @@ async fn produce(
     judge: impl Fn(&str) -> (String, Thresholds),
     want: &mut Wants,
 ) {
-    let records: Vec<_> = range
-        .clone()
-        .map(|i| {
-            let (key, v) = reading(i);
-            (Some(key), v.to_string().into_bytes())
-        })
-        .collect();
-    let positions = c.produce(&records).await;
+    let readings: Vec<_> = range.clone().map(reading).collect();
+    let positions = c.produce_json(&readings).await;
     for (i, (p, o)) in range.zip(positions) {
         let (key, v) = reading(i);
         let (version, t) = judge(&key);
@@ -156,7 +150,7 @@ async fn produce(
             key,
             version,
         };
-        assert!(want.insert((p as i64, o), w).is_none());
+        assert!(want.insert((p, o), w).is_none());
     }
 }
 
@@ -164,20 +158,6 @@ async fn produce(
 fn all(version: &str, t: Thresholds) -> impl Fn(&str) -> (String, Thresholds) {
     let version = version.to_string();
     move |_| (version.clone(), t)
-}
-
-/// The source position an output names.
-fn source_of(r: &Read) -> (i64, i64) {
-    let v = r.json();
-    let s = if v["streamhost"].is_object() {
-        &v["streamhost"]["source"]
-    } else {
-        &v["source"]
-    };
-    (
-        s["partition"].as_i64().unwrap(),
-        s["offset"].as_i64().unwrap(),
-    )
 }
 
 /// Waits for the outputs of every input in `want`, then reads both output
@@ -189,9 +169,9 @@ fn check_outputs(c: &Cluster, want: &Wants, stage: &str) {
     let n = want.len();
     c.read(&c.enriched, OUTPUTS, |r| r.len() >= n);
     let enriched = c.read_all(&c.enriched, OUTPUTS);
-    let mut seen: HashMap<(i64, i64), usize> = HashMap::new();
+    let mut seen: HashMap<(i32, i64), usize> = HashMap::new();
     for r in &enriched {
-        let (at, v) = (source_of(r), r.json());
+        let (at, v) = (r.source(), r.json());
         let w = want
             .get(&at)
             .unwrap_or_else(|| panic!("{stage}: an enriched output of no input: {v}"));
@@ -230,7 +210,7 @@ fn check_outputs(c: &Cluster, want: &Wants, stage: &str) {
     let alerts = c.read_all(&c.alerts, OUTPUTS);
     let mut alerted = BTreeSet::new();
     for a in &alerts {
-        let (at, v) = (source_of(a), a.json());
+        let (at, v) = (a.source(), a.json());
         let w = want
             .get(&at)
             .unwrap_or_else(|| panic!("{stage}: an alert of no input: {v}"));
@@ -254,14 +234,6 @@ fn check_outputs(c: &Cluster, want: &Wants, stage: &str) {
         alerting,
         "{stage}: inputs that must alert under their version's thresholds"
     );
-}
-
-/// A copy of the built anomaly component in the test's folder: the
-/// configuration is written beside it.
-fn own_anomaly(c: &Cluster) -> PathBuf {
-    let path = c.log_dir.join("anomaly.wasm");
-    std::fs::copy(support::plugin_path("anomaly"), &path).unwrap();
-    path
 }
 
 /// The settings file beside `rule`, if there is one.
@@ -336,7 +308,7 @@ fn assert_refused(admin: &str, change: Value, message: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_configuration_change_mid_stream_judges_each_record_once_by_the_version_of_its_time() {
     let c = Cluster::start("cfg-change", 2);
-    let rule = own_anomaly(&c);
+    let rule = c.plugin_copy("anomaly");
     let (mut sh, admin) = start(&c, "first", &rule, &[]);
     let new = configured(&[("temperature_max", "30")], &[]);
     let mut want = Wants::new();
@@ -410,7 +382,7 @@ async fn a_configuration_change_mid_stream_judges_each_record_once_by_the_versio
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_configuration_says_why_and_the_serving_version_goes_on() {
     let c = Cluster::start("cfg-refused", 2);
-    let rule = own_anomaly(&c);
+    let rule = c.plugin_copy("anomaly");
     let (mut sh, admin) = start(&c, "streamhost", &rule, &[]);
     let mut want = Wants::new();
     produce(&c, 0..PHASE, all("1.0.0", ARTICLE), &mut want).await;
@@ -457,7 +429,7 @@ async fn a_refused_configuration_says_why_and_the_serving_version_goes_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_canary_of_new_thresholds_judges_exactly_the_selected_keys_until_promoted() {
     let c = Cluster::start("cfg-canary", 2);
-    let rule = own_anomaly(&c);
+    let rule = c.plugin_copy("anomaly");
     let (mut sh, admin) = start(&c, "streamhost", &rule, &[]);
     let new = configured(&[("temperature_max", "30")], &[]);
 
@@ -541,7 +513,7 @@ fn shows_no_secret(what: &str, text: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_reach_the_plugin_and_are_never_shown() {
     let c = Cluster::start("cfg-secret", 2);
-    let rule = own_anomaly(&c);
+    let rule = c.plugin_copy("anomaly");
     let stdout = c.log_dir.join("streamhost.stdout");
     let args = ["--admin-token", TOKEN, "--batch-size", "100"];
     let mut sh = c
@@ -654,7 +626,7 @@ async fn secrets_reach_the_plugin_and_are_never_shown() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plugin_config_on_the_command_line_serves_from_the_first_record_and_cannot_be_changed() {
     let c = Cluster::start("cfg-pinned", 2);
-    let rule = own_anomaly(&c);
+    let rule = c.plugin_copy("anomaly");
     let (mut sh, admin) = start(
         &c,
         "streamhost",
@@ -723,7 +695,7 @@ fn replace_atomically(path: &Path, text: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_secret_from_the_settings_file_is_not_shown_either() {
     let c = Cluster::start("cfg-secret-file", 2);
-    let rule = own_anomaly(&c);
+    let rule = c.plugin_copy("anomaly");
     let settings = rule.with_extension("toml");
     replace_atomically(
         &settings,

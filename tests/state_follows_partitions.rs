@@ -1,7 +1,15 @@
-//! Windows follow partitions: the same input gives the same answers
-//! whatever happens to the processes reading it (`kill -9` and restart, a
-//! second process joining and leaving the group) and however many workers
-//! each has. Run against the real broker and the built components.
+//! Windows and alerts follow partitions: the same input gives the same
+//! answers whatever happens to the processes reading it (`kill -9` and
+//! restart, a second process joining and leaving the group) and however
+//! many workers each has. Run against the real broker and the built
+//! components.
+//!
+//! The faults run with `--alerts lifecycle`, whose state (what fires, since
+//! when, how much was suppressed, when it was last written) is carried
+//! from process to process: every `firing`, `repeat` and `resolved` record
+//! must be the reference's, apart from at-least-once copies, which must be
+//! exact. The workers comparison keeps `--alerts every-record`, so that the
+//! article's alerts stay compared record for record too.
 
 use streamhost_testkit as support;
 
@@ -91,7 +99,9 @@ enum Outcome {
     /// The enriched record's `streamhost` member: window statistics, trend
     /// labels, alert kinds, plugin versions.
     Enriched(String),
-    /// An alert record: its rule, kinds, severity and messages.
+    /// An alert record, all but its processing times: rule, kinds,
+    /// severity, messages, event time, record; with the lifecycle, its
+    /// `status`, `firing_since`, `suppressed` and `resolved_by`.
     Alert(String),
     /// A dead letter's reason.
     Dead(String),
@@ -128,15 +138,18 @@ fn outcomes(cluster: &Cluster) -> Outcomes {
     }
     let alerts = cluster.read_all(&cluster.alerts, Duration::from_secs(180));
     for r in &alerts {
-        let v = r.json();
-        let kept = serde_json::json!({
-            "rule": v["rule"], "rule_version": v["rule_version"],
-            "anomalies": v["anomalies"], "severity": v["severity"], "alerts": v["alerts"],
-            "event_time": v["event_time"],
-        });
-        all.entry(source(&v["source"]))
+        let mut v = r.json();
+        let at = source(&v["source"]);
+        // The processing time: the alert's `timestamp`, and the one the
+        // `enrich` transform stamps into the record (`sensor_data`).
+        let processed = v.as_object_mut().unwrap().remove("timestamp");
+        assert!(processed.is_some(), "an alert without timestamp: {v}");
+        if let Some(record) = v["sensor_data"].as_object_mut() {
+            assert!(record.remove("processed_at").is_some(), "{v}");
+        }
+        all.entry(at)
             .or_default()
-            .push(Outcome::Alert(kept.to_string()));
+            .push(Outcome::Alert(v.to_string()));
     }
     for v in all.values_mut() {
         v.sort();
@@ -201,10 +214,70 @@ const ARGS: [&str; 10] = [
     "zscore.window_ms=600000",
 ];
 
+/// The alert lifecycle, repeating every 2 minutes of event time (so that
+/// when an alert was last written is part of the state carried over).
+const LIFECYCLE: [&str; 4] = ["--alerts", "lifecycle", "--alert-repeat", "2m"];
+
+/// Checks that the lifecycle records of a run read as transitions of each
+/// (key, rule, kind): `firing` when not firing (since its own event time,
+/// nothing suppressed yet), then `repeat`s, then `resolved`, each naming
+/// the same `firing_since` and a count suppressed that never goes down,
+/// an idle resolution without a record. Returns the records by status.
+fn lifecycle_statuses(run: &Outcomes) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    // Per (key, rule, kind): firing since, and suppressed so far.
+    let mut firing: HashMap<String, (String, u64)> = HashMap::new();
+    for outcomes in run.values() {
+        let mut records: Vec<serde_json::Value> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Alert(a) => Some(serde_json::from_str(a).unwrap()),
+                _ => None,
+            })
+            .collect();
+        // One record may resolve a kind as idle (a sweep it triggered) and
+        // fire it again: the resolution comes first.
+        records.sort_by_key(|v| v["status"] != "resolved");
+        for v in records {
+            let id = format!("{} {} {}", v["sensor_id"], v["rule"], v["anomalies"]);
+            let since = v["firing_since"].as_str().unwrap().to_string();
+            let suppressed = v["suppressed"].as_u64().unwrap();
+            let status = v["status"].as_str().unwrap();
+            let was = firing.get(&id).cloned();
+            let fits = match (status, &was) {
+                ("firing", None) => since == v["event_time"].as_str().unwrap() && suppressed == 0,
+                ("repeat" | "resolved", Some((s, n))) => *s == since && suppressed >= *n,
+                _ => false,
+            };
+            assert!(fits, "{status} after {was:?}: {v}");
+            let name = match v["resolved_by"].as_str() {
+                Some(by) => {
+                    assert_eq!(by == "idle", v["sensor_data"].is_null(), "{v}");
+                    firing.remove(&id);
+                    format!("{status} ({by})")
+                }
+                None => {
+                    firing.insert(id, (since, suppressed));
+                    status.to_string()
+                }
+            };
+            *counts.entry(name).or_default() += 1;
+        }
+    }
+    counts
+}
+
 /// Runs streamhost over a pre-loaded input until it is all processed.
-async fn run_backlog(cluster: &Cluster, log: &str, workers: &str, n: usize) -> Outcomes {
+async fn run_backlog(
+    cluster: &Cluster,
+    log: &str,
+    workers: &str,
+    alerts: &[&str],
+    n: usize,
+) -> Outcomes {
     let max = n.to_string();
     let mut args = ARGS.to_vec();
+    args.extend(alerts);
     args.extend(["--workers", workers, "--max-records", &max]);
     let child = cluster.streamhost_with(log, &plugins(), &args);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
@@ -252,7 +325,7 @@ async fn outputs_are_the_same_across_kills_restarts_and_rebalances() {
     let reference = {
         let cluster = Cluster::start("state-ref", PARTITIONS as u32);
         cluster.produce_stamped(&records).await;
-        run_backlog(&cluster, "reference", "1", n).await
+        run_backlog(&cluster, "reference", "1", &LIFECYCLE, n).await
     };
     let kinds = reference
         .values()
@@ -287,11 +360,20 @@ async fn outputs_are_the_same_across_kills_restarts_and_rebalances() {
         .filter(|o| matches!(o, Outcome::Alert(a) if a.contains("temperature_zscore") && a.contains("10 min mean")))
         .count();
     assert!(zscores > 100, "zscore alerts: {zscores}");
+    let statuses = lifecycle_statuses(&reference);
+    println!("reference: lifecycle records {statuses:?}");
+    for status in ["firing", "repeat", "resolved (record)", "resolved (idle)"] {
+        assert!(
+            statuses.get(status).is_some_and(|n| *n > 0),
+            "the reference has no {status} record: {statuses:?}"
+        );
+    }
 
     // The same input, produced live while processes are killed, restarted,
     // and a second one joins the group and leaves it.
     let cluster = Cluster::start("state-faults", PARTITIONS as u32);
-    let args = ARGS.to_vec();
+    let mut args = ARGS.to_vec();
+    args.extend(LIFECYCLE);
     let start = |log: &str| cluster.streamhost_with(log, &plugins(), &args);
     let mut main = start("main-0");
     cluster.wait_log("main-0", "Partitions assigned", Duration::from_secs(60));
@@ -388,7 +470,7 @@ async fn one_worker_and_four_give_the_same_outputs() {
     for workers in ["1", "4"] {
         let cluster = Cluster::start(&format!("workers-{workers}"), PARTITIONS as u32);
         cluster.produce_stamped(&records).await;
-        runs.push(run_backlog(&cluster, "streamhost", workers, n).await);
+        runs.push(run_backlog(&cluster, "streamhost", workers, &[], n).await);
     }
     let duplicated = compare(&runs[0], &runs[1], "4 workers against 1");
     assert_eq!(duplicated, 0);

@@ -18,7 +18,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::producer::FutureRecord;
 use serde_json::{Value, json};
 use streamhost::cmd::plugins::request;
-use support::kafka::{Cluster, Read, terminate};
+use support::kafka::{Cluster, metric, terminate};
 
 /// Event times start on a minute.
 const T0: i64 = 1_795_500_000_000;
@@ -128,7 +128,7 @@ struct Want {
 }
 
 /// Every input produced so far, by source position.
-type Wants = HashMap<(i64, i64), Want>;
+type Wants = HashMap<(i32, i64), Want>;
 
 /// Produces readings (key, JSON) to the input topic; records in `want`
 /// what each must come out as, by `lookup` (the row key a reading looks
@@ -141,11 +141,7 @@ async fn produce_readings(
     want: &mut Wants,
     stage: &str,
 ) {
-    let records: Vec<_> = readings
-        .iter()
-        .map(|(k, v)| (Some(k.clone()), v.to_string().into_bytes()))
-        .collect();
-    let positions = c.produce(&records).await;
+    let positions = c.produce_json(readings).await;
     for ((key, v), (p, o)) in readings.iter().zip(positions) {
         let row_key = lookup(key, v);
         let row = row_key.as_deref().and_then(|k| rows.get(k));
@@ -157,22 +153,8 @@ async fn produce_readings(
             temperature: t,
             message: judge(row, t),
         };
-        assert!(want.insert((p as i64, o), w).is_none());
+        assert!(want.insert((p, o), w).is_none());
     }
-}
-
-/// The source position an output names.
-fn source_of(r: &Read) -> (i64, i64) {
-    let v = r.json();
-    let s = if v["streamhost"].is_object() {
-        &v["streamhost"]["source"]
-    } else {
-        &v["source"]
-    };
-    (
-        s["partition"].as_i64().unwrap(),
-        s["offset"].as_i64().unwrap(),
-    )
 }
 
 /// Waits for the outputs of every input in `want`, then reads both output
@@ -184,9 +166,9 @@ fn check_outputs(c: &Cluster, want: &Wants, stage: &str, log: &str) {
     let n = want.len();
     c.read(&c.enriched, OUTPUTS, |r| r.len() >= n);
     let enriched = c.read_all(&c.enriched, OUTPUTS);
-    let mut seen: HashMap<(i64, i64), usize> = HashMap::new();
+    let mut seen: HashMap<(i32, i64), usize> = HashMap::new();
     for r in &enriched {
-        let (at, v) = (source_of(r), r.json());
+        let (at, v) = (r.source(), r.json());
         let w = want
             .get(&at)
             .unwrap_or_else(|| panic!("{stage}: an enriched output of no input: {v}"));
@@ -223,9 +205,9 @@ fn check_outputs(c: &Cluster, want: &Wants, stage: &str, log: &str) {
     let alerting = want.values().filter(|w| w.message.is_some()).count();
     c.read(&c.alerts, OUTPUTS, |r| r.len() >= alerting);
     let alerts = c.read_all(&c.alerts, OUTPUTS);
-    let mut alerted: HashMap<(i64, i64), usize> = HashMap::new();
+    let mut alerted: HashMap<(i32, i64), usize> = HashMap::new();
     for a in &alerts {
-        let (at, v) = (source_of(a), a.json());
+        let (at, v) = (a.source(), a.json());
         let w = want
             .get(&at)
             .unwrap_or_else(|| panic!("{stage}: an alert of no input: {v}"));
@@ -256,15 +238,6 @@ fn check_outputs(c: &Cluster, want: &Wants, stage: &str, log: &str) {
         alerting,
         "{stage}: inputs that must alert under their rows"
     );
-}
-
-/// The value of the series `series` (name and labels) in `GET /metrics`.
-fn metric(admin: &str, series: &str) -> Option<f64> {
-    let (status, body) = request(admin, "GET", "/metrics", None, b"").unwrap();
-    assert_eq!(status, 200, "GET /metrics: {body}");
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().unwrap())
 }
 
 /// Waits for `/readyz`, checking each time it answers that readiness never

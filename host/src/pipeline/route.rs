@@ -248,11 +248,11 @@ impl Route<'_> {
                     rule: (&serving.name, &info.version),
                     source: self.source(inp),
                 };
-                out.push(self.alert_record(
-                    inp,
-                    decoded.key.as_bytes(),
-                    output::transition(&at, &t),
-                ));
+                let key = inp
+                    .key
+                    .clone()
+                    .unwrap_or_else(|| decoded.key.as_bytes().to_vec());
+                out.push(self.alert_record(inp, key, output::transition(&at, &t)));
             }
         }
         names
@@ -289,7 +289,11 @@ impl Route<'_> {
                     rule: (&t.open.rule, version),
                     source: self.source(inp),
                 };
-                let mut r = [self.alert_record(inp, key.as_bytes(), output::transition(&at, &t))];
+                // Keyed by the idle key, not by the record whose arrival
+                // swept it: the alerts topic keeps the key's records on one
+                // partition, in order.
+                let payload = output::transition(&at, &t);
+                let mut r = [self.alert_record(inp, key.as_bytes().to_vec(), payload)];
                 match self.encode_and_limit(&mut r) {
                     Ok(()) => {
                         tally.alert_records += 1;
@@ -309,12 +313,12 @@ impl Route<'_> {
         }
     }
 
-    /// An alert record keyed like the record it comes from.
-    fn alert_record(&self, inp: &InRecord, key: &[u8], payload: String) -> OutRecord {
+    /// An alert record with Kafka key `key`, from the record `inp`.
+    fn alert_record(&self, inp: &InRecord, key: Vec<u8>, payload: String) -> OutRecord {
         OutRecord {
             dest: Dest::Alerts,
             source: (inp.partition, inp.offset),
-            key: Some(inp.key.clone().unwrap_or_else(|| key.to_vec())),
+            key: Some(key),
             payload: payload.into_bytes(),
             headers: Vec::new(),
         }

@@ -145,6 +145,37 @@ mod with_kafka {
                     .map(String::as_str)
                     .unwrap_or_else(|| panic!("no header {name}: {self:?}"))
             }
+            /// The input position (partition, offset) an output names: an
+            /// enriched record's `streamhost.source`, an alert's `source`.
+            pub fn source(&self) -> (i32, i64) {
+                let v = self.json();
+                let s = if v["streamhost"].is_object() {
+                    &v["streamhost"]["source"]
+                } else {
+                    &v["source"]
+                };
+                match (s["partition"].as_i64(), s["offset"].as_i64()) {
+                    (Some(p), Some(o)) => (p as i32, o),
+                    _ => panic!("an output naming no source: {v}"),
+                }
+            }
+        }
+
+        /// `GET /metrics` of the admin API at `admin`.
+        pub fn scrape(admin: &str) -> String {
+            let (status, body) =
+                streamhost::cmd::plugins::request(admin, "GET", "/metrics", None, b"").unwrap();
+            assert_eq!(status, 200, "GET /metrics: {body}");
+            body
+        }
+
+        /// The value of the series `series` (name and labels, as written)
+        /// in `GET /metrics`, if it is there.
+        pub fn metric(admin: &str, series: &str) -> Option<f64> {
+            scrape(admin)
+                .lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .map(|v| v.trim().parse().unwrap())
         }
 
         /// A broker and a set of fresh topic names.
@@ -267,6 +298,20 @@ mod with_kafka {
                 self.produce_raw(&raw).await
             }
 
+            /// Produces JSON readings to the input topic, each keyed by its
+            /// key, in order, and waits for all of them. Returns (partition,
+            /// offset) of each.
+            pub async fn produce_json(
+                &self,
+                readings: &[(String, serde_json::Value)],
+            ) -> Vec<(i32, i64)> {
+                let records: Vec<_> = readings
+                    .iter()
+                    .map(|(k, v)| (Some(k.clone()), v.to_string().into_bytes()))
+                    .collect();
+                self.produce(&records).await
+            }
+
             /// Produces records as they are: to a partition (or by key), with or
             /// without key and value. Returns (partition, offset) of each.
             pub async fn produce_raw(
@@ -368,6 +413,14 @@ mod with_kafka {
                     }
                 }
                 out
+            }
+
+            /// A copy of the built plugin `name` in the test's folder, for a
+            /// test that configures it: its settings are written beside it.
+            pub fn plugin_copy(&self, name: &str) -> PathBuf {
+                let path = self.log_dir.join(format!("{name}.wasm"));
+                std::fs::copy(super::plugin_path(name), &path).unwrap();
+                path
             }
 
             /// Starts streamhost on this cluster's topics with the three example
