@@ -23,7 +23,9 @@
 //! 6. `pipeline`: one batch through the stages above, in order: prepare
 //!    (decode, transforms, event-time check), windows, trend and anomaly
 //!    rules (each with its own declared windows and table rows:
-//!    `pipeline::seen`), route (`pipeline::route`).
+//!    `pipeline::seen`), route (`pipeline::route`, with the alert
+//!    lifecycle's transitions); `pipeline::inspect`: what it knows of one
+//!    key.
 //! 7. `rebuild`: a partition's windows rebuilt, before its first record is
 //!    processed, by feeding its input again through the pipeline's windows.
 //! 8. `config`: flags, environment and file, resolved into `Settings`.
@@ -32,12 +34,15 @@
 //!    rebuild or a dead letter's original), `producer` and `committer`
 //!    (Kafka out, and input offsets stored once their outputs are durable),
 //!    `dead_letters` (read back for `streamhost replay`), `table` (reference
-//!    tables loaded and followed), `error` (what goes wrong there, and what
+//!    tables loaded and followed), `state` (the alert state topic: each
+//!    partition's firing alerts, written and taken up), `group` (which
+//!    member holds a partition), `error` (what goes wrong there, and what
 //!    no retry fixes).
 //! 10. `ops`: the admin API, metrics, health and the console, beside the
-//!     data path.
+//!     data path; `firing` (alerts firing now), `keys` (`GET /keys/{key}`).
 //! 11. `cmd`: the subcommands, one file each (`run` is the long-running
-//!     job that wires all of the above).
+//!     job that wires all of the above; `run::worker` is one of its
+//!     workers).
 
 #![warn(missing_docs)]
 

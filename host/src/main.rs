@@ -47,6 +47,13 @@ enum Command {
     /// List, install, replace or remove plugins of a running streamhost
     /// through its admin API.
     Plugins(cmd::plugins::Args),
+    /// Show what a running streamhost holds for one key, through its
+    /// admin API: its partition and who holds it, its window's aggregates,
+    /// its declared windows, its newest readings, its open alerts and its
+    /// table rows.
+    ///
+    ///   streamhost key sensor_015 --admin 127.0.0.1:9464
+    Key(cmd::key::Args),
     /// Load a plugin and print its kind, name, version and WIT package
     /// version, and how long loading took (this also fills the compile
     /// cache, so the next load of the same file is fast).
@@ -112,6 +119,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Componentize(args)) => cmd::componentize::main(args),
         Some(Command::Inspect(args)) => cmd::inspect::main(args),
         Some(Command::Plugins(args)) => cmd::plugins::main(args),
+        Some(Command::Key(args)) => cmd::key::main(args),
     };
     match done {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -102,6 +102,7 @@
 mod buffer;
 mod declared;
 mod deque;
+pub mod inspect;
 mod moments;
 mod ranks;
 

@@ -1,6 +1,6 @@
 //! The subcommands, one file each, named like the subcommand: `run` (the
 //! main job, `streamhost` without a subcommand), `run_local`, `replay`,
-//! `new`, `componentize`, `inspect` and `plugins`. Each holds its
+//! `new`, `componentize`, `inspect`, `plugins` and `key`. Each holds its
 //! arguments (`Args`) and its `main`; `wiring` builds the pipeline's parts
 //! from the settings for those that run rules.
 //!
@@ -19,6 +19,7 @@ macro_rules! out {
 
 pub mod componentize;
 pub mod inspect;
+pub mod key;
 pub mod new;
 pub mod plugins;
 pub mod replay;

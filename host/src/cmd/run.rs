@@ -23,6 +23,7 @@ use crate::lifecycle::AlertMode;
 use super::wiring::{pipeline_config, runtime, with_formats};
 use worker::{Work, Worker};
 
+mod keys;
 mod worker;
 use crate::kafka::{
     self,
@@ -138,7 +139,7 @@ pub async fn run(
 async fn start(settings: Settings) -> anyhow::Result<Job> {
     let metrics = Arc::new(Metrics::default());
     let registry = start_plugins(&settings, &metrics)?;
-    serve_admin(&settings, &registry, &metrics).await?;
+    let (admin_address, key_slot) = serve_admin(&settings, &registry, &metrics).await?;
     tokio::spawn(reload_on_sighup(registry.clone()));
     // Whole before the first record: nothing is consumed meanwhile, so
     // `/readyz` waits too.
@@ -150,9 +151,13 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
     };
     metrics.watch_tables(tables.clone());
 
+    let client_id = keys::client_id(&settings, admin_address);
     let source = Arc::new(
-        KafkaSource::new(&settings, metrics.assigned.clone())
-            .context("creating the Kafka consumer")?,
+        KafkaSource::new(
+            &keys::member_settings(&settings, &client_id),
+            metrics.assigned.clone(),
+        )
+        .context("creating the Kafka consumer")?,
     );
     let sink = Arc::new(KafkaSink::new(&settings).context("creating the Kafka producer")?);
     {
@@ -187,7 +192,9 @@ async fn start(settings: Settings) -> anyhow::Result<Job> {
         failure: Mutex::new(None),
     });
     drain_on_revoke(&source, &shared, settled);
-    let workers = start_workers(&settings, &shared, &tables)?;
+    let desk = keys::Desk::new(&settings, &source, client_id);
+    let workers = start_workers(&settings, &shared, &tables, &desk)?;
+    let _ = key_slot.set(Box::new(desk));
     Ok(Job {
         settings,
         metrics,
@@ -217,11 +224,14 @@ fn start_plugins(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<
 }
 
 /// Serves the admin API, and writes where to `--admin-address-file`.
+/// Returns the address bound, and where the key inspector's source goes
+/// once the workers run.
 async fn serve_admin(
     settings: &Settings,
     registry: &Arc<Registry>,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(std::net::SocketAddr, admin::KeySlot)> {
+    let key_slot = admin::KeySlot::default();
     let admin = Arc::new(Admin {
         about: serde_json::json!({
             "input_topic": settings.input_topic,
@@ -240,6 +250,7 @@ async fn serve_admin(
             .admin_token
             .as_ref()
             .map(|t| t.expose().to_string()),
+        keys: key_slot.clone(),
     });
     let bound = admin::serve(admin, settings.admin)
         .await
@@ -248,7 +259,7 @@ async fn serve_admin(
         std::fs::write(file, bound.to_string())
             .with_context(|| format!("writing the admin address to {}", file.display()))?;
     }
-    Ok(())
+    Ok((bound, key_slot))
 }
 
 /// Before partitions are given up: every batch already handed to a worker
@@ -277,11 +288,13 @@ fn drain_on_revoke(
     }));
 }
 
-/// One thread per worker, each fed its share of every batch.
+/// One thread per worker, each fed its share of every batch, and between
+/// batches answering the key inspector's questions (`keys`).
 fn start_workers(
     settings: &Settings,
     shared: &Arc<Shared>,
     tables: &[crate::kafka::table::TableHandle],
+    desk: &keys::Desk,
 ) -> anyhow::Result<Vec<(SyncSender<Work>, std::thread::JoinHandle<Worker>)>> {
     let mut config = with_formats(pipeline_config(settings), settings)?;
     config.tables = super::wiring::read_tables(tables);
@@ -291,12 +304,21 @@ fn start_workers(
             .context("creating a worker's rebuild reader")?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Work>(2);
         let shared = shared.clone();
+        let asks = desk.add_worker();
         let thread = std::thread::Builder::new()
             .name(format!("streamhost-worker-{id}"))
             .spawn(move || {
-                for work in rx {
-                    worker.run(work, &shared);
-                    shared.dispatched.sub();
+                use std::sync::mpsc::RecvTimeoutError;
+                loop {
+                    match rx.recv_timeout(keys::ASK_POLL) {
+                        Ok(work) => {
+                            worker.run(work, &shared);
+                            shared.dispatched.sub();
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                    worker.answer(&asks, &shared);
                 }
                 worker
             })

@@ -2,13 +2,15 @@
 //! that takes its outputs (`producer`), the committer that stores input
 //! offsets once their outputs are durable (`committer`), the readers that
 //! read a topic again outside the group (`span`, `dead_letters`), the
-//! alert state each partition carries to its next owner (`state`), and
-//! what goes wrong on the way (`error`).
+//! alert state each partition carries to its next owner (`state`), which
+//! partition and group member hold a key (`group`), and what goes wrong on
+//! the way (`error`).
 
 pub mod committer;
 pub mod consumer;
 pub mod dead_letters;
 pub mod error;
+pub mod group;
 pub mod producer;
 pub mod span;
 pub mod state;

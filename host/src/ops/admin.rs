@@ -18,6 +18,9 @@
 //!   trial; `DELETE /plugins/NAME` removes a plugin. Every change needs
 //!   `Authorization: Bearer TOKEN`; with no token configured changes are
 //!   refused outright;
+//! - `GET /keys/{key}[?readings=N]`: what this process holds for one key
+//!   (its windows, newest readings, open alerts, table rows), or which
+//!   partition and group member hold it (see `super::keys`);
 //! - `GET /metrics`, `GET /healthz`, `GET /readyz`;
 //! - `GET /`: the console, a read-only page that polls `GET /console/state`.
 //!
@@ -38,6 +41,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tower_http::timeout::TimeoutLayer;
 
+use super::keys::{DEFAULT_READINGS, KeySource};
 use super::metrics::Metrics;
 use crate::rules::registry::{ChangeError, ConfigChange, Configured, PluginLimits, Registry};
 use crate::rules::trial::Mode;
@@ -60,7 +64,13 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// The bearer token changes need; `None` refuses every change.
     pub token: Option<String>,
+    /// What `GET /keys/{key}` asks, once the workers have started.
+    pub keys: KeySlot,
 }
+
+/// Where the key inspector's source is put once the job has started its
+/// workers (after the admin API, which serves from the start).
+pub type KeySlot = Arc<std::sync::OnceLock<Box<dyn KeySource>>>;
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (
@@ -77,6 +87,9 @@ fn router(admin: Arc<Admin>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/keys", get(no_key))
+        .route("/keys/", get(no_key))
+        .route("/keys/{*key}", get(inspect_key))
         .route("/plugins", get(list))
         .route("/plugins/{name}", put(put_plugin).delete(remove_plugin))
         .route("/plugins/{name}/config", put(configure))
@@ -167,6 +180,60 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
         admin.metrics.render(),
     )
         .into_response()
+}
+
+/// The query of `GET /keys/{key}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyQuery {
+    readings: Option<usize>,
+}
+
+async fn no_key() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no key given: GET /keys/KEY (URL-encoded)",
+    )
+}
+
+/// `GET /keys/{key}`: asks the workers between their batches, and Kafka
+/// for the partition's owner, off the async workers.
+async fn inspect_key(
+    State(admin): State<Arc<Admin>>,
+    key: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<KeyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let key = match key {
+        Ok(Path(key)) => key,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the key: {}", e.body_text()),
+            );
+        }
+    };
+    let readings = match query {
+        Ok(Query(q)) => q.readings.unwrap_or(DEFAULT_READINGS),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    if key.is_empty() {
+        return no_key().await;
+    }
+    let slot = admin.keys.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        slot.get()
+            .map(|source| super::keys::answer(source.as_ref(), &key, readings))
+    })
+    .await;
+    match done {
+        Ok(Some(Ok(value))) => axum::Json(value).into_response(),
+        Ok(Some(Err(e))) => error(StatusCode::NOT_FOUND, e),
+        Ok(None) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: the workers are not running yet",
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 async fn list(State(admin): State<Arc<Admin>>) -> Response {

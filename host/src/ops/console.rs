@@ -8,7 +8,10 @@
 //! once a second for the last five minutes (throughput and lag charts),
 //! dead letters by reason, alerts by kind, the most recent alerts, and
 //! which worker holds which partitions. Plugins, their versions, history
-//! and trials come from the registry at each request.
+//! and trials come from the registry at each request. Its search box asks
+//! the key inspector (`GET /keys/{key}`, `super::keys`) and draws the key's
+//! newest readings per field; `/?key=NAME` opens the page with NAME
+//! searched.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;

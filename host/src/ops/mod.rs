@@ -1,7 +1,8 @@
-//! Beside the data path: the admin HTTP API (plugins, health), the
-//! Prometheus metrics it serves, and the console page.
+//! Beside the data path: the admin HTTP API (plugins, health, the key
+//! inspector), the Prometheus metrics it serves, and the console page.
 
 pub mod admin;
 pub mod console;
 pub mod firing;
+pub mod keys;
 pub mod metrics;
